@@ -1,0 +1,50 @@
+//! A BERT encoder in [candle](https://github.com/huggingface/candle).
+//!
+//! `sbert-bert` loads the Hugging Face `config.json` + `model.safetensors` of a BERT checkpoint
+//! and turns a batch of token ids into contextual token embeddings `(batch, seq, hidden)`. It is
+//! pure tensor code: no file I/O, no tokenization, no pooling (those live in `sbert` and
+//! `sbert-pooling`).
+//!
+//! * Checkpoints with or without the `bert.` prefix load the same way
+//!   (`bert.embeddings.word_embeddings.weight` or `embeddings.word_embeddings.weight`).
+//! * A missing tensor or a tensor of the wrong shape is an error that names the tensor and both
+//!   shapes (candle's `VarBuilder` reports them).
+//! * The forward pass is built from differentiable candle ops when [`Mode::train`] is set, with
+//!   dropout active, so the same model can be fine-tuned; inference uses fused kernels and no
+//!   dropout.
+//! * [`BertModel::forward_with_attentions`] also returns the attention probabilities of every
+//!   layer and head, `(batch, heads, seq, seq)` each.
+//!
+//! # Example
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use candle_nn::VarBuilder;
+//! use sbert_bert::{BertConfig, BertModel};
+//!
+//! # fn main() -> candle_core::Result<()> {
+//! let config = BertConfig { vocab_size: 200, hidden_size: 16, num_hidden_layers: 2,
+//!     num_attention_heads: 4, intermediate_size: 32, ..BertConfig::default() };
+//! // Real code loads weights with `VarBuilder::from_mmaped_safetensors`; zeros suffice here.
+//! let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
+//! let model = BertModel::load(vb, &config)?;
+//! let ids = Tensor::new(&[[101u32, 7, 8, 102], [101, 9, 102, 0]], &Device::Cpu)?;
+//! let mask = Tensor::new(&[[1u32, 1, 1, 1], [1, 1, 1, 0]], &Device::Cpu)?;
+//! let hidden = model.forward(&ids, None, &mask)?;
+//! assert_eq!(hidden.dims(), &[2, 4, 16]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Feature flags
+//!
+//! * `cuda`: forwards to `candle-core/cuda` and `candle-nn/cuda`.
+//! * `metal`: forwards to `candle-core/metal` and `candle-nn/metal`.
+#![warn(missing_docs, missing_debug_implementations)]
+#![doc(test(attr(deny(warnings))))]
+
+mod config;
+mod model;
+
+pub use config::{BertConfig, HiddenAct};
+pub use model::{BertModel, BertOutput, Mode};

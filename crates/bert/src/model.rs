@@ -1,0 +1,412 @@
+//! The BERT encoder: embeddings, self-attention layers, feed-forward blocks.
+//!
+//! Tensor names follow Hugging Face `transformers.BertModel`
+//! (<https://github.com/huggingface/transformers/blob/v4.46.0/src/transformers/models/bert/modeling_bert.py>).
+
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_nn::VarBuilder;
+
+use crate::config::{BertConfig, HiddenAct};
+
+/// How a forward pass runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mode {
+    /// Training mode: dropout is active and every op is a differentiable composite candle op
+    /// (no fused inference kernels). Default: `false` (inference).
+    pub train: bool,
+    /// Keep the attention probabilities of every layer. Default: `false`.
+    pub output_attentions: bool,
+}
+
+/// What [`BertModel::forward_with_mode`] returns.
+#[derive(Debug, Clone)]
+pub struct BertOutput {
+    /// Token embeddings of the last layer, `(batch, seq, hidden)`.
+    pub hidden_states: Tensor,
+    /// When [`Mode::output_attentions`] is set: one `(batch, heads, seq, seq)` tensor per layer,
+    /// the softmax attention probabilities (each row sums to 1 over the unmasked keys).
+    pub attentions: Vec<Tensor>,
+}
+
+/// A dense layer `y = x Wᵀ + b` on the last dimension, with HF's `(out, in)` weight layout.
+#[derive(Debug, Clone)]
+struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    fn load(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get((out_dim, in_dim), "weight")?,
+            bias: vb.get(out_dim, "bias")?,
+        })
+    }
+
+    /// `(…, in)` → `(…, out)`. The leading dimensions are flattened so that one 2-D matmul
+    /// does the work.
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let dims = xs.dims();
+        let in_dim = dims[dims.len() - 1];
+        let rows = xs.elem_count() / in_dim;
+        let flat = xs.reshape((rows, in_dim))?;
+        let out = flat.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
+        let mut out_dims = dims.to_vec();
+        let last = out_dims.len() - 1;
+        out_dims[last] = self.bias.dim(0)?;
+        out.reshape(out_dims)
+    }
+}
+
+/// LayerNorm over the last dimension with a learned scale and shift.
+#[derive(Debug, Clone)]
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// Accepts both `weight`/`bias` and the `gamma`/`beta` names of old TF-converted checkpoints.
+    fn load(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        let (weight, bias) = if !vb.contains_tensor("weight") && vb.contains_tensor("gamma") {
+            (vb.get(dim, "gamma")?, vb.get(dim, "beta")?)
+        } else {
+            (vb.get(dim, "weight")?, vb.get(dim, "bias")?)
+        };
+        Ok(Self { weight, bias, eps })
+    }
+
+    fn forward(&self, xs: &Tensor, mode: Mode) -> Result<Tensor> {
+        if mode.train || !xs.is_contiguous() {
+            // Composite ops: differentiable.
+            let mean = xs.mean_keepdim(D::Minus1)?;
+            let centered = xs.broadcast_sub(&mean)?;
+            let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+            let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+            normed
+                .broadcast_mul(&self.weight)?
+                .broadcast_add(&self.bias)
+        } else {
+            candle_nn::ops::layer_norm(xs, &self.weight, &self.bias, self.eps as f32)
+        }
+    }
+}
+
+fn dropout(xs: &Tensor, p: f64, mode: Mode) -> Result<Tensor> {
+    if mode.train && p > 0.0 {
+        candle_nn::ops::dropout(xs, p as f32)
+    } else {
+        Ok(xs.clone())
+    }
+}
+
+fn softmax_last_dim(xs: &Tensor, mode: Mode) -> Result<Tensor> {
+    if mode.train {
+        candle_nn::ops::softmax(xs, D::Minus1)
+    } else {
+        candle_nn::ops::softmax_last_dim(xs)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Embeddings {
+    word: candle_nn::Embedding,
+    position: candle_nn::Embedding,
+    token_type: candle_nn::Embedding,
+    layer_norm: LayerNorm,
+    dropout: f64,
+    max_positions: usize,
+}
+
+impl Embeddings {
+    fn load(vb: VarBuilder, cfg: &BertConfig) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let table = |name: &str, rows: usize| -> Result<candle_nn::Embedding> {
+            Ok(candle_nn::Embedding::new(
+                vb.pp(name).get((rows, h), "weight")?,
+                h,
+            ))
+        };
+        Ok(Self {
+            word: table("word_embeddings", cfg.vocab_size)?,
+            position: table("position_embeddings", cfg.max_position_embeddings)?,
+            token_type: table("token_type_embeddings", cfg.type_vocab_size)?,
+            layer_norm: LayerNorm::load(vb.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
+            dropout: cfg.hidden_dropout_prob,
+            max_positions: cfg.max_position_embeddings,
+        })
+    }
+
+    fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (_, seq_len) = input_ids.dims2()?;
+        if seq_len > self.max_positions {
+            candle_core::bail!(
+                "sequence of {seq_len} tokens is longer than the model's max_position_embeddings {}",
+                self.max_positions
+            );
+        }
+        let positions = Tensor::arange(0u32, seq_len as u32, input_ids.device())?;
+        let words = self.word.forward(input_ids)?;
+        let types = self.token_type.forward(token_type_ids)?;
+        let pos = self.position.forward(&positions)?;
+        let sum = (words + types)?.broadcast_add(&pos)?;
+        let normed = self.layer_norm.forward(&sum, mode)?;
+        dropout(&normed, self.dropout, mode)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SelfAttention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    output: Linear,
+    layer_norm: LayerNorm,
+    num_heads: usize,
+    head_dim: usize,
+    attention_dropout: f64,
+    hidden_dropout: f64,
+}
+
+impl SelfAttention {
+    fn load(vb: VarBuilder, cfg: &BertConfig) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let sa = vb.pp("self");
+        let out = vb.pp("output");
+        Ok(Self {
+            query: Linear::load(sa.pp("query"), h, h)?,
+            key: Linear::load(sa.pp("key"), h, h)?,
+            value: Linear::load(sa.pp("value"), h, h)?,
+            output: Linear::load(out.pp("dense"), h, h)?,
+            layer_norm: LayerNorm::load(out.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
+            num_heads: cfg.num_attention_heads,
+            head_dim: cfg.head_dim(),
+            attention_dropout: cfg.attention_probs_dropout_prob,
+            hidden_dropout: cfg.hidden_dropout_prob,
+        })
+    }
+
+    /// `(b, t, h)` → `(b, heads, t, head_dim)`.
+    fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, t, _) = xs.dims3()?;
+        xs.reshape((b, t, self.num_heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()
+    }
+
+    /// `hidden (b, t, h)`, additive `mask (b, 1, 1, t)` → `(b, t, h)` and the probabilities.
+    fn forward(&self, hidden: &Tensor, mask: &Tensor, mode: Mode) -> Result<(Tensor, Tensor)> {
+        let (b, t, h) = hidden.dims3()?;
+        let q = self.split_heads(&self.query.forward(hidden)?)?;
+        let k = self.split_heads(&self.key.forward(hidden)?)?;
+        let v = self.split_heads(&self.value.forward(hidden)?)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
+        let probs = softmax_last_dim(&scores, mode)?;
+        let context = dropout(&probs, self.attention_dropout, mode)?.matmul(&v)?;
+        let context = context.transpose(1, 2)?.reshape((b, t, h))?;
+        let out = dropout(&self.output.forward(&context)?, self.hidden_dropout, mode)?;
+        let out = self.layer_norm.forward(&(out + hidden)?, mode)?;
+        Ok((out, probs))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct FeedForward {
+    intermediate: Linear,
+    output: Linear,
+    layer_norm: LayerNorm,
+    act: HiddenAct,
+    dropout: f64,
+}
+
+impl FeedForward {
+    fn load(vb: VarBuilder, cfg: &BertConfig) -> Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Self {
+            intermediate: Linear::load(vb.pp("intermediate").pp("dense"), h, i)?,
+            output: Linear::load(vb.pp("output").pp("dense"), i, h)?,
+            layer_norm: LayerNorm::load(vb.pp("output").pp("LayerNorm"), h, cfg.layer_norm_eps)?,
+            act: cfg.hidden_act,
+            dropout: cfg.hidden_dropout_prob,
+        })
+    }
+
+    fn forward(&self, hidden: &Tensor, mode: Mode) -> Result<Tensor> {
+        let inter = self.intermediate.forward(hidden)?;
+        let inter = match self.act {
+            HiddenAct::Gelu => inter.gelu_erf()?,
+            HiddenAct::GeluTanh => inter.gelu()?,
+            HiddenAct::Relu => inter.relu()?,
+            HiddenAct::Silu => inter.silu()?,
+        };
+        let out = dropout(&self.output.forward(&inter)?, self.dropout, mode)?;
+        self.layer_norm.forward(&(out + hidden)?, mode)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    attention: SelfAttention,
+    feed_forward: FeedForward,
+}
+
+/// A BERT encoder: token ids in, contextual token embeddings out.
+///
+/// Build it with [`BertModel::load`] from a [`VarBuilder`] over the checkpoint's tensors.
+#[derive(Debug, Clone)]
+pub struct BertModel {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    config: BertConfig,
+    device: Device,
+    dtype: DType,
+}
+
+impl BertModel {
+    /// Loads the encoder from `vb`, whose tensors use Hugging Face `BertModel` names, with or
+    /// without the `bert.` prefix of `BertForPreTraining`-style checkpoints.
+    ///
+    /// # Errors
+    /// When the config is invalid, or a tensor is missing or has a shape other than the config
+    /// implies (the error names the tensor and both shapes).
+    pub fn load(vb: VarBuilder, config: &BertConfig) -> Result<Self> {
+        config.validate()?;
+        let vb = if vb.contains_tensor("embeddings.word_embeddings.weight") {
+            vb
+        } else if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
+            vb.pp("bert")
+        } else {
+            // Neither layout matched; fall through so the error names the expected tensor.
+            vb
+        };
+        let embeddings = Embeddings::load(vb.pp("embeddings"), config)?;
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| {
+                let lvb = vb.pp(format!("encoder.layer.{i}"));
+                Ok(Layer {
+                    attention: SelfAttention::load(lvb.pp("attention"), config)?,
+                    feed_forward: FeedForward::load(lvb.clone(), config)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            embeddings,
+            layers,
+            config: config.clone(),
+            device: vb.device().clone(),
+            dtype: vb.dtype(),
+        })
+    }
+
+    /// The configuration the model was loaded with.
+    pub fn config(&self) -> &BertConfig {
+        &self.config
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The dtype of the weights (and of the returned embeddings).
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Inference forward pass.
+    ///
+    /// * `input_ids`: `(batch, seq)`, integer dtype;
+    /// * `token_type_ids`: `(batch, seq)` or `None` for all zeros;
+    /// * `attention_mask`: `(batch, seq)`, 1 for real tokens and 0 for padding, any dtype.
+    ///
+    /// Returns the token embeddings `(batch, seq, hidden)` in the weights' dtype.
+    ///
+    /// # Errors
+    /// On shape mismatches and when `seq` exceeds `max_position_embeddings`.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: Option<&Tensor>,
+        attention_mask: &Tensor,
+    ) -> Result<Tensor> {
+        let out = self.forward_with_mode(
+            input_ids,
+            token_type_ids,
+            attention_mask,
+            Mode::default(),
+        )?;
+        Ok(out.hidden_states)
+    }
+
+    /// Like [`BertModel::forward`], also returning every layer's attention probabilities
+    /// `(batch, heads, seq, seq)`.
+    ///
+    /// # Errors
+    /// As [`BertModel::forward`].
+    pub fn forward_with_attentions(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: Option<&Tensor>,
+        attention_mask: &Tensor,
+    ) -> Result<BertOutput> {
+        let mode = Mode {
+            output_attentions: true,
+            ..Mode::default()
+        };
+        self.forward_with_mode(input_ids, token_type_ids, attention_mask, mode)
+    }
+
+    /// The forward pass with explicit [`Mode`] (training, attention output).
+    ///
+    /// # Errors
+    /// As [`BertModel::forward`].
+    pub fn forward_with_mode(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: Option<&Tensor>,
+        attention_mask: &Tensor,
+        mode: Mode,
+    ) -> Result<BertOutput> {
+        let (b, t) = input_ids.dims2()?;
+        let mask_dims = attention_mask.dims2()?;
+        if mask_dims != (b, t) {
+            candle_core::bail!(
+                "attention_mask has shape {mask_dims:?}, input_ids has shape {:?}",
+                (b, t)
+            );
+        }
+        let zeros;
+        let token_type_ids = match token_type_ids {
+            Some(ids) => ids,
+            None => {
+                zeros = input_ids.zeros_like()?;
+                &zeros
+            }
+        };
+        // Additive mask: 0 where attended, the dtype's most negative value at padding (as HF).
+        let keep = attention_mask.to_dtype(self.dtype)?;
+        let min = match self.dtype {
+            DType::F16 => -65504.0,
+            DType::BF16 => -3.389_531_389_251_535e38,
+            DType::F64 => f64::MIN,
+            _ => f64::from(f32::MIN),
+        };
+        let additive = ((keep.ones_like()? - &keep)? * min)?.reshape((b, 1, 1, t))?;
+
+        let mut hidden = self.embeddings.forward(input_ids, token_type_ids, mode)?;
+        let mut attentions = Vec::new();
+        for layer in &self.layers {
+            let (attended, probs) = layer.attention.forward(&hidden, &additive, mode)?;
+            if mode.output_attentions {
+                attentions.push(probs);
+            }
+            hidden = layer.feed_forward.forward(&attended, mode)?;
+        }
+        Ok(BertOutput {
+            hidden_states: hidden,
+            attentions,
+        })
+    }
+}

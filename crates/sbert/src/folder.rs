@@ -1,0 +1,115 @@
+//! Reading a sentence-transformers model folder: `modules.json` and the config of each module.
+//!
+//! The only module in this crate that touches the file system besides weight loading.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// One entry of `modules.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleEntry {
+    /// Position in the pipeline.
+    #[serde(default)]
+    pub idx: usize,
+    /// Module name.
+    #[serde(default)]
+    pub name: String,
+    /// Folder of the module's files, relative to the model folder (`""` for the root).
+    #[serde(default)]
+    pub path: String,
+    /// Python class, e.g. `sentence_transformers.models.Pooling`.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl ModuleEntry {
+    /// The class name without its Python module path (`"Pooling"`), so that the old
+    /// `sentence_transformers.models.X` and newer module paths both match.
+    pub fn class(&self) -> &str {
+        self.kind.rsplit('.').next().unwrap_or(&self.kind)
+    }
+}
+
+/// `sentence_bert_config.json` of the Transformer module.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentenceBertConfig {
+    /// Longest input in tokens, special tokens included; longer inputs are truncated.
+    #[serde(default)]
+    pub max_seq_length: Option<usize>,
+    /// Lower-case every text before tokenizing.
+    #[serde(default)]
+    pub do_lower_case: bool,
+}
+
+/// `config.json` of a `Dense` module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DenseConfig {
+    /// Input width.
+    pub in_features: usize,
+    /// Output width.
+    pub out_features: usize,
+    /// Whether the layer has a bias.
+    #[serde(default = "default_true")]
+    pub bias: bool,
+    /// Python class of the activation, e.g. `torch.nn.modules.activation.Tanh`.
+    #[serde(default = "default_activation")]
+    pub activation_function: String,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_activation() -> String {
+    "torch.nn.modules.activation.Tanh".to_string()
+}
+
+/// Reads and parses a JSON file, naming the file in every error.
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = read_to_string(path)?;
+    serde_json::from_str(&text).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads a file to a string; a missing file is [`Error::MissingFile`].
+pub(crate) fn read_to_string(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| io_error(path, source))
+}
+
+pub(crate) fn io_error(path: &Path, source: std::io::Error) -> Error {
+    if source.kind() == std::io::ErrorKind::NotFound {
+        Error::MissingFile(path.to_path_buf())
+    } else {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Fails with [`Error::MissingFile`] unless `path` is a file.
+pub(crate) fn require_file(path: PathBuf) -> Result<PathBuf> {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::MissingFile(path))
+    }
+}
+
+/// The modules of a folder: `modules.json` if present, else the implicit
+/// Transformer → mean Pooling that sentence-transformers builds for a plain HF model.
+pub(crate) fn read_modules(dir: &Path) -> Result<Option<Vec<ModuleEntry>>> {
+    let path = dir.join("modules.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let mut modules: Vec<ModuleEntry> = read_json(&path)?;
+    modules.sort_by_key(|m| m.idx);
+    Ok(Some(modules))
+}

@@ -1,0 +1,77 @@
+//! SBERT-style sentence embeddings in Rust, matching Python sentence-transformers.
+//!
+//! `sbert` loads a [sentence-transformers](https://www.sbert.net) model folder
+//! (`modules.json`, `config.json`, `model.safetensors`, `tokenizer.json`,
+//! `sentence_bert_config.json`, `1_Pooling/config.json`, optional `2_Dense/`, `Normalize`) and
+//! turns texts into fixed-size vectors that you compare with cosine similarity:
+//!
+//! text → strip → tokenize (truncate at `max_seq_length`) → sort by length, batch, pad →
+//! BERT encoder ([`sbert_bert`]) → pooling ([`sbert_pooling`]) → Dense → normalize →
+//! input order restored.
+//!
+//! Every step reproduces sentence-transformers: on `all-MiniLM-L6-v2` the embeddings agree with
+//! Python's to 1e-4 (the workspace's golden tests check this on every CI run).
+//!
+//! # Quickstart
+//!
+//! ```no_run
+//! use candle_core::Device;
+//! use sbert::SentenceEmbedder;
+//!
+//! # fn main() -> sbert::Result<()> {
+//! // Run `models/fetch.sh` once to install all-MiniLM-L6-v2 into models/.
+//! let model = SentenceEmbedder::from_dir("models/all-MiniLM-L6-v2", &Device::Cpu)?;
+//! let embeddings = model.embed(&["A man is eating food.", "A man eats pasta."])?; // (2, 384)
+//! let scores = sbert::cos_sim(&embeddings, &embeddings)?; // (2, 2)
+//! let s = model.similarity("A man is eating food.", "A man eats pasta.")?;
+//! assert!(s > 0.5);
+//! # let _ = scores;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The builder covers the knobs, each with sentence-transformers' default:
+//!
+//! ```no_run
+//! use candle_core::Device;
+//! use sbert::{PoolingMode, SentenceEmbedder};
+//!
+//! # fn main() -> sbert::Result<()> {
+//! let model = SentenceEmbedder::builder("models/all-MiniLM-L6-v2")
+//!     .device(Device::Cpu)
+//!     .batch_size(64)
+//!     .pooling(PoolingMode::Max)
+//!     .normalize(false)
+//!     .build()?;
+//! let out = model.encode(&["a text", ""])?;
+//! assert_eq!(out.inputs[1].tokens, 2); // [CLS] [SEP]
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Feature flags
+//!
+//! * `hf-hub` (default): accept `owner/name` hub ids, resolved offline from the Hugging Face
+//!   hub cache (`$HF_HUB_CACHE`, `$HF_HOME/hub` or `~/.cache/huggingface/hub`).
+//! * `hf-hub-online`: also download missing files from the hub.
+//! * `cuda`, `metal`: run on a GPU through candle (`Device::new_cuda(0)`, `Device::new_metal(0)`).
+#![warn(missing_docs, missing_debug_implementations)]
+#![doc(test(attr(deny(warnings))))]
+
+mod embedder;
+mod error;
+mod folder;
+mod hub;
+mod similarity;
+
+pub use embedder::{
+    EmbedderBuilder, Embeddings, InputStats, SentenceEmbedder, TokenizedText, DEFAULT_BATCH_SIZE,
+};
+pub use error::{Error, Result};
+pub use folder::{DenseConfig, ModuleEntry, SentenceBertConfig};
+pub use similarity::{cos_sim, cosine, normalize, pairwise_cos_sim, Similarity};
+
+pub use sbert_bert::{self as bert, BertConfig, BertModel};
+pub use sbert_pooling::{self as pooling, Pooling, PoolingConfig, PoolingError, PoolingMode};
+
+pub use candle_core::{DType, Device, Tensor};

@@ -1,0 +1,64 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+pub mod reference;
+
+use std::path::PathBuf;
+
+use sbert::SentenceEmbedder;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `models/tiny`, the committed fixture model.
+pub fn tiny_dir() -> PathBuf {
+    root().join("models/tiny")
+}
+
+/// The real all-MiniLM-L6-v2 folder: `$SBERT_MODEL_DIR` or `models/all-MiniLM-L6-v2`.
+/// Panics with the fix when it is not installed: a golden test that never runs proves nothing.
+pub fn minilm_dir() -> PathBuf {
+    let dir = std::env::var_os("SBERT_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("models/all-MiniLM-L6-v2"));
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} has no model.safetensors: run models/fetch.sh first",
+        dir.display()
+    );
+    dir
+}
+
+/// `../shared` beside the workspace, or `$SBERT_SHARED_DIR`.
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("SBERT_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared"))
+}
+
+/// all-MiniLM-L6-v2, loaded once per test binary.
+pub fn minilm() -> &'static SentenceEmbedder {
+    static MODEL: std::sync::OnceLock<SentenceEmbedder> = std::sync::OnceLock::new();
+    MODEL.get_or_init(|| {
+        SentenceEmbedder::from_dir(minilm_dir(), &sbert::Device::Cpu).expect("load all-MiniLM-L6-v2")
+    })
+}
+
+/// max |a − b| over two equal-length vectors.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "vector lengths differ");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Asserts that two lists of vectors agree to `max_abs` and cosine ≥ `min_cos`, row by row.
+pub fn assert_close(label: &str, got: &[Vec<f32>], want: &[Vec<f32>], max_abs: f32, min_cos: f32) {
+    assert_eq!(got.len(), want.len(), "{label}: row count");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let d = max_abs_diff(g, w);
+        let c = sbert::cosine(g, w);
+        assert!(d <= max_abs, "{label} row {i}: max |Δ| = {d:e} > {max_abs:e}");
+        assert!(c >= min_cos, "{label} row {i}: cosine {c} < {min_cos}");
+    }
+}

@@ -1,0 +1,123 @@
+//! all-MiniLM-L6-v2 against sentence-transformers' own outputs.
+//!
+//! * `../shared/fixtures/golden_visible.json`: 24 awkward texts (sentence-transformers 6.2.0);
+//! * `tests/fixtures/golden_extra.json`: 40 other texts, made by `tests/fixtures/gen_extra.py`
+//!   with Python sentence-transformers, so parity is not tuned to one set.
+
+use std::path::Path;
+
+use sbert::{Pooling, PoolingMode, SentenceEmbedder};
+use serde::Deserialize;
+
+use crate::common;
+
+#[derive(Deserialize)]
+struct Golden {
+    max_seq_length: usize,
+    sentences: Vec<String>,
+    input_ids: Vec<Vec<u32>>,
+    mean: Vec<Vec<f32>>,
+    max: Vec<Vec<f32>>,
+    cls: Vec<Vec<f32>>,
+    mean_normalized: Vec<Vec<f32>>,
+    cosine_mean_normalized: Vec<Vec<f32>>,
+}
+
+fn read(path: &Path) -> Golden {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
+    serde_json::from_str(&text).expect("parse fixture")
+}
+
+/// Tolerances of the fixtures' README: CPU fp32, max |Δ| ≤ 1e-4, cosine ≥ 0.99999.
+const MAX_ABS: f32 = 1e-4;
+const MIN_COS: f32 = 0.99999;
+
+fn check(path: &Path) {
+    let golden = read(path);
+    let model = common::minilm();
+    assert_eq!(model.max_seq_length(), golden.max_seq_length);
+
+    let tok = model.tokenize(&golden.sentences).expect("tokenize");
+    for (i, (got, want)) in tok.iter().zip(&golden.input_ids).enumerate() {
+        assert_eq!(&got.ids, want, "input_ids of text {i} {:?}", golden.sentences[i]);
+        if got.truncated {
+            assert_eq!(want.len(), golden.max_seq_length, "only a text cut at the limit is flagged");
+        }
+    }
+
+    // Encoded once, pooled three ways (tiny_model tests show this equals one model per pooling).
+    let raw = SentenceEmbedder::builder(common::minilm_dir().to_string_lossy())
+        .normalize(false)
+        .build()
+        .expect("load");
+    let modes = [PoolingMode::Mean, PoolingMode::Max, PoolingMode::Cls];
+    let poolings: Vec<Pooling> = modes.into_iter().map(Pooling::single).collect();
+    let pooled = raw.embed_poolings(&golden.sentences, &poolings).expect("embed");
+    for ((mode, got), want) in modes.iter().zip(pooled).zip([&golden.mean, &golden.max, &golden.cls]) {
+        let got: Vec<Vec<f32>> = got.to_vec2().expect("vec");
+        common::assert_close(mode.name(), &got, want, MAX_ABS, MIN_COS);
+    }
+
+    // The model as shipped: mean pooling, then Normalize (modules.json).
+    assert!(model.normalizes());
+    let emb = model.embed(&golden.sentences).expect("embed");
+    let rows: Vec<Vec<f32>> = emb.to_vec2().expect("vec");
+    common::assert_close("mean_normalized", &rows, &golden.mean_normalized, MAX_ABS, MIN_COS);
+    let cos: Vec<Vec<f32>> = sbert::cos_sim(&emb, &emb).expect("cos").to_vec2().expect("vec");
+    for (i, (g, w)) in cos.iter().zip(&golden.cosine_mean_normalized).enumerate() {
+        let d = common::max_abs_diff(g, w);
+        assert!(d <= MAX_ABS, "cosine matrix row {i}: max |Δ| {d:e}");
+    }
+}
+
+#[test]
+fn visible_fixture_matches_sentence_transformers() {
+    check(&common::shared_dir().join("fixtures/golden_visible.json"));
+}
+
+#[test]
+fn another_text_set_matches_sentence_transformers() {
+    check(&common::root().join("tests/fixtures/golden_extra.json"));
+}
+
+#[test]
+fn truncation_at_256_is_reported() {
+    let golden = read(&common::shared_dir().join("fixtures/golden_visible.json"));
+    let out = common::minilm().encode(&golden.sentences).expect("embed");
+    let long: Vec<usize> = (0..golden.sentences.len()).filter(|&i| out.inputs[i].truncated).collect();
+    assert_eq!(long.len(), 1, "exactly one text runs past 256 tokens");
+    assert_eq!(out.inputs[long[0]].tokens, 256);
+}
+
+#[test]
+fn a_text_alone_equals_the_same_text_in_a_batch_of_longer_texts() {
+    let model = common::minilm();
+    let short = ["Hello!", "A man is playing a guitar.", ""];
+    let filler: Vec<String> = (0..32)
+        .map(|i| format!("Sentence number {i} is considerably longer than the short ones, so that the batch pads them heavily with many extra tokens."))
+        .collect();
+    for text in short {
+        let alone = model.embed_vecs(&[text]).expect("embed");
+        let mut batch: Vec<&str> = filler.iter().map(String::as_str).collect();
+        batch.insert(17, text);
+        let inside = model.embed_vecs(&batch).expect("embed");
+        let d = common::max_abs_diff(&alone[0], &inside[17]);
+        assert!(d <= 1e-5, "{text:?}: alone vs in a batch of 32 longer texts: max |Δ| {d:e}");
+    }
+}
+
+#[test]
+fn input_order_is_restored_for_any_batch_size() {
+    let golden = read(&common::shared_dir().join("fixtures/golden_visible.json"));
+    let reference = common::minilm().embed_vecs(&golden.sentences).expect("embed");
+    for bs in [1, 5, 7] {
+        let got = SentenceEmbedder::builder(common::minilm_dir().to_string_lossy())
+            .batch_size(bs)
+            .build()
+            .expect("load")
+            .embed_vecs(&golden.sentences)
+            .expect("embed");
+        common::assert_close(&format!("batch size {bs}"), &got, &reference, 1e-5, 0.99999);
+    }
+}

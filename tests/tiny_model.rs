@@ -1,0 +1,226 @@
+//! The tensor code on `models/tiny` against the plain-loop reference in `common::reference`.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use sbert::{BertConfig, BertModel, Pooling, PoolingMode, SentenceEmbedder};
+
+use crate::common::{self, reference};
+
+const TEXTS: [&str; 5] = [
+    "the cat sat on the mat",
+    "hello world",
+    "a man is playing guitar and the dog runs fast on the red mat in the house",
+    "",
+    "reading books",
+];
+
+fn tiny() -> SentenceEmbedder {
+    SentenceEmbedder::from_dir(common::tiny_dir(), &Device::Cpu).expect("load tiny")
+}
+
+fn tiny_config() -> BertConfig {
+    let text = std::fs::read_to_string(common::tiny_dir().join("config.json")).expect("config");
+    serde_json::from_str(&text).expect("parse config")
+}
+
+fn tiny_encoder(cfg: &BertConfig) -> BertModel {
+    let path = common::tiny_dir().join("model.safetensors");
+    let bytes = std::fs::read(path).expect("read weights");
+    let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, &Device::Cpu).expect("vb");
+    BertModel::load(vb, cfg).expect("load encoder")
+}
+
+#[test]
+fn tokenizer_json_truncation_and_padding_are_overridden() {
+    let model = tiny();
+    assert_eq!(model.max_seq_length(), 16);
+    let tok = model.tokenize(&TEXTS).expect("tokenize");
+    // tokenizer.json says truncate at 8 and pad to 64; sentence_bert_config.json says 16.
+    assert_eq!(tok[0].ids.len(), 8, "6 words + [CLS] [SEP], not padded to 64");
+    assert!(!tok[0].truncated);
+    assert_eq!(tok[2].ids.len(), 16, "truncated at max_seq_length");
+    assert!(tok[2].truncated);
+    assert_eq!(tok[3].ids, vec![2, 3], "the empty text is [CLS] [SEP]");
+}
+
+#[test]
+fn encoder_matches_plain_loop_reference_in_a_padded_batch() {
+    let cfg = tiny_config();
+    let encoder = tiny_encoder(&cfg);
+    let weights = reference::Weights::load(&common::tiny_dir().join("model.safetensors"));
+    let tok = tiny().tokenize(&TEXTS).expect("tokenize");
+    let t = tok.iter().map(|x| x.ids.len()).max().expect("texts");
+    let mut ids = vec![0u32; TEXTS.len() * t];
+    let mut mask = vec![0u32; TEXTS.len() * t];
+    for (r, x) in tok.iter().enumerate() {
+        ids[r * t..r * t + x.ids.len()].copy_from_slice(&x.ids);
+        mask[r * t..r * t + x.ids.len()].fill(1);
+    }
+    let ids = Tensor::from_vec(ids, (TEXTS.len(), t), &Device::Cpu).expect("ids");
+    let mask = Tensor::from_vec(mask, (TEXTS.len(), t), &Device::Cpu).expect("mask");
+    let hidden: Vec<Vec<Vec<f32>>> =
+        encoder.forward(&ids, None, &mask).expect("forward").to_vec3().expect("vec3");
+    for (r, x) in tok.iter().enumerate() {
+        let want = reference::encode(&weights, &cfg, &x.ids);
+        for (pos, row) in want.iter().enumerate() {
+            let d = common::max_abs_diff(&hidden[r][pos], &reference::to_f32(row));
+            assert!(d < 1e-5, "text {r} token {pos}: max |Δ| {d:e}");
+        }
+    }
+}
+
+#[test]
+fn every_pooling_mode_through_dense_and_normalize_matches_reference() {
+    let cfg = tiny_config();
+    let weights = reference::Weights::load(&common::tiny_dir().join("model.safetensors"));
+    let dense = reference::Weights::load(&common::tiny_dir().join("2_Dense/model.safetensors"));
+    let tok = tiny().tokenize(&TEXTS).expect("tokenize");
+    for mode in PoolingMode::ALL {
+        let model = SentenceEmbedder::builder(common::tiny_dir().to_string_lossy())
+            .pooling(mode)
+            .batch_size(2)
+            .build()
+            .expect("load");
+        assert!(model.normalizes());
+        let got = model.embed_vecs(&TEXTS).expect("embed");
+        let want: Vec<Vec<f32>> = tok
+            .iter()
+            .map(|x| {
+                let tokens = reference::encode(&weights, &cfg, &x.ids);
+                let pooled = reference::pool(mode.name(), &tokens);
+                reference::to_f32(&reference::l2_normalize(&reference::dense_tanh(&dense, &pooled)))
+            })
+            .collect();
+        common::assert_close(mode.name(), &got, &want, 1e-5, 0.99999);
+    }
+}
+
+#[test]
+fn embed_poolings_equals_one_embed_per_pooling() {
+    let model = SentenceEmbedder::builder(common::tiny_dir().to_string_lossy())
+        .normalize(false)
+        .build()
+        .expect("load");
+    let poolings: Vec<Pooling> = [PoolingMode::Cls, PoolingMode::Max, PoolingMode::Mean]
+        .into_iter()
+        .map(Pooling::single)
+        .collect();
+    let all = model.embed_poolings(&TEXTS, &poolings).expect("embed");
+    for (p, got) in poolings.iter().zip(all) {
+        let single = SentenceEmbedder::builder(common::tiny_dir().to_string_lossy())
+            .normalize(false)
+            .pooling(p.clone())
+            .build()
+            .expect("load")
+            .embed_vecs(&TEXTS)
+            .expect("embed");
+        let got: Vec<Vec<f32>> = got.to_vec2().expect("vec");
+        common::assert_close(&p.to_string(), &got, &single, 0.0, 1.0 - 1e-6);
+    }
+    // Two modes concatenated give 64 features, which the 32-input Dense cannot take.
+    let both: Pooling = "mean,max".parse().expect("parse");
+    let err = model.embed_poolings(&TEXTS, &[both]).expect_err("Dense width");
+    assert!(err.to_string().contains("Dense"), "{err}");
+}
+
+#[test]
+fn attention_probabilities_are_per_layer_and_head_and_ignore_padding() {
+    let cfg = tiny_config();
+    let encoder = tiny_encoder(&cfg);
+    let ids = Tensor::new(&[[2u32, 5, 6, 3], [2, 7, 3, 0]], &Device::Cpu).expect("ids");
+    let mask = Tensor::new(&[[1u32, 1, 1, 1], [1, 1, 1, 0]], &Device::Cpu).expect("mask");
+    let out = encoder.forward_with_attentions(&ids, None, &mask).expect("forward");
+    assert_eq!(out.attentions.len(), cfg.num_hidden_layers);
+    for probs in &out.attentions {
+        assert_eq!(probs.dims(), &[2, cfg.num_attention_heads, 4, 4]);
+        let p: Vec<Vec<Vec<Vec<f32>>>> = (0..2)
+            .map(|b| probs.get(b).expect("b").to_vec3().expect("v"))
+            .collect();
+        for (b, heads) in p.iter().enumerate() {
+            for rows in heads {
+                for row in rows {
+                    let sum: f32 = row.iter().sum();
+                    assert!((sum - 1.0).abs() < 1e-5, "row sums to {sum}");
+                    if b == 1 {
+                        assert_eq!(row[3], 0.0, "padding key gets no attention");
+                    }
+                }
+            }
+        }
+    }
+    // The plain forward pass returns the same hidden states and keeps no attentions.
+    let plain = encoder.forward(&ids, None, &mask).expect("forward");
+    let diff = (plain - &out.hidden_states).expect("sub").abs().expect("abs");
+    assert_eq!(diff.max_all().expect("max").to_scalar::<f32>().expect("scalar"), 0.0);
+}
+
+#[test]
+fn training_mode_is_differentiable_and_dropout_acts_only_in_training() {
+    use sbert::bert::Mode;
+    let ids = Tensor::new(&[[2u32, 5, 6, 3]], &Device::Cpu).expect("ids");
+    let mask = Tensor::new(&[[1u32, 1, 1, 1]], &Device::Cpu).expect("mask");
+    let train = Mode { train: true, ..Mode::default() };
+
+    // Without dropout, the differentiable composite ops equal the fused inference kernels.
+    let no_dropout = BertConfig {
+        hidden_dropout_prob: 0.0,
+        attention_probs_dropout_prob: 0.0,
+        ..tiny_config()
+    };
+    let encoder = tiny_encoder(&no_dropout);
+    let inference = encoder.forward(&ids, None, &mask).expect("forward");
+    let composite = encoder.forward_with_mode(&ids, None, &mask, train).expect("forward");
+    let d = (&inference - &composite.hidden_states).expect("sub").abs().expect("abs");
+    assert!(d.max_all().expect("max").to_scalar::<f32>().expect("s") < 1e-5);
+
+    // Gradients flow to the weights through the training path.
+    let varmap = candle_nn::VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let trainable = BertModel::load(vb, &tiny_config()).expect("load");
+    let loss = trainable
+        .forward_with_mode(&ids, None, &mask, train)
+        .expect("forward")
+        .hidden_states
+        .sqr()
+        .expect("sqr")
+        .mean_all()
+        .expect("mean");
+    let grads = loss.backward().expect("backward");
+    let vars = varmap.all_vars();
+    assert!(vars.len() > 10);
+    let with_grad = vars.iter().filter(|v| grads.get(v.as_tensor()).is_some()).count();
+    assert_eq!(with_grad, vars.len(), "every weight gets a gradient");
+
+    // With dropout: training passes differ, inference passes do not.
+    let encoder = tiny_encoder(&tiny_config());
+    let a = encoder.forward_with_mode(&ids, None, &mask, train).expect("f").hidden_states;
+    let b = encoder.forward_with_mode(&ids, None, &mask, train).expect("f").hidden_states;
+    let d = (&a - &b).expect("sub").abs().expect("abs").max_all().expect("m");
+    assert!(d.to_scalar::<f32>().expect("s") > 1e-3, "dropout is active in training");
+    let c = encoder.forward(&ids, None, &mask).expect("f");
+    let e = encoder.forward(&ids, None, &mask).expect("f");
+    let d = (&c - &e).expect("sub").abs().expect("abs").max_all().expect("m");
+    assert_eq!(d.to_scalar::<f32>().expect("s"), 0.0);
+}
+
+#[test]
+fn order_is_restored_for_any_batch_size() {
+    let texts: Vec<String> = (0..23)
+        .map(|i| "the cat sat on the mat and the dog runs ".repeat(i % 4 + 1)[..5 + (i * 7) % 40].to_string())
+        .collect();
+    let one = SentenceEmbedder::builder(common::tiny_dir().to_string_lossy())
+        .batch_size(1)
+        .build()
+        .expect("load")
+        .embed_vecs(&texts)
+        .expect("embed");
+    for bs in [2, 5, 32] {
+        let got = SentenceEmbedder::builder(common::tiny_dir().to_string_lossy())
+            .batch_size(bs)
+            .build()
+            .expect("load")
+            .embed_vecs(&texts)
+            .expect("embed");
+        common::assert_close(&format!("batch {bs}"), &got, &one, 1e-5, 0.99999);
+    }
+}
