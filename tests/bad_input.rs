@@ -46,7 +46,12 @@ fn chain(err: &dyn std::error::Error) -> String {
 
 #[test]
 fn missing_files_are_named() {
-    for file in ["model.safetensors", "tokenizer.json", "config.json", "1_Pooling/config.json"] {
+    for file in [
+        "model.safetensors",
+        "tokenizer.json",
+        "config.json",
+        "1_Pooling/config.json",
+    ] {
         let (_tmp, dir) = tiny_copy();
         std::fs::remove_file(dir.join(file)).expect("rm");
         let err = load(&dir).expect_err(file);
@@ -75,20 +80,29 @@ fn weights_that_do_not_fit_the_config_name_the_tensor_and_shapes() {
     let (_tmp, dir) = tiny_copy();
     let cfg_path = dir.join("config.json");
     let cfg = std::fs::read_to_string(&cfg_path).expect("read");
-    std::fs::write(&cfg_path, cfg.replace("\"intermediate_size\": 64", "\"intermediate_size\": 80"))
-        .expect("write");
+    std::fs::write(
+        &cfg_path,
+        cfg.replace("\"intermediate_size\": 64", "\"intermediate_size\": 80"),
+    )
+    .expect("write");
     let err = load(&dir).expect_err("shape mismatch");
     let msg = chain(&err);
     assert!(msg.contains("intermediate.dense.weight"), "{msg}");
     assert!(msg.contains("80") && msg.contains("64"), "{msg}");
 
-    std::fs::write(&cfg_path, cfg.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3"))
-        .expect("write");
+    std::fs::write(
+        &cfg_path,
+        cfg.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3"),
+    )
+    .expect("write");
     let msg = chain(&load(&dir).expect_err("missing layer"));
     assert!(msg.contains("encoder.layer.2"), "{msg}");
 
-    std::fs::write(&cfg_path, cfg.replace("\"hidden_size\": 32", "\"hidden_size\": 30"))
-        .expect("write");
+    std::fs::write(
+        &cfg_path,
+        cfg.replace("\"hidden_size\": 32", "\"hidden_size\": 30"),
+    )
+    .expect("write");
     let msg = chain(&load(&dir).expect_err("heads do not divide"));
     assert!(msg.contains("num_attention_heads"), "{msg}");
 }
@@ -106,7 +120,14 @@ fn malformed_json_names_the_file() {
 fn unknown_pooling_mode_lists_the_valid_ones() {
     let err = "avg".parse::<sbert::Pooling>().expect_err("unknown");
     let msg = err.to_string();
-    for valid in ["cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"] {
+    for valid in [
+        "cls",
+        "max",
+        "mean",
+        "mean_sqrt_len_tokens",
+        "weightedmean",
+        "lasttoken",
+    ] {
         assert!(msg.contains(valid), "{msg}");
     }
 }
@@ -126,7 +147,10 @@ fn a_model_that_is_not_there_is_named() {
 fn empty_and_whitespace_texts_embed_as_the_empty_text() {
     let model = load(&common::tiny_dir()).expect("load");
     let out = model.encode(&["", "   ", "\t\n ", "hello"]).expect("embed");
-    assert_eq!(out.inputs.iter().map(|s| s.tokens).collect::<Vec<_>>(), vec![2, 2, 2, 3]);
+    assert_eq!(
+        out.inputs.iter().map(|s| s.tokens).collect::<Vec<_>>(),
+        vec![2, 2, 2, 3]
+    );
     let rows: Vec<Vec<f32>> = out.embeddings.to_vec2().expect("vec");
     assert_eq!(rows[0], rows[1]);
     assert_eq!(rows[0], rows[2]);

@@ -40,9 +40,17 @@ fn check(path: &Path) {
 
     let tok = model.tokenize(&golden.sentences).expect("tokenize");
     for (i, (got, want)) in tok.iter().zip(&golden.input_ids).enumerate() {
-        assert_eq!(&got.ids, want, "input_ids of text {i} {:?}", golden.sentences[i]);
+        assert_eq!(
+            &got.ids, want,
+            "input_ids of text {i} {:?}",
+            golden.sentences[i]
+        );
         if got.truncated {
-            assert_eq!(want.len(), golden.max_seq_length, "only a text cut at the limit is flagged");
+            assert_eq!(
+                want.len(),
+                golden.max_seq_length,
+                "only a text cut at the limit is flagged"
+            );
         }
     }
 
@@ -53,8 +61,15 @@ fn check(path: &Path) {
         .expect("load");
     let modes = [PoolingMode::Mean, PoolingMode::Max, PoolingMode::Cls];
     let poolings: Vec<Pooling> = modes.into_iter().map(Pooling::single).collect();
-    let pooled = raw.embed_poolings(&golden.sentences, &poolings).expect("embed");
-    for ((mode, got), want) in modes.iter().zip(pooled).zip([&golden.mean, &golden.max, &golden.cls]) {
+    let pooled = raw
+        .embed_poolings(&golden.sentences, &poolings)
+        .expect("embed");
+    for ((mode, got), want) in
+        modes
+            .iter()
+            .zip(pooled)
+            .zip([&golden.mean, &golden.max, &golden.cls])
+    {
         let got: Vec<Vec<f32>> = got.to_vec2().expect("vec");
         common::assert_close(mode.name(), &got, want, MAX_ABS, MIN_COS);
     }
@@ -63,8 +78,17 @@ fn check(path: &Path) {
     assert!(model.normalizes());
     let emb = model.embed(&golden.sentences).expect("embed");
     let rows: Vec<Vec<f32>> = emb.to_vec2().expect("vec");
-    common::assert_close("mean_normalized", &rows, &golden.mean_normalized, MAX_ABS, MIN_COS);
-    let cos: Vec<Vec<f32>> = sbert::cos_sim(&emb, &emb).expect("cos").to_vec2().expect("vec");
+    common::assert_close(
+        "mean_normalized",
+        &rows,
+        &golden.mean_normalized,
+        MAX_ABS,
+        MIN_COS,
+    );
+    let cos: Vec<Vec<f32>> = sbert::cos_sim(&emb, &emb)
+        .expect("cos")
+        .to_vec2()
+        .expect("vec");
     for (i, (g, w)) in cos.iter().zip(&golden.cosine_mean_normalized).enumerate() {
         let d = common::max_abs_diff(g, w);
         assert!(d <= MAX_ABS, "cosine matrix row {i}: max |Δ| {d:e}");
@@ -85,7 +109,9 @@ fn another_text_set_matches_sentence_transformers() {
 fn truncation_at_256_is_reported() {
     let golden = read(&common::shared_dir().join("fixtures/golden_visible.json"));
     let out = common::minilm().encode(&golden.sentences).expect("embed");
-    let long: Vec<usize> = (0..golden.sentences.len()).filter(|&i| out.inputs[i].truncated).collect();
+    let long: Vec<usize> = (0..golden.sentences.len())
+        .filter(|&i| out.inputs[i].truncated)
+        .collect();
     assert_eq!(long.len(), 1, "exactly one text runs past 256 tokens");
     assert_eq!(out.inputs[long[0]].tokens, 256);
 }
@@ -103,14 +129,19 @@ fn a_text_alone_equals_the_same_text_in_a_batch_of_longer_texts() {
         batch.insert(17, text);
         let inside = model.embed_vecs(&batch).expect("embed");
         let d = common::max_abs_diff(&alone[0], &inside[17]);
-        assert!(d <= 1e-5, "{text:?}: alone vs in a batch of 32 longer texts: max |Δ| {d:e}");
+        assert!(
+            d <= 1e-5,
+            "{text:?}: alone vs in a batch of 32 longer texts: max |Δ| {d:e}"
+        );
     }
 }
 
 #[test]
 fn input_order_is_restored_for_any_batch_size() {
     let golden = read(&common::shared_dir().join("fixtures/golden_visible.json"));
-    let reference = common::minilm().embed_vecs(&golden.sentences).expect("embed");
+    let reference = common::minilm()
+        .embed_vecs(&golden.sentences)
+        .expect("embed");
     for bs in [1, 5, 7] {
         let got = SentenceEmbedder::builder(common::minilm_dir().to_string_lossy())
             .batch_size(bs)

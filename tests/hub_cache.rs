@@ -42,14 +42,20 @@ fn lay_out_cache(cache: &Path, id: &str, rev: &str, src: &Path) {
 #[test]
 fn hub_id_resolves_offline_from_the_cache() {
     let cache = tempfile::tempdir().expect("tempdir");
-    lay_out_cache(cache.path(), "sbert-test/tiny", "0123456789abcdef", &common::tiny_dir());
+    lay_out_cache(
+        cache.path(),
+        "sbert-test/tiny",
+        "0123456789abcdef",
+        &common::tiny_dir(),
+    );
 
     let from_hub = SentenceEmbedder::builder("sbert-test/tiny")
         .hf_cache_dir(cache.path())
         .build()
         .expect("resolve from the cache");
     assert!(from_hub.dir().ends_with("snapshots/0123456789abcdef"));
-    let from_dir = SentenceEmbedder::from_dir(common::tiny_dir(), &sbert::Device::Cpu).expect("load");
+    let from_dir =
+        SentenceEmbedder::from_dir(common::tiny_dir(), &sbert::Device::Cpu).expect("load");
     let texts = ["the cat sat on the mat", "hello world"];
     assert_eq!(
         from_hub.embed_vecs(&texts).expect("embed"),

@@ -36,7 +36,11 @@ fn tokenizer_json_truncation_and_padding_are_overridden() {
     assert_eq!(model.max_seq_length(), 16);
     let tok = model.tokenize(&TEXTS).expect("tokenize");
     // tokenizer.json says truncate at 8 and pad to 64; sentence_bert_config.json says 16.
-    assert_eq!(tok[0].ids.len(), 8, "6 words + [CLS] [SEP], not padded to 64");
+    assert_eq!(
+        tok[0].ids.len(),
+        8,
+        "6 words + [CLS] [SEP], not padded to 64"
+    );
     assert!(!tok[0].truncated);
     assert_eq!(tok[2].ids.len(), 16, "truncated at max_seq_length");
     assert!(tok[2].truncated);
@@ -58,8 +62,11 @@ fn encoder_matches_plain_loop_reference_in_a_padded_batch() {
     }
     let ids = Tensor::from_vec(ids, (TEXTS.len(), t), &Device::Cpu).expect("ids");
     let mask = Tensor::from_vec(mask, (TEXTS.len(), t), &Device::Cpu).expect("mask");
-    let hidden: Vec<Vec<Vec<f32>>> =
-        encoder.forward(&ids, None, &mask).expect("forward").to_vec3().expect("vec3");
+    let hidden: Vec<Vec<Vec<f32>>> = encoder
+        .forward(&ids, None, &mask)
+        .expect("forward")
+        .to_vec3()
+        .expect("vec3");
     for (r, x) in tok.iter().enumerate() {
         let want = reference::encode(&weights, &cfg, &x.ids);
         for (pos, row) in want.iter().enumerate() {
@@ -88,7 +95,9 @@ fn every_pooling_mode_through_dense_and_normalize_matches_reference() {
             .map(|x| {
                 let tokens = reference::encode(&weights, &cfg, &x.ids);
                 let pooled = reference::pool(mode.name(), &tokens);
-                reference::to_f32(&reference::l2_normalize(&reference::dense_tanh(&dense, &pooled)))
+                reference::to_f32(&reference::l2_normalize(&reference::dense_tanh(
+                    &dense, &pooled,
+                )))
             })
             .collect();
         common::assert_close(mode.name(), &got, &want, 1e-5, 0.99999);
@@ -119,7 +128,9 @@ fn embed_poolings_equals_one_embed_per_pooling() {
     }
     // Two modes concatenated give 64 features, which the 32-input Dense cannot take.
     let both: Pooling = "mean,max".parse().expect("parse");
-    let err = model.embed_poolings(&TEXTS, &[both]).expect_err("Dense width");
+    let err = model
+        .embed_poolings(&TEXTS, &[both])
+        .expect_err("Dense width");
     assert!(err.to_string().contains("Dense"), "{err}");
 }
 
@@ -129,7 +140,9 @@ fn attention_probabilities_are_per_layer_and_head_and_ignore_padding() {
     let encoder = tiny_encoder(&cfg);
     let ids = Tensor::new(&[[2u32, 5, 6, 3], [2, 7, 3, 0]], &Device::Cpu).expect("ids");
     let mask = Tensor::new(&[[1u32, 1, 1, 1], [1, 1, 1, 0]], &Device::Cpu).expect("mask");
-    let out = encoder.forward_with_attentions(&ids, None, &mask).expect("forward");
+    let out = encoder
+        .forward_with_attentions(&ids, None, &mask)
+        .expect("forward");
     assert_eq!(out.attentions.len(), cfg.num_hidden_layers);
     for probs in &out.attentions {
         assert_eq!(probs.dims(), &[2, cfg.num_attention_heads, 4, 4]);
@@ -150,8 +163,17 @@ fn attention_probabilities_are_per_layer_and_head_and_ignore_padding() {
     }
     // The plain forward pass returns the same hidden states and keeps no attentions.
     let plain = encoder.forward(&ids, None, &mask).expect("forward");
-    let diff = (plain - &out.hidden_states).expect("sub").abs().expect("abs");
-    assert_eq!(diff.max_all().expect("max").to_scalar::<f32>().expect("scalar"), 0.0);
+    let diff = (plain - &out.hidden_states)
+        .expect("sub")
+        .abs()
+        .expect("abs");
+    assert_eq!(
+        diff.max_all()
+            .expect("max")
+            .to_scalar::<f32>()
+            .expect("scalar"),
+        0.0
+    );
 }
 
 #[test]
@@ -159,7 +181,10 @@ fn training_mode_is_differentiable_and_dropout_acts_only_in_training() {
     use sbert::bert::Mode;
     let ids = Tensor::new(&[[2u32, 5, 6, 3]], &Device::Cpu).expect("ids");
     let mask = Tensor::new(&[[1u32, 1, 1, 1]], &Device::Cpu).expect("mask");
-    let train = Mode { train: true, ..Mode::default() };
+    let train = Mode {
+        train: true,
+        ..Mode::default()
+    };
 
     // Without dropout, the differentiable composite ops equal the fused inference kernels.
     let no_dropout = BertConfig {
@@ -169,8 +194,13 @@ fn training_mode_is_differentiable_and_dropout_acts_only_in_training() {
     };
     let encoder = tiny_encoder(&no_dropout);
     let inference = encoder.forward(&ids, None, &mask).expect("forward");
-    let composite = encoder.forward_with_mode(&ids, None, &mask, train).expect("forward");
-    let d = (&inference - &composite.hidden_states).expect("sub").abs().expect("abs");
+    let composite = encoder
+        .forward_with_mode(&ids, None, &mask, train)
+        .expect("forward");
+    let d = (&inference - &composite.hidden_states)
+        .expect("sub")
+        .abs()
+        .expect("abs");
     assert!(d.max_all().expect("max").to_scalar::<f32>().expect("s") < 1e-5);
 
     // Gradients flow to the weights through the training path.
@@ -188,25 +218,50 @@ fn training_mode_is_differentiable_and_dropout_acts_only_in_training() {
     let grads = loss.backward().expect("backward");
     let vars = varmap.all_vars();
     assert!(vars.len() > 10);
-    let with_grad = vars.iter().filter(|v| grads.get(v.as_tensor()).is_some()).count();
+    let with_grad = vars
+        .iter()
+        .filter(|v| grads.get(v.as_tensor()).is_some())
+        .count();
     assert_eq!(with_grad, vars.len(), "every weight gets a gradient");
 
     // With dropout: training passes differ, inference passes do not.
     let encoder = tiny_encoder(&tiny_config());
-    let a = encoder.forward_with_mode(&ids, None, &mask, train).expect("f").hidden_states;
-    let b = encoder.forward_with_mode(&ids, None, &mask, train).expect("f").hidden_states;
-    let d = (&a - &b).expect("sub").abs().expect("abs").max_all().expect("m");
-    assert!(d.to_scalar::<f32>().expect("s") > 1e-3, "dropout is active in training");
+    let a = encoder
+        .forward_with_mode(&ids, None, &mask, train)
+        .expect("f")
+        .hidden_states;
+    let b = encoder
+        .forward_with_mode(&ids, None, &mask, train)
+        .expect("f")
+        .hidden_states;
+    let d = (&a - &b)
+        .expect("sub")
+        .abs()
+        .expect("abs")
+        .max_all()
+        .expect("m");
+    assert!(
+        d.to_scalar::<f32>().expect("s") > 1e-3,
+        "dropout is active in training"
+    );
     let c = encoder.forward(&ids, None, &mask).expect("f");
     let e = encoder.forward(&ids, None, &mask).expect("f");
-    let d = (&c - &e).expect("sub").abs().expect("abs").max_all().expect("m");
+    let d = (&c - &e)
+        .expect("sub")
+        .abs()
+        .expect("abs")
+        .max_all()
+        .expect("m");
     assert_eq!(d.to_scalar::<f32>().expect("s"), 0.0);
 }
 
 #[test]
 fn order_is_restored_for_any_batch_size() {
     let texts: Vec<String> = (0..23)
-        .map(|i| "the cat sat on the mat and the dog runs ".repeat(i % 4 + 1)[..5 + (i * 7) % 40].to_string())
+        .map(|i| {
+            "the cat sat on the mat and the dog runs ".repeat(i % 4 + 1)[..5 + (i * 7) % 40]
+                .to_string()
+        })
         .collect();
     let one = SentenceEmbedder::builder(common::tiny_dir().to_string_lossy())
         .batch_size(1)

@@ -42,14 +42,18 @@ pub fn shared_dir() -> PathBuf {
 pub fn minilm() -> &'static SentenceEmbedder {
     static MODEL: std::sync::OnceLock<SentenceEmbedder> = std::sync::OnceLock::new();
     MODEL.get_or_init(|| {
-        SentenceEmbedder::from_dir(minilm_dir(), &sbert::Device::Cpu).expect("load all-MiniLM-L6-v2")
+        SentenceEmbedder::from_dir(minilm_dir(), &sbert::Device::Cpu)
+            .expect("load all-MiniLM-L6-v2")
     })
 }
 
 /// max |a − b| over two equal-length vectors.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "vector lengths differ");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Asserts that two lists of vectors agree to `max_abs` and cosine ≥ `min_cos`, row by row.
@@ -58,7 +62,10 @@ pub fn assert_close(label: &str, got: &[Vec<f32>], want: &[Vec<f32>], max_abs: f
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let d = max_abs_diff(g, w);
         let c = sbert::cosine(g, w);
-        assert!(d <= max_abs, "{label} row {i}: max |Δ| = {d:e} > {max_abs:e}");
+        assert!(
+            d <= max_abs,
+            "{label} row {i}: max |Δ| = {d:e} > {max_abs:e}"
+        );
         assert!(c >= min_cos, "{label} row {i}: cosine {c} < {min_cos}");
     }
 }

@@ -43,7 +43,12 @@ fn linear(w: &[f32], b: &[f32], x: &[f64]) -> Vec<f64> {
     (0..out)
         .map(|o| {
             let row = &w[o * inp..(o + 1) * inp];
-            f64::from(b[o]) + row.iter().zip(x).map(|(&w, &x)| f64::from(w) * x).sum::<f64>()
+            f64::from(b[o])
+                + row
+                    .iter()
+                    .zip(x)
+                    .map(|(&w, &x)| f64::from(w) * x)
+                    .sum::<f64>()
         })
         .collect()
 }
@@ -99,7 +104,9 @@ pub fn encode(weights: &Weights, cfg: &BertConfig, ids: &[u32]) -> Vec<Vec<f64>>
         .map(|(t, &id)| {
             let id = id as usize;
             let sum: Vec<f64> = (0..h)
-                .map(|k| f64::from(word[id * h + k]) + f64::from(pos[t * h + k]) + f64::from(typ[k]))
+                .map(|k| {
+                    f64::from(word[id * h + k]) + f64::from(pos[t * h + k]) + f64::from(typ[k])
+                })
                 .collect();
             layer_norm(
                 &sum,
@@ -112,7 +119,11 @@ pub fn encode(weights: &Weights, cfg: &BertConfig, ids: &[u32]) -> Vec<Vec<f64>>
     for l in 0..cfg.num_hidden_layers {
         let p = |s: &str| format!("encoder.layer.{l}.{s}");
         let proj = |name: &str, x: &[f64]| {
-            linear(weights.get(&p(&format!("{name}.weight"))), weights.get(&p(&format!("{name}.bias"))), x)
+            linear(
+                weights.get(&p(&format!("{name}.weight"))),
+                weights.get(&p(&format!("{name}.bias"))),
+                x,
+            )
         };
         let q: Vec<Vec<f64>> = xs.iter().map(|x| proj("attention.self.query", x)).collect();
         let k: Vec<Vec<f64>> = xs.iter().map(|x| proj("attention.self.key", x)).collect();
@@ -124,7 +135,11 @@ pub fn encode(weights: &Weights, cfg: &BertConfig, ids: &[u32]) -> Vec<Vec<f64>>
             for i in 0..t {
                 let scores: Vec<f64> = (0..t)
                     .map(|j| {
-                        q[i][r.clone()].iter().zip(&k[j][r.clone()]).map(|(a, b)| a * b).sum::<f64>()
+                        q[i][r.clone()]
+                            .iter()
+                            .zip(&k[j][r.clone()])
+                            .map(|(a, b)| a * b)
+                            .sum::<f64>()
                             / (hd as f64).sqrt()
                     })
                     .collect();
@@ -150,7 +165,10 @@ pub fn encode(weights: &Weights, cfg: &BertConfig, ids: &[u32]) -> Vec<Vec<f64>>
                     weights.get(&p("attention.output.LayerNorm.bias")),
                     eps,
                 );
-                let inter: Vec<f64> = proj("intermediate.dense", &a).into_iter().map(gelu).collect();
+                let inter: Vec<f64> = proj("intermediate.dense", &a)
+                    .into_iter()
+                    .map(gelu)
+                    .collect();
                 let o = proj("output.dense", &inter);
                 let res: Vec<f64> = o.iter().zip(&a).map(|(x, y)| x + y).collect();
                 layer_norm(
@@ -170,16 +188,23 @@ pub fn pool(mode: &str, tokens: &[Vec<f64>]) -> Vec<f64> {
     let h = tokens[0].len();
     let n = tokens.len() as f64;
     let sum = |w: &dyn Fn(usize) -> f64| -> Vec<f64> {
-        (0..h).map(|d| tokens.iter().enumerate().map(|(t, x)| w(t) * x[d]).sum()).collect()
+        (0..h)
+            .map(|d| tokens.iter().enumerate().map(|(t, x)| w(t) * x[d]).sum())
+            .collect()
     };
     match mode {
         "cls" => tokens[0].clone(),
-        "max" => (0..h).map(|d| tokens.iter().map(|x| x[d]).fold(f64::MIN, f64::max)).collect(),
+        "max" => (0..h)
+            .map(|d| tokens.iter().map(|x| x[d]).fold(f64::MIN, f64::max))
+            .collect(),
         "mean" => sum(&|_| 1.0).into_iter().map(|s| s / n).collect(),
         "mean_sqrt_len_tokens" => sum(&|_| 1.0).into_iter().map(|s| s / n.sqrt()).collect(),
         "weightedmean" => {
             let total: f64 = (1..=tokens.len()).map(|w| w as f64).sum();
-            sum(&|t| (t + 1) as f64).into_iter().map(|s| s / total).collect()
+            sum(&|t| (t + 1) as f64)
+                .into_iter()
+                .map(|s| s / total)
+                .collect()
         }
         "lasttoken" => tokens[tokens.len() - 1].clone(),
         other => panic!("unknown mode {other}"),

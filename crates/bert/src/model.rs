@@ -331,12 +331,8 @@ impl BertModel {
         token_type_ids: Option<&Tensor>,
         attention_mask: &Tensor,
     ) -> Result<Tensor> {
-        let out = self.forward_with_mode(
-            input_ids,
-            token_type_ids,
-            attention_mask,
-            Mode::default(),
-        )?;
+        let out =
+            self.forward_with_mode(input_ids, token_type_ids, attention_mask, Mode::default())?;
         Ok(out.hidden_states)
     }
 

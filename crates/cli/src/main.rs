@@ -1,1 +1,221 @@
-fn main() {}
+//! `sbert`: sentence embeddings from the command line.
+
+mod io;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use sbert::{Device, Pooling, SentenceEmbedder};
+
+use crate::io::{InputFormat, OutputFormat};
+
+/// The model `sbert` uses when `--model` is not given (install it with `models/fetch.sh`).
+const DEFAULT_MODEL: &str = "models/all-MiniLM-L6-v2";
+
+/// SBERT sentence embeddings: encode texts with a sentence-transformers model, compare them.
+///
+/// Models are sentence-transformers folders (modules.json, config.json, model.safetensors,
+/// tokenizer.json, 1_Pooling/config.json) or Hugging Face hub ids (owner/name) already in the
+/// local hub cache ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub). The output matches
+/// Python sentence-transformers' `encode` to 1e-4.
+#[derive(Debug, Parser)]
+#[command(name = "sbert", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Embed texts: one embedding per input text, in input order.
+    ///
+    /// Example: printf 'A man eats.\nA dog runs.\n' | sbert embed > embeddings.jsonl
+    Embed(EmbedArgs),
+    /// Cosine similarity of two texts, or of every pair in a TSV file.
+    ///
+    /// Example: sbert similarity "A man is eating food." "A man eats pasta."
+    Similarity(SimilarityArgs),
+}
+
+/// Which model to load and how to run it.
+#[derive(Debug, Args)]
+struct ModelArgs {
+    /// Model folder, or Hugging Face hub id (owner/name[@revision]) found in the local hub cache.
+    #[arg(long, short, env = "SBERT_MODEL", default_value = DEFAULT_MODEL)]
+    model: String,
+    /// Pooling instead of the model's 1_Pooling/config.json: one mode or several joined by
+    /// commas (concatenated), from cls, max, mean, mean_sqrt_len_tokens, weightedmean, lasttoken.
+    #[arg(long, value_name = "MODE[,MODE…]")]
+    pooling: Option<Pooling>,
+    /// Do not L2-normalize the embeddings, even when modules.json lists Normalize.
+    #[arg(long)]
+    no_normalize: bool,
+    /// Texts per forward pass (sentence-transformers' default is 32).
+    #[arg(long, default_value_t = sbert::DEFAULT_BATCH_SIZE, value_name = "N")]
+    batch_size: usize,
+    /// Where to run: cpu, cuda (build with --features cuda) or metal (--features metal).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "metal"])]
+    device: String,
+    /// CPU threads for the matrix products (default: all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+}
+
+impl ModelArgs {
+    fn load(&self) -> Result<SentenceEmbedder> {
+        if let Some(n) = self.threads {
+            if n == 0 {
+                bail!("--threads must be at least 1");
+            }
+            // candle's CPU kernels read this when their thread pool starts (on first use).
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        }
+        let device = match self.device.as_str() {
+            "cuda" => Device::new_cuda(0).context("opening CUDA device 0")?,
+            "metal" => Device::new_metal(0).context("opening Metal device 0")?,
+            _ => Device::Cpu,
+        };
+        let mut builder = SentenceEmbedder::builder(&self.model)
+            .device(device)
+            .batch_size(self.batch_size);
+        if let Some(p) = &self.pooling {
+            builder = builder.pooling(p.clone());
+        }
+        if self.no_normalize {
+            builder = builder.normalize(false);
+        }
+        builder.build().with_context(|| {
+            if self.model == DEFAULT_MODEL {
+                format!("loading the default model {DEFAULT_MODEL} (install it with models/fetch.sh, or pass --model)")
+            } else {
+                format!("loading model {}", self.model)
+            }
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+struct EmbedArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Input file, or - for standard input.
+    #[arg(long, short, default_value = "-", value_name = "PATH|-")]
+    input: PathBuf,
+    /// lines: one text per line (an empty line is the empty text); jsonl: one JSON string, or
+    /// object with a "text" field, per line (texts may then hold newlines).
+    #[arg(long, value_enum, default_value_t = InputFormat::Lines)]
+    input_format: InputFormat,
+    /// Output file (written atomically), or - for standard output.
+    #[arg(long, short, default_value = "-", value_name = "PATH|-")]
+    output: PathBuf,
+    /// jsonl: one JSON array of floats per line; npy: a float32 (N, D) NumPy array.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Jsonl)]
+    format: OutputFormat,
+    /// Report per text the token count and truncation on standard error.
+    #[arg(long)]
+    verbose: bool,
+}
+
+#[derive(Debug, Args)]
+struct SimilarityArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// A TSV file of pairs (text a <TAB> text b per line); prints one cosine per line.
+    #[arg(long, value_name = "FILE.tsv", conflicts_with = "texts")]
+    pairs: Option<PathBuf>,
+    /// The two texts to compare.
+    #[arg(num_args = 2, value_names = ["TEXT_A", "TEXT_B"], required_unless_present = "pairs")]
+    texts: Vec<String>,
+}
+
+/// Texts per call into the library: bounds memory on large inputs while keeping batches full.
+const CHUNK: usize = 4096;
+
+fn embed(args: &EmbedArgs) -> Result<()> {
+    let source = if args.input.as_os_str() == "-" {
+        "standard input".to_string()
+    } else {
+        args.input.display().to_string()
+    };
+    // Read and check the whole input before loading the model or creating the output.
+    let texts = io::parse_texts(&io::read_input(&args.input)?, args.input_format, &source)?;
+    let model = args.model.load()?;
+    let mut out = io::Output::create(&args.output)?;
+    if args.format == OutputFormat::Npy {
+        out.writer()
+            .write_all(&io::npy_header(texts.len(), model.dim()))?;
+    }
+    for (c, chunk) in texts.chunks(CHUNK).enumerate() {
+        let encoded = model.encode(chunk)?;
+        let rows: Vec<Vec<f32>> = encoded.embeddings.to_dtype(sbert::DType::F32)?.to_vec2()?;
+        io::write_rows(out.writer(), &rows, args.format)?;
+        if args.verbose {
+            for (i, s) in encoded.inputs.iter().enumerate() {
+                let flag = if s.truncated { " (truncated)" } else { "" };
+                eprintln!("text {}: {} tokens{flag}", c * CHUNK + i + 1, s.tokens);
+            }
+        } else {
+            let truncated = encoded.inputs.iter().filter(|s| s.truncated).count();
+            if truncated > 0 {
+                eprintln!(
+                    "note: {truncated} text(s) longer than {} tokens were truncated (--verbose lists them)",
+                    model.max_seq_length()
+                );
+            }
+        }
+    }
+    out.finish()
+}
+
+fn similarity(args: &SimilarityArgs) -> Result<()> {
+    let (a, b): (Vec<String>, Vec<String>) = match &args.pairs {
+        Some(path) => {
+            let bytes = io::read_input(path)?;
+            let lines = io::parse_texts(&bytes, InputFormat::Lines, &path.display().to_string())?;
+            let mut a = Vec::with_capacity(lines.len());
+            let mut b = Vec::with_capacity(lines.len());
+            for (i, line) in lines.iter().enumerate() {
+                let cols: Vec<&str> = line.split('\t').collect();
+                if cols.len() != 2 {
+                    bail!(
+                        "{}: line {}: expected 2 tab-separated columns, found {}",
+                        path.display(),
+                        i + 1,
+                        cols.len()
+                    );
+                }
+                a.push(cols[0].to_string());
+                b.push(cols[1].to_string());
+            }
+            (a, b)
+        }
+        None => (vec![args.texts[0].clone()], vec![args.texts[1].clone()]),
+    };
+    let model = args.model.load()?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for (ca, cb) in a.chunks(CHUNK).zip(b.chunks(CHUNK)) {
+        for s in model.pairwise_similarity(ca, cb, sbert::Similarity::Cosine)? {
+            writeln!(out, "{s:.6}")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Embed(args) => embed(args),
+        Command::Similarity(args) => similarity(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

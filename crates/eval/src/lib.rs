@@ -1,1 +1,1 @@
-//! wip
+//! STS evaluation for sbert (in progress).

@@ -67,8 +67,14 @@ impl TryFrom<&PoolingConfig> for Pooling {
             (cfg.pooling_mode_cls_token, PoolingMode::Cls),
             (cfg.pooling_mode_max_tokens, PoolingMode::Max),
             (cfg.pooling_mode_mean_tokens, PoolingMode::Mean),
-            (cfg.pooling_mode_mean_sqrt_len_tokens, PoolingMode::MeanSqrtLen),
-            (cfg.pooling_mode_weightedmean_tokens, PoolingMode::WeightedMean),
+            (
+                cfg.pooling_mode_mean_sqrt_len_tokens,
+                PoolingMode::MeanSqrtLen,
+            ),
+            (
+                cfg.pooling_mode_weightedmean_tokens,
+                PoolingMode::WeightedMean,
+            ),
             (cfg.pooling_mode_lasttoken, PoolingMode::LastToken),
         ];
         Pooling::new(flags.into_iter().filter(|(on, _)| *on).map(|(_, m)| m))
@@ -113,7 +119,13 @@ mod tests {
         assert!(!cfg.include_prompt);
         let pooling = Pooling::try_from(&cfg).expect("modes");
         assert_eq!(pooling.modes(), &[PoolingMode::Cls, PoolingMode::Max]);
-        assert_eq!(PoolingConfig::new(768, &pooling), PoolingConfig { include_prompt: true, ..cfg });
+        assert_eq!(
+            PoolingConfig::new(768, &pooling),
+            PoolingConfig {
+                include_prompt: true,
+                ..cfg
+            }
+        );
     }
 
     #[test]

@@ -125,10 +125,7 @@ impl PoolingMode {
             PoolingMode::Max => {
                 // ST: token_embeddings[mask == 0] = -1e9, then max over tokens.
                 let fill = ((mask3.ones_like()? - &mask3)? * -1e9)?;
-                tokens
-                    .broadcast_mul(&mask3)?
-                    .broadcast_add(&fill)?
-                    .max(1)
+                tokens.broadcast_mul(&mask3)?.broadcast_add(&fill)?.max(1)
             }
             PoolingMode::Mean | PoolingMode::MeanSqrtLen => {
                 let sum = tokens.broadcast_mul(&mask3)?.sum(1)?;
@@ -145,7 +142,9 @@ impl PoolingMode {
                     .to_dtype(tokens.dtype())?
                     .unsqueeze(0)?;
                 let weights = mask.broadcast_mul(&positions)?; // (b, t)
-                let sum = tokens.broadcast_mul(&weights.unsqueeze(D::Minus1)?)?.sum(1)?;
+                let sum = tokens
+                    .broadcast_mul(&weights.unsqueeze(D::Minus1)?)?
+                    .sum(1)?;
                 let total = weights.sum_keepdim(1)?.clamp(1e-9, f64::INFINITY)?;
                 sum.broadcast_div(&total)
             }
@@ -242,7 +241,11 @@ impl Pooling {
     ///
     /// # Errors
     /// When the shapes do not agree.
-    pub fn pool(&self, token_embeddings: &Tensor, attention_mask: &Tensor) -> Result<Tensor, PoolingError> {
+    pub fn pool(
+        &self,
+        token_embeddings: &Tensor,
+        attention_mask: &Tensor,
+    ) -> Result<Tensor, PoolingError> {
         let (b, t, _) = token_embeddings.dims3()?;
         let mask_dims = attention_mask.dims2()?;
         if mask_dims != (b, t) {
@@ -325,14 +328,23 @@ mod tests {
     #[test]
     fn cls_is_row_zero() {
         let (t, m) = batch();
-        assert_eq!(pool(PoolingMode::Cls, &t, &m), vec![vec![1., -2.], vec![2., 8.]]);
+        assert_eq!(
+            pool(PoolingMode::Cls, &t, &m),
+            vec![vec![1., -2.], vec![2., 8.]]
+        );
     }
 
     #[test]
     fn padding_never_changes_mean_or_max() {
         let (t, m) = batch();
-        assert_eq!(pool(PoolingMode::Mean, &t, &m), vec![vec![-1. / 3., 8. / 3.], vec![-1., 1.]]);
-        assert_eq!(pool(PoolingMode::Max, &t, &m), vec![vec![3., 6.], vec![2., 8.]]);
+        assert_eq!(
+            pool(PoolingMode::Mean, &t, &m),
+            vec![vec![-1. / 3., 8. / 3.], vec![-1., 1.]]
+        );
+        assert_eq!(
+            pool(PoolingMode::Max, &t, &m),
+            vec![vec![3., 6.], vec![2., 8.]]
+        );
         let s = 2f32.sqrt();
         let got = pool(PoolingMode::MeanSqrtLen, &t, &m);
         assert!((got[1][0] - (-2. / s)).abs() < 1e-6 && (got[1][1] - 2. / s).abs() < 1e-6);
@@ -344,7 +356,10 @@ mod tests {
         // Row 1: weights 1, 2 (padding excluded): (1·[2,8] + 2·[-4,-6]) / 3.
         let got = pool(PoolingMode::WeightedMean, &t, &m);
         assert!((got[1][0] - (-2.)).abs() < 1e-6 && (got[1][1] - (-4. / 3.)).abs() < 1e-6);
-        assert_eq!(pool(PoolingMode::LastToken, &t, &m), vec![vec![-5., 6.], vec![-4., -6.]]);
+        assert_eq!(
+            pool(PoolingMode::LastToken, &t, &m),
+            vec![vec![-5., 6.], vec![-4., -6.]]
+        );
     }
 
     #[test]
@@ -360,7 +375,10 @@ mod tests {
             let got = pool(mode, &t, &zero);
             assert!(got.iter().flatten().all(|&x| x == 0.0), "{mode}: {got:?}");
         }
-        assert!(pool(PoolingMode::Max, &t, &zero).iter().flatten().all(|&x| x == -1e9));
+        assert!(pool(PoolingMode::Max, &t, &zero)
+            .iter()
+            .flatten()
+            .all(|&x| x == -1e9));
     }
 
     #[test]
@@ -375,9 +393,19 @@ mod tests {
 
     #[test]
     fn unknown_mode_lists_valid_ones() {
-        let err = "mean,avg".parse::<Pooling>().expect_err("unknown").to_string();
+        let err = "mean,avg"
+            .parse::<Pooling>()
+            .expect_err("unknown")
+            .to_string();
         assert!(err.contains("\"avg\""), "{err}");
-        for name in ["cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"] {
+        for name in [
+            "cls",
+            "max",
+            "mean",
+            "mean_sqrt_len_tokens",
+            "weightedmean",
+            "lasttoken",
+        ] {
             assert!(err.contains(name), "{err}");
         }
         assert!(matches!("".parse::<Pooling>(), Err(PoolingError::NoMode)));

@@ -69,7 +69,12 @@ enum Activation {
 impl Dense {
     fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let cfg: DenseConfig = folder::read_json(&dir.join("config.json"))?;
-        let activation = match cfg.activation_function.rsplit('.').next().unwrap_or_default() {
+        let activation = match cfg
+            .activation_function
+            .rsplit('.')
+            .next()
+            .unwrap_or_default()
+        {
             "Identity" => Activation::Identity,
             "Tanh" => Activation::Tanh,
             "ReLU" => Activation::Relu,
@@ -228,7 +233,9 @@ impl EmbedderBuilder {
     /// the config, or an option is out of range.
     pub fn build(self) -> Result<SentenceEmbedder> {
         if self.batch_size == 0 {
-            return Err(Error::InvalidArgument("batch size must be at least 1".into()));
+            return Err(Error::InvalidArgument(
+                "batch size must be at least 1".into(),
+            ));
         }
         let dir = crate::hub::resolve(&self.model, self.hf_cache.as_deref())?;
         SentenceEmbedder::load(&dir, self)
@@ -266,7 +273,9 @@ impl SentenceEmbedder {
     /// # Errors
     /// As [`EmbedderBuilder::build`].
     pub fn from_dir(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
-        Self::builder(dir.as_ref().to_string_lossy()).device(device.clone()).build()
+        Self::builder(dir.as_ref().to_string_lossy())
+            .device(device.clone())
+            .build()
     }
 
     /// A builder for `model`: a folder, or with the `hf-hub` feature an `owner/name` hub id.
@@ -292,9 +301,9 @@ impl SentenceEmbedder {
                 )));
             }
         }
-        config.validate().map_err(|e| {
-            Error::Unsupported(format!("{}: {e}", config_path.display()))
-        })?;
+        config
+            .validate()
+            .map_err(|e| Error::Unsupported(format!("{}: {e}", config_path.display())))?;
         let weights = weights_file(&transformer_dir)?;
         let vb = mmap_safetensors(&weights, opts.dtype, &opts.device)?;
         let encoder = BertModel::load(vb, &config).map_err(|source| Error::Weights {
@@ -350,7 +359,11 @@ impl SentenceEmbedder {
         // Dense and Normalize.
         match opts.normalize {
             Some(false) => heads_entries.retain(|h| !matches!(h, HeadEntry::Normalize)),
-            Some(true) if !heads_entries.iter().any(|h| matches!(h, HeadEntry::Normalize)) => {
+            Some(true)
+                if !heads_entries
+                    .iter()
+                    .any(|h| matches!(h, HeadEntry::Normalize)) =>
+            {
                 heads_entries.push(HeadEntry::Normalize)
             }
             _ => {}
@@ -461,7 +474,10 @@ impl SentenceEmbedder {
                 } else {
                     text
                 };
-                let enc = self.tokenizer.encode_fast(text, true).map_err(Error::Tokenizer)?;
+                let enc = self
+                    .tokenizer
+                    .encode_fast(text, true)
+                    .map_err(Error::Tokenizer)?;
                 Ok(TokenizedText {
                     ids: enc.get_ids().to_vec(),
                     truncated: !enc.get_overflowing().is_empty(),
@@ -581,7 +597,11 @@ impl SentenceEmbedder {
             return poolings
                 .iter()
                 .map(|p| {
-                    Ok(Tensor::zeros((0, self.output_dim(p)), self.encoder.dtype(), &self.device)?)
+                    Ok(Tensor::zeros(
+                        (0, self.output_dim(p)),
+                        self.encoder.dtype(),
+                        &self.device,
+                    )?)
                 })
                 .collect();
         }
@@ -610,7 +630,11 @@ impl SentenceEmbedder {
         let inverse = Tensor::from_vec(inverse, n, &self.device)?;
         chunks
             .into_iter()
-            .map(|parts| Ok(Tensor::cat(&parts, 0)?.contiguous()?.index_select(&inverse, 0)?))
+            .map(|parts| {
+                Ok(Tensor::cat(&parts, 0)?
+                    .contiguous()?
+                    .index_select(&inverse, 0)?)
+            })
             .collect()
     }
 

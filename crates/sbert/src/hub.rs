@@ -20,7 +20,7 @@ pub(crate) fn resolve(model: &str, cache: Option<&Path>) -> Result<PathBuf> {
     }
     #[cfg(feature = "hf-hub")]
     if looks_like_hub_id(model) {
-        return hub::resolve(model, cache);
+        return cache::resolve(model, cache);
     }
     let _ = cache;
     Err(Error::ModelNotFound(model.to_string()))
@@ -36,12 +36,13 @@ fn looks_like_hub_id(model: &str) -> bool {
         && parts.iter().all(|p| {
             !p.is_empty()
                 && !p.starts_with('.')
-                && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         })
 }
 
 #[cfg(feature = "hf-hub")]
-mod hub {
+mod cache {
     use super::*;
     use hf_hub::{Cache, Repo, RepoType};
 
@@ -59,7 +60,9 @@ mod hub {
 
     fn repo(model: &str) -> Repo {
         match model.split_once('@') {
-            Some((id, rev)) => Repo::with_revision(id.to_string(), RepoType::Model, rev.to_string()),
+            Some((id, rev)) => {
+                Repo::with_revision(id.to_string(), RepoType::Model, rev.to_string())
+            }
             None => Repo::model(model.to_string()),
         }
     }
@@ -94,7 +97,7 @@ mod hub {
                 file: String::new(),
                 source,
             })?;
-        let repo = api.repo(super::hub::repo(model));
+        let repo = api.repo(self::repo(model));
         let get = |file: &str| {
             repo.get(file).map_err(|source| Error::Hub {
                 model: model.to_string(),

@@ -126,7 +126,11 @@ fn check_widths(a: &Tensor, b: &Tensor) -> Result<()> {
 /// # Errors
 /// On a tensor op failure.
 pub fn normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::INFINITY)?;
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f64::INFINITY)?;
     Ok(x.broadcast_div(&norm)?)
 }
 
@@ -176,12 +180,23 @@ mod tests {
         let b = t(&[[0., 2.], [1., 0.]]);
         let cos: Vec<Vec<f32>> = cos_sim(&a, &b).expect("cos").to_vec2().expect("v");
         assert_eq!(cos, vec![vec![0.8, 0.6], vec![0., 1.]]);
-        let dot: Vec<Vec<f32>> = Similarity::Dot.matrix(&a, &b).expect("dot").to_vec2().expect("v");
+        let dot: Vec<Vec<f32>> = Similarity::Dot
+            .matrix(&a, &b)
+            .expect("dot")
+            .to_vec2()
+            .expect("v");
         assert_eq!(dot, vec![vec![8., 3.], vec![0., 1.]]);
-        let l2: Vec<f32> = Similarity::Euclidean.pairwise(&a, &b).expect("l2").to_vec1().expect("v");
+        let l2: Vec<f32> = Similarity::Euclidean
+            .pairwise(&a, &b)
+            .expect("l2")
+            .to_vec1()
+            .expect("v");
         assert_eq!(l2, vec![-13f32.sqrt(), 0.]);
-        let l1: Vec<Vec<f32>> =
-            Similarity::Manhattan.matrix(&a, &b).expect("l1").to_vec2().expect("v");
+        let l1: Vec<Vec<f32>> = Similarity::Manhattan
+            .matrix(&a, &b)
+            .expect("l1")
+            .to_vec2()
+            .expect("v");
         assert_eq!(l1, vec![vec![-5., -6.], vec![-3., 0.]]);
         let pc: Vec<f32> = pairwise_cos_sim(&a, &b).expect("pc").to_vec1().expect("v");
         assert_eq!(pc, vec![0.8, 1.]);
