@@ -8,4 +8,5 @@ mod common;
 mod bad_input;
 mod golden;
 mod hub_cache;
+mod sts;
 mod tiny_model;

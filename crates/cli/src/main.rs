@@ -1,5 +1,6 @@
 //! `sbert`: sentence embeddings from the command line.
 
+mod eval;
 mod io;
 
 use std::io::Write as _;
@@ -37,18 +38,17 @@ enum Command {
     ///
     /// Example: sbert similarity "A man is eating food." "A man eats pasta."
     Similarity(SimilarityArgs),
+    /// Evaluate a model: STS correlations (Table 1 of the SBERT paper), pooling comparisons.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
 }
 
 /// Which model to load and how to run it.
 #[derive(Debug, Args)]
-struct ModelArgs {
+pub struct ModelArgs {
     /// Model folder, or Hugging Face hub id (owner/name[@revision]) found in the local hub cache.
     #[arg(long, short, env = "SBERT_MODEL", default_value = DEFAULT_MODEL)]
-    model: String,
-    /// Pooling instead of the model's 1_Pooling/config.json: one mode or several joined by
-    /// commas (concatenated), from cls, max, mean, mean_sqrt_len_tokens, weightedmean, lasttoken.
-    #[arg(long, value_name = "MODE[,MODE…]")]
-    pooling: Option<Pooling>,
+    pub model: String,
     /// Do not L2-normalize the embeddings, even when modules.json lists Normalize.
     #[arg(long)]
     no_normalize: bool,
@@ -64,7 +64,8 @@ struct ModelArgs {
 }
 
 impl ModelArgs {
-    fn load(&self) -> Result<SentenceEmbedder> {
+    /// Loads the model, with `pooling` replacing the folder's when given.
+    fn load(&self, pooling: Option<&Pooling>) -> Result<SentenceEmbedder> {
         if let Some(n) = self.threads {
             if n == 0 {
                 bail!("--threads must be at least 1");
@@ -80,7 +81,7 @@ impl ModelArgs {
         let mut builder = SentenceEmbedder::builder(&self.model)
             .device(device)
             .batch_size(self.batch_size);
-        if let Some(p) = &self.pooling {
+        if let Some(p) = pooling {
             builder = builder.pooling(p.clone());
         }
         if self.no_normalize {
@@ -97,9 +98,19 @@ impl ModelArgs {
 }
 
 #[derive(Debug, Args)]
+struct PoolingArg {
+    /// Pooling instead of the model's 1_Pooling/config.json: one mode or several joined by
+    /// commas (concatenated), from cls, max, mean, mean_sqrt_len_tokens, weightedmean, lasttoken.
+    #[arg(long, value_name = "MODE[,MODE…]")]
+    pooling: Option<Pooling>,
+}
+
+#[derive(Debug, Args)]
 struct EmbedArgs {
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    pooling: PoolingArg,
     /// Input file, or - for standard input.
     #[arg(long, short, default_value = "-", value_name = "PATH|-")]
     input: PathBuf,
@@ -122,6 +133,8 @@ struct EmbedArgs {
 struct SimilarityArgs {
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    pooling: PoolingArg,
     /// A TSV file of pairs (text a <TAB> text b per line); prints one cosine per line.
     #[arg(long, value_name = "FILE.tsv", conflicts_with = "texts")]
     pairs: Option<PathBuf>,
@@ -141,7 +154,7 @@ fn embed(args: &EmbedArgs) -> Result<()> {
     };
     // Read and check the whole input before loading the model or creating the output.
     let texts = io::parse_texts(&io::read_input(&args.input)?, args.input_format, &source)?;
-    let model = args.model.load()?;
+    let model = args.model.load(args.pooling.pooling.as_ref())?;
     let mut out = io::Output::create(&args.output)?;
     if args.format == OutputFormat::Npy {
         out.writer()
@@ -193,7 +206,7 @@ fn similarity(args: &SimilarityArgs) -> Result<()> {
         }
         None => (vec![args.texts[0].clone()], vec![args.texts[1].clone()]),
     };
-    let model = args.model.load()?;
+    let model = args.model.load(args.pooling.pooling.as_ref())?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for (ca, cb) in a.chunks(CHUNK).zip(b.chunks(CHUNK)) {
@@ -210,6 +223,7 @@ fn main() -> std::process::ExitCode {
     let result = match &cli.command {
         Command::Embed(args) => embed(args),
         Command::Similarity(args) => similarity(args),
+        Command::Eval(cmd) => eval::run_command(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -181,3 +181,85 @@ fn similarity_of_two_texts_and_of_pairs() {
         "{err}"
     );
 }
+
+#[test]
+fn eval_sts_prints_json_per_dataset_and_pooling_and_names_bad_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("pairs.tsv");
+    std::fs::write(
+        &data,
+        "score\tsentence1\tsentence2\n5\tthe cat sat\tthe cat sat\n1\thello world\tred car\n\
+         3\tthe dog runs\tthe dog runs fast\n0\tgood book\tbig moon\n",
+    )
+    .expect("write");
+    let out = sbert(
+        &[
+            "eval",
+            "sts",
+            "-m",
+            &tiny(),
+            "--data",
+            data.to_str().expect("p"),
+            "--pooling",
+            "mean,cls",
+            "--format",
+            "json",
+            "--quiet",
+        ],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["pooling"], "mean");
+    assert_eq!(lines[1]["pooling"], "cls");
+    for l in &lines {
+        assert_eq!(l["dataset"], "pairs");
+        assert_eq!(l["pairs"], 4);
+        let s = l["spearman"].as_f64().expect("spearman");
+        assert!(
+            (-100.0..=100.0).contains(&s) && l["pearson"].is_number(),
+            "{l}"
+        );
+    }
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sentences/s"));
+
+    std::fs::write(
+        &data,
+        "score\tsentence1\tsentence2\n5\tthe cat\tthe cat\nfive\ta\tb\n",
+    )
+    .expect("write");
+    let out = sbert(
+        &[
+            "eval",
+            "sts",
+            "-m",
+            &tiny(),
+            "--data",
+            data.to_str().expect("p"),
+        ],
+        b"",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("pairs.tsv: line 3"),
+        "{err}"
+    );
+
+    let out = sbert(
+        &["eval", "sts", "-m", &tiny(), "--data", "/no/such.tsv"],
+        b"",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("/no/such.tsv"),
+        "{err}"
+    );
+}

@@ -74,4 +74,4 @@ pub use similarity::{cos_sim, cosine, normalize, pairwise_cos_sim, Similarity};
 pub use sbert_bert::{self as bert, BertConfig, BertModel};
 pub use sbert_pooling::{self as pooling, Pooling, PoolingConfig, PoolingError, PoolingMode};
 
-pub use candle_core::{DType, Device, Tensor};
+pub use candle_core::{self, DType, Device, Tensor};

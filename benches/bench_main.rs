@@ -1,0 +1,93 @@
+//! Criterion benches: pooling strategies, tokenization, encoder forward, end-to-end embed.
+//!
+//! Run: cargo bench --bench bench_main  (needs models/all-MiniLM-L6-v2 for the model groups;
+//! set RAYON_NUM_THREADS to pin the thread count when reporting).
+
+use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
+use sbert::{DType, Device, Pooling, PoolingMode, SentenceEmbedder, Tensor};
+
+fn model_dir() -> String {
+    std::env::var("SBERT_MODEL_DIR").unwrap_or_else(|_| "models/all-MiniLM-L6-v2".into())
+}
+
+/// Sentences of about `words` words.
+fn sentences(n: usize, words: usize) -> Vec<String> {
+    let vocab = [
+        "the", "man", "is", "playing", "a", "guitar", "on", "stage", "while", "people", "dance",
+    ];
+    (0..n)
+        .map(|i| {
+            (0..words)
+                .map(|w| vocab[(i * 7 + w * 3) % vocab.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+/// Pooling cost per strategy on (32, seq, 384) token embeddings with ragged masks.
+fn pooling(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let mut group = c.benchmark_group("cpu_pooling");
+    for seq in [16usize, 128] {
+        let tokens = Tensor::randn(0f32, 1.0, (32, seq, 384), &dev).expect("randn");
+        let mask: Vec<u32> = (0..32 * seq)
+            .map(|i| u32::from(i % seq < seq / 2 + (i / seq) % (seq / 2)))
+            .collect();
+        let mask = Tensor::from_vec(mask, (32, seq), &dev).expect("mask");
+        group.throughput(Throughput::Elements(32));
+        for mode in PoolingMode::ALL {
+            let p = Pooling::single(mode);
+            group.bench_with_input(BenchmarkId::new(mode.name(), seq), &seq, |b, _| {
+                b.iter(|| p.pool(&tokens, &mask).expect("pool"))
+            });
+        }
+    }
+    group.finish();
+}
+
+fn model_groups(c: &mut Criterion) {
+    let Ok(model) = SentenceEmbedder::from_dir(model_dir(), &Device::Cpu) else {
+        eprintln!(
+            "skipping model benches: {} not found (run models/fetch.sh)",
+            model_dir()
+        );
+        return;
+    };
+    let mut group = c.benchmark_group("cpu_tokenize");
+    let texts = sentences(32, 14);
+    group.throughput(Throughput::Elements(32));
+    group.bench_function("32x14words", |b| {
+        b.iter(|| model.tokenize(&texts).expect("tokenize"))
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("cpu_encoder_forward");
+    group.sample_size(10);
+    for (batch, seq) in [(1usize, 16usize), (8, 16), (32, 16), (32, 64), (32, 128)] {
+        let ids = Tensor::ones((batch, seq), DType::U32, &Device::Cpu).expect("ids");
+        let mask = Tensor::ones((batch, seq), DType::U32, &Device::Cpu).expect("mask");
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_function(BenchmarkId::new(format!("b{batch}"), seq), |b| {
+            b.iter(|| model.encoder().forward(&ids, None, &mask).expect("forward"))
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("cpu_embed");
+    group.sample_size(10);
+    for (n, words) in [(1usize, 8usize), (32, 14), (32, 60)] {
+        let texts = sentences(n, words);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(BenchmarkId::new(format!("n{n}"), words), |b| {
+            b.iter(|| model.embed(&texts).expect("embed"))
+        });
+    }
+    group.finish();
+}
+
+mod groups {
+    #![allow(missing_docs)]
+    criterion::criterion_group!(benches, super::pooling, super::model_groups);
+}
+criterion_main!(groups::benches);

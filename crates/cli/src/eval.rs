@@ -1,0 +1,247 @@
+//! `sbert eval`: STS tables (the SBERT paper's Table 1) and pooling comparisons (Table 6).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use sbert::{Pooling, PoolingMode};
+use sbert_eval::report::{self, TableStyle};
+use sbert_eval::{evaluate, read_sets, StsDataset, StsReport, POOLING_SETS, SUITE};
+
+use crate::ModelArgs;
+
+/// Where `--suite` and `eval pooling` look for data by default: `shared/data` beside the repo.
+const DEFAULT_DATA: &str = "../shared/data";
+
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Spearman and Pearson ×100 between similarity and gold scores on STS files.
+    ///
+    /// With --data: a row per (file, pooling). With --suite: the SBERT paper's Table 1 layout,
+    /// a row per model × pooling, a column per set (STS12–16, STSb, SICK-R) and the average.
+    ///
+    /// Example: sbert eval sts --data ../shared/data/stsb/test.tsv --pooling mean,max,cls
+    Sts(StsArgs),
+    /// Compare pooling strategies on STSb dev/test and SICK-R (the SBERT paper's Table 6).
+    ///
+    /// Every distinct sentence is encoded once and pooled every way.
+    ///
+    /// Example: sbert eval pooling --chart pooling.svg
+    Pooling(PoolingArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// Aligned columns.
+    Table,
+    /// GitHub Markdown.
+    Markdown,
+    /// One JSON object per (dataset, pooling) per line.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct StsArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// An STS file: TSV with a header (score, sentence1, sentence2) or the original STS
+    /// Benchmark sts-*.csv. Repeat for several.
+    #[arg(long, value_name = "FILE", required_unless_present = "suite")]
+    data: Vec<PathBuf>,
+    /// Run every STS set found in DIR (sts12…sts16, stsb, sick; their test.tsv).
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = DEFAULT_DATA, conflicts_with = "data")]
+    suite: Option<PathBuf>,
+    /// Poolings to compare, comma-separated: mean, max, cls, mean_sqrt_len_tokens,
+    /// weightedmean, lasttoken, or all (the six). Join modes with + to concatenate them
+    /// (mean+max). Default: the model's own pooling.
+    #[arg(long, value_name = "SPEC")]
+    pooling: Option<String>,
+    #[command(flatten)]
+    output: ReportArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PoolingArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Folder holding stsb/dev.tsv, stsb/test.tsv and sick/test.tsv.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA)]
+    data_dir: PathBuf,
+    /// Poolings to compare (as for `eval sts`). Default: all six modes.
+    #[arg(long, value_name = "SPEC", default_value = "all")]
+    pooling: String,
+    #[command(flatten)]
+    output: ReportArgs,
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// How to print the results.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    format: ReportFormat,
+    /// Also write the Spearman scores as a grouped bar chart (SVG) to PATH.
+    #[arg(long, value_name = "PATH.svg")]
+    chart: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Parses `mean,max`, `all`, `mean+max,cls` into the poolings to compare.
+pub fn parse_pooling_spec(spec: &str) -> Result<Vec<Pooling>> {
+    let mut out = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if part.eq_ignore_ascii_case("all") {
+            out.extend(PoolingMode::ALL.into_iter().map(Pooling::single));
+        } else {
+            out.push(part.replace('+', ",").parse::<Pooling>()?);
+        }
+    }
+    if out.is_empty() {
+        bail!("--pooling names no pooling");
+    }
+    out.dedup();
+    Ok(out)
+}
+
+/// `…/stsb/test.tsv` → `stsb-test`; other files by their stem.
+fn dataset_name(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let parent = path
+        .parent()
+        .and_then(Path::file_name)
+        .map(|s| s.to_string_lossy().into_owned());
+    match parent {
+        Some(p) if ["train", "dev", "test"].contains(&stem.as_str()) => format!("{p}-{stem}"),
+        _ => stem,
+    }
+}
+
+fn run(
+    model: &ModelArgs,
+    datasets: &[StsDataset],
+    poolings: &[Pooling],
+    quiet: bool,
+) -> Result<StsReport> {
+    let embedder = model.load(None)?;
+    let bar = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(0).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:40}] {pos}/{len} sentences ({per_sec}, eta {eta})",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        )
+    };
+    bar.set_message("encoding");
+    let report = evaluate(&embedder, datasets, poolings, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    eprintln!(
+        "encoded {} distinct sentences ({} pairs) in {:.1} s: {:.0} sentences/s; total {:.1} s",
+        report.sentences,
+        datasets.iter().map(|d| d.pairs.len()).sum::<usize>(),
+        report.encode_time.as_secs_f64(),
+        report.sentences_per_second(),
+        report.total_time.as_secs_f64()
+    );
+    Ok(report)
+}
+
+fn print(
+    report: &StsReport,
+    args: &ReportArgs,
+    layout: impl Fn(TableStyle) -> String,
+) -> Result<()> {
+    match args.format {
+        ReportFormat::Table => print!("{}", layout(TableStyle::Plain)),
+        ReportFormat::Markdown => print!("{}", layout(TableStyle::Markdown)),
+        ReportFormat::Json => {
+            for s in &report.scores {
+                println!("{}", serde_json::to_string(s)?);
+            }
+        }
+    }
+    if let Some(path) = &args.chart {
+        let title = "STS Spearman ρ × 100 by pooling";
+        std::fs::write(path, report::bar_chart_svg(title, &report.scores))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn model_name(model: &ModelArgs) -> String {
+    let trimmed = model.model.trim_end_matches('/');
+    trimmed.rsplit('/').next().unwrap_or(trimmed).to_string()
+}
+
+pub fn run_command(cmd: &EvalCommand) -> Result<()> {
+    match cmd {
+        EvalCommand::Sts(args) => {
+            let poolings = match &args.pooling {
+                Some(spec) => parse_pooling_spec(spec)?,
+                None => Vec::new(),
+            };
+            let (datasets, suite) = match &args.suite {
+                Some(dir) => (read_sets(dir, &SUITE)?, true),
+                None => {
+                    let sets = args
+                        .data
+                        .iter()
+                        .map(|p| StsDataset::read(p, Some(&dataset_name(p))))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    (sets, false)
+                }
+            };
+            let report = run(&args.model, &datasets, &poolings, args.output.quiet)?;
+            let name = model_name(&args.model);
+            print(&report, &args.output, |style| {
+                if suite {
+                    report::suite_table(&name, &report.scores, style)
+                } else {
+                    report::scores_table(&report.scores, style)
+                }
+            })
+        }
+        EvalCommand::Pooling(args) => {
+            let poolings = parse_pooling_spec(&args.pooling)?;
+            let datasets = read_sets(&args.data_dir, &POOLING_SETS)?;
+            let report = run(&args.model, &datasets, &poolings, args.output.quiet)?;
+            print(&report, &args.output, |style| {
+                report::pooling_table(&report.scores, style)
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooling_specs() {
+        assert_eq!(parse_pooling_spec("all").expect("all").len(), 6);
+        let p = parse_pooling_spec("mean, max+cls").expect("spec");
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[1].to_string(), "cls,max");
+        assert!(parse_pooling_spec("avg").is_err());
+        assert!(parse_pooling_spec(",").is_err());
+    }
+
+    #[test]
+    fn dataset_names() {
+        assert_eq!(
+            dataset_name(Path::new("../shared/data/stsb/test.tsv")),
+            "stsb-test"
+        );
+        assert_eq!(dataset_name(Path::new("sts-dev.csv")), "sts-dev");
+    }
+}

@@ -1,0 +1,327 @@
+//! Rendering scores: plain and Markdown tables in the SBERT paper's layouts, and an SVG chart.
+
+use std::fmt::Write as _;
+
+use crate::evaluate::StsScores;
+
+/// Table flavour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableStyle {
+    /// Aligned columns for a terminal.
+    Plain,
+    /// GitHub Markdown.
+    Markdown,
+}
+
+fn render(header: &[String], rows: &[Vec<String>], style: TableStyle) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| -> String {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (c, &w))| {
+                // First column left-aligned, numbers right-aligned.
+                if i == 0 {
+                    format!("{c:<w$}")
+                } else {
+                    format!("{c:>w$}")
+                }
+            })
+            .collect();
+        match style {
+            TableStyle::Plain => padded.join("  ").trim_end().to_string(),
+            TableStyle::Markdown => format!("| {} |", padded.join(" | ")),
+        }
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", line(header));
+    match style {
+        TableStyle::Plain => {
+            let total: usize = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
+            let _ = writeln!(out, "{}", "-".repeat(total));
+        }
+        TableStyle::Markdown => {
+            let seps: Vec<String> = widths
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| {
+                    if i == 0 {
+                        "-".repeat(w.max(3))
+                    } else {
+                        format!("{}:", "-".repeat(w.max(3) - 1))
+                    }
+                })
+                .collect();
+            let _ = writeln!(out, "| {} |", seps.join(" | "));
+        }
+    }
+    for row in rows {
+        let _ = writeln!(out, "{}", line(row));
+    }
+    out
+}
+
+fn upper(pooling: &str) -> String {
+    pooling.to_uppercase()
+}
+
+/// One row per (dataset, pooling): pairs, Spearman and Pearson of cosine, then Spearman of dot,
+/// Euclidean and Manhattan (all ×100).
+pub fn scores_table(scores: &[StsScores], style: TableStyle) -> String {
+    let header: Vec<String> = [
+        "dataset",
+        "pooling",
+        "pairs",
+        "spearman",
+        "pearson",
+        "dot ρ",
+        "euclid ρ",
+        "manhattan ρ",
+    ]
+    .map(String::from)
+    .to_vec();
+    let rows: Vec<Vec<String>> = scores
+        .iter()
+        .map(|s| {
+            let mut row = vec![
+                s.dataset.clone(),
+                upper(&s.pooling),
+                s.pairs.to_string(),
+                format!("{:.2}", s.spearman),
+                format!("{:.2}", s.pearson),
+            ];
+            row.extend(
+                s.similarities
+                    .iter()
+                    .skip(1)
+                    .map(|c| format!("{:.2}", c.spearman)),
+            );
+            row
+        })
+        .collect();
+    render(&header, &rows, style)
+}
+
+/// Distinct values in first-seen order.
+fn distinct<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
+}
+
+/// The paper's Table 1 layout: a row per model × pooling, a column per dataset (Spearman ×100
+/// of cosine), and their average.
+pub fn suite_table(model: &str, scores: &[StsScores], style: TableStyle) -> String {
+    let datasets = distinct(scores.iter().map(|s| s.dataset.as_str()));
+    let poolings = distinct(scores.iter().map(|s| s.pooling.as_str()));
+    let mut header = vec!["model".to_string()];
+    header.extend(datasets.iter().map(|d| d.to_string()));
+    header.push("Avg.".into());
+    let rows: Vec<Vec<String>> = poolings
+        .iter()
+        .map(|p| {
+            let mut row = vec![format!("{model} ({})", upper(p))];
+            let mut values = Vec::new();
+            for d in &datasets {
+                match scores.iter().find(|s| s.dataset == *d && s.pooling == *p) {
+                    Some(s) => {
+                        values.push(s.spearman);
+                        row.push(format!("{:.2}", s.spearman));
+                    }
+                    None => row.push("–".into()),
+                }
+            }
+            let avg = values.iter().sum::<f64>() / values.len().max(1) as f64;
+            row.push(format!("{avg:.2}"));
+            row
+        })
+        .collect();
+    render(&header, &rows, style)
+}
+
+/// The paper's Table 6 layout: a row per pooling, a column per dataset (Spearman ×100).
+pub fn pooling_table(scores: &[StsScores], style: TableStyle) -> String {
+    let datasets = distinct(scores.iter().map(|s| s.dataset.as_str()));
+    let poolings = distinct(scores.iter().map(|s| s.pooling.as_str()));
+    let mut header = vec!["pooling".to_string()];
+    header.extend(datasets.iter().map(|d| d.to_string()));
+    let rows: Vec<Vec<String>> = poolings
+        .iter()
+        .map(|p| {
+            let mut row = vec![upper(p)];
+            for d in &datasets {
+                row.push(
+                    scores
+                        .iter()
+                        .find(|s| s.dataset == *d && s.pooling == *p)
+                        .map_or("–".into(), |s| format!("{:.2}", s.spearman)),
+                );
+            }
+            row
+        })
+        .collect();
+    render(&header, &rows, style)
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A grouped bar chart (SVG): a group per dataset, a bar per pooling, height = Spearman ×100.
+pub fn bar_chart_svg(title: &str, scores: &[StsScores]) -> String {
+    const COLORS: [&str; 6] = [
+        "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
+    ];
+    let datasets = distinct(scores.iter().map(|s| s.dataset.as_str()));
+    let poolings = distinct(scores.iter().map(|s| s.pooling.as_str()));
+    let (bar, gap, left, top, plot_h) = (28.0, 36.0, 60.0, 50.0, 300.0);
+    let group_w = bar * poolings.len() as f64;
+    let width = left + datasets.len() as f64 * (group_w + gap) + 160.0;
+    let height = top + plot_h + 60.0;
+    let y = |v: f64| top + plot_h * (1.0 - v.clamp(0.0, 100.0) / 100.0);
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="24" font-size="16" text-anchor="middle">{}</text>"#,
+        width / 2.0,
+        xml_escape(title)
+    );
+    for tick in (0..=100).step_by(20) {
+        let ty = y(f64::from(tick));
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{left}" x2="{}" y1="{ty}" y2="{ty}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{tick}</text>"##,
+            width - 160.0,
+            left - 6.0,
+            ty + 4.0
+        );
+    }
+    let _ = writeln!(
+        svg,
+        r#"<text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">Spearman ρ × 100</text>"#,
+        top + plot_h / 2.0,
+        top + plot_h / 2.0
+    );
+    for (di, d) in datasets.iter().enumerate() {
+        let gx = left + gap / 2.0 + di as f64 * (group_w + gap);
+        for (pi, p) in poolings.iter().enumerate() {
+            if let Some(s) = scores.iter().find(|s| s.dataset == *d && s.pooling == *p) {
+                let x = gx + pi as f64 * bar;
+                let top_y = y(s.spearman);
+                let _ = writeln!(
+                    svg,
+                    r#"<rect x="{x}" y="{top_y}" width="{}" height="{}" fill="{}"><title>{} {}: {:.2}</title></rect>"#,
+                    bar - 2.0,
+                    top + plot_h - top_y,
+                    COLORS[pi % COLORS.len()],
+                    xml_escape(d),
+                    upper(p),
+                    s.spearman
+                );
+                let _ = writeln!(
+                    svg,
+                    r#"<text x="{}" y="{}" font-size="9" text-anchor="middle">{:.1}</text>"#,
+                    x + bar / 2.0 - 1.0,
+                    top_y - 3.0,
+                    s.spearman
+                );
+            }
+        }
+        let _ = writeln!(
+            svg,
+            r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+            gx + group_w / 2.0,
+            top + plot_h + 18.0,
+            xml_escape(d)
+        );
+    }
+    for (pi, p) in poolings.iter().enumerate() {
+        let ly = top + 10.0 + pi as f64 * 20.0;
+        let lx = width - 140.0;
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{lx}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{}">{}</text>"#,
+            ly - 10.0,
+            COLORS[pi % COLORS.len()],
+            lx + 18.0,
+            ly,
+            xml_escape(&upper(p))
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evaluate::Correlations;
+    use sbert::Similarity;
+
+    fn score(dataset: &str, pooling: &str, spearman: f64) -> StsScores {
+        StsScores {
+            dataset: dataset.into(),
+            pooling: pooling.into(),
+            pairs: 10,
+            spearman,
+            pearson: spearman - 1.0,
+            similarities: Similarity::ALL
+                .iter()
+                .map(|&similarity| Correlations {
+                    similarity,
+                    spearman,
+                    pearson: spearman,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn suite_table_has_a_row_per_pooling_and_the_average() {
+        let s = vec![
+            score("STS12", "mean", 70.0),
+            score("STS13", "mean", 80.0),
+            score("STS12", "cls", 60.0),
+        ];
+        let t = suite_table("m", &s, TableStyle::Markdown);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 4, "{t}");
+        assert!(lines[0].contains("STS12") && lines[0].contains("Avg."));
+        assert!(
+            lines[2].contains("m (MEAN)") && lines[2].contains("75.00"),
+            "{t}"
+        );
+        assert!(lines[3].contains("–") && lines[3].contains("60.00"), "{t}");
+    }
+
+    #[test]
+    fn chart_is_well_formed_svg_with_a_bar_per_score() {
+        let s = vec![
+            score("A", "mean", 70.0),
+            score("A", "max", 60.0),
+            score("B<&>", "mean", 50.0),
+        ];
+        let svg = bar_chart_svg("t", &s);
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(svg.matches("<title>").count(), 3);
+        assert!(svg.contains("B&lt;&amp;&gt;"));
+    }
+}
