@@ -44,6 +44,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod config;
+mod kernels;
 mod model;
 
 pub use config::{BertConfig, HiddenAct};

@@ -158,9 +158,8 @@ impl Embeddings {
 
 #[derive(Debug, Clone)]
 struct SelfAttention {
-    query: Linear,
-    key: Linear,
-    value: Linear,
+    /// Query, key and value projections stacked: weight `(3h, h)`, bias `3h`.
+    qkv: Linear,
     output: Linear,
     layer_norm: LayerNorm,
     num_heads: usize,
@@ -174,10 +173,18 @@ impl SelfAttention {
         let h = cfg.hidden_size;
         let sa = vb.pp("self");
         let out = vb.pp("output");
+        let (q, k, v) = (
+            Linear::load(sa.pp("query"), h, h)?,
+            Linear::load(sa.pp("key"), h, h)?,
+            Linear::load(sa.pp("value"), h, h)?,
+        );
+        // One (3h, h) product instead of three; `cat` keeps gradients flowing to each part.
+        let qkv = Linear {
+            weight: Tensor::cat(&[&q.weight, &k.weight, &v.weight], 0)?,
+            bias: Tensor::cat(&[&q.bias, &k.bias, &v.bias], 0)?,
+        };
         Ok(Self {
-            query: Linear::load(sa.pp("query"), h, h)?,
-            key: Linear::load(sa.pp("key"), h, h)?,
-            value: Linear::load(sa.pp("value"), h, h)?,
+            qkv,
             output: Linear::load(out.pp("dense"), h, h)?,
             layer_norm: LayerNorm::load(out.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
             num_heads: cfg.num_attention_heads,
@@ -190,7 +197,8 @@ impl SelfAttention {
     /// `(b, t, h)` → `(b, heads, t, head_dim)`.
     fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
         let (b, t, _) = xs.dims3()?;
-        xs.reshape((b, t, self.num_heads, self.head_dim))?
+        xs.contiguous()?
+            .reshape((b, t, self.num_heads, self.head_dim))?
             .transpose(1, 2)?
             .contiguous()
     }
@@ -198,9 +206,10 @@ impl SelfAttention {
     /// `hidden (b, t, h)`, additive `mask (b, 1, 1, t)` → `(b, t, h)` and the probabilities.
     fn forward(&self, hidden: &Tensor, mask: &Tensor, mode: Mode) -> Result<(Tensor, Tensor)> {
         let (b, t, h) = hidden.dims3()?;
-        let q = self.split_heads(&self.query.forward(hidden)?)?;
-        let k = self.split_heads(&self.key.forward(hidden)?)?;
-        let v = self.split_heads(&self.value.forward(hidden)?)?;
+        let qkv = self.qkv.forward(hidden)?;
+        let q = self.split_heads(&qkv.narrow(2, 0, h)?)?;
+        let k = self.split_heads(&qkv.narrow(2, h, h)?)?;
+        let v = self.split_heads(&qkv.narrow(2, 2 * h, h)?)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
         let probs = softmax_last_dim(&scores, mode)?;
@@ -259,6 +268,8 @@ struct Layer {
 pub struct BertModel {
     embeddings: Embeddings,
     layers: Vec<Layer>,
+    /// Biases and LayerNorm parameters as host vectors, for the packed path (built on first use).
+    host: std::sync::OnceLock<Vec<HostVectors>>,
     config: BertConfig,
     device: Device,
     dtype: DType,
@@ -294,6 +305,7 @@ impl BertModel {
         Ok(Self {
             embeddings,
             layers,
+            host: std::sync::OnceLock::new(),
             config: config.clone(),
             device: vb.device().clone(),
             dtype: vb.dtype(),
@@ -404,5 +416,238 @@ impl BertModel {
             hidden_states: hidden,
             attentions,
         })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packed inference on CPU: sequences stored back to back, no padding anywhere.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape};
+
+use crate::kernels::{self, AttentionShape};
+
+fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("the packed path runs in f32 only")
+    };
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("the packed path needs contiguous inputs".into()))?;
+    Ok(&data[start..end])
+}
+
+/// `act(x + bias)`.
+struct BiasAct<'a> {
+    bias: &'a [f32],
+    act: HiddenAct,
+}
+
+impl CustomOp1 for BiasAct<'_> {
+    fn name(&self) -> &'static str {
+        "sbert-bias-act"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let out = kernels::bias_act(f32_slice(s, l)?, self.bias, self.act);
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+}
+
+/// `LayerNorm(x + bias + residual)`.
+struct BiasResidualNorm<'a> {
+    bias: &'a [f32],
+    gamma: &'a [f32],
+    beta: &'a [f32],
+    eps: f32,
+}
+
+impl CustomOp2 for BiasResidualNorm<'_> {
+    fn name(&self) -> &'static str {
+        "sbert-bias-residual-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, r) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        if x.len() != r.len() {
+            candle_core::bail!("residual of {} values for {} inputs", r.len(), x.len());
+        }
+        let out =
+            kernels::bias_residual_layer_norm(x, r, self.bias, self.gamma, self.beta, self.eps);
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// Attention over packed sequences; input `(tokens, 3h)`, output `(tokens, h)`.
+struct PackedAttention<'a> {
+    bias: &'a [f32],
+    offsets: &'a [usize],
+    shape: AttentionShape,
+}
+
+impl CustomOp1 for PackedAttention<'_> {
+    fn name(&self) -> &'static str {
+        "sbert-packed-attention"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (tokens, _) = l.shape().dims2()?;
+        let out = kernels::packed_attention(f32_slice(s, l)?, self.bias, self.offsets, self.shape);
+        let h = self.shape.heads * self.shape.head_dim;
+        Ok((CpuStorage::F32(out), Shape::from((tokens, h))))
+    }
+}
+
+/// Host copies of the small vectors the packed kernels read (biases, LayerNorm parameters).
+#[derive(Debug, Clone)]
+struct HostVectors {
+    qkv_bias: Vec<f32>,
+    attn_out_bias: Vec<f32>,
+    attn_gamma: Vec<f32>,
+    attn_beta: Vec<f32>,
+    inter_bias: Vec<f32>,
+    out_bias: Vec<f32>,
+    out_gamma: Vec<f32>,
+    out_beta: Vec<f32>,
+}
+
+impl HostVectors {
+    fn of(layer: &Layer) -> Result<Self> {
+        let v = |t: &Tensor| t.to_vec1::<f32>();
+        let (a, f) = (&layer.attention, &layer.feed_forward);
+        Ok(Self {
+            qkv_bias: v(&a.qkv.bias)?,
+            attn_out_bias: v(&a.output.bias)?,
+            attn_gamma: v(&a.layer_norm.weight)?,
+            attn_beta: v(&a.layer_norm.bias)?,
+            inter_bias: v(&f.intermediate.bias)?,
+            out_bias: v(&f.output.bias)?,
+            out_gamma: v(&f.layer_norm.weight)?,
+            out_beta: v(&f.layer_norm.bias)?,
+        })
+    }
+}
+
+impl BertModel {
+    /// Whether [`BertModel::forward_packed`] is available: CPU and f32.
+    pub fn supports_packed(&self) -> bool {
+        self.device.is_cpu() && self.dtype == DType::F32
+    }
+
+    /// Inference over sequences stored back to back, without padding: `input_ids` holds the
+    /// token ids of every sequence concatenated, `lengths` the length of each. Returns the token
+    /// embeddings `(Σ lengths, hidden)`, sequence after sequence. Token types are all 0.
+    ///
+    /// Every token-wise op (embeddings, projections, feed-forward, LayerNorm) runs over the real
+    /// tokens only, and attention runs per sequence, so no work is spent on padding. CPU and f32
+    /// only (see [`BertModel::supports_packed`]); not differentiable.
+    ///
+    /// # Errors
+    /// On an empty or zero length, a sequence longer than `max_position_embeddings`, a length
+    /// sum that differs from `input_ids.len()`, or an unsupported device or dtype.
+    pub fn forward_packed(&self, input_ids: &[u32], lengths: &[usize]) -> Result<Tensor> {
+        if !self.supports_packed() {
+            candle_core::bail!("forward_packed needs the CPU device and f32 weights");
+        }
+        let total: usize = lengths.iter().sum();
+        if total != input_ids.len() || lengths.contains(&0) {
+            candle_core::bail!(
+                "lengths {lengths:?} do not partition {} token ids into non-empty sequences",
+                input_ids.len()
+            );
+        }
+        let max_len = lengths.iter().copied().max().unwrap_or(0);
+        if max_len > self.config.max_position_embeddings {
+            candle_core::bail!(
+                "sequence of {max_len} tokens is longer than the model's max_position_embeddings {}",
+                self.config.max_position_embeddings
+            );
+        }
+        let mut offsets = Vec::with_capacity(lengths.len() + 1);
+        offsets.push(0usize);
+        let mut positions = Vec::with_capacity(total);
+        for &len in lengths {
+            offsets.push(offsets[offsets.len() - 1] + len);
+            positions.extend(0..len as u32);
+        }
+        let ids = Tensor::from_slice(input_ids, total, &self.device)?;
+        let positions = Tensor::from_vec(positions, total, &self.device)?;
+        let emb = &self.embeddings;
+        let word = emb.word.embeddings().index_select(&ids, 0)?;
+        let pos = emb.position.embeddings().index_select(&positions, 0)?;
+        let host = self.host_vectors()?;
+        let type_row = emb.token_type.embeddings().get(0)?.to_vec1::<f32>()?;
+        let (gamma, beta) = (
+            emb.layer_norm.weight.to_vec1::<f32>()?,
+            emb.layer_norm.bias.to_vec1::<f32>()?,
+        );
+        let eps = self.config.layer_norm_eps as f32;
+        let mut x = word.apply_op2_no_bwd(
+            &pos,
+            &BiasResidualNorm {
+                bias: &type_row,
+                gamma: &gamma,
+                beta: &beta,
+                eps,
+            },
+        )?;
+        let shape = AttentionShape {
+            heads: self.config.num_attention_heads,
+            head_dim: self.config.head_dim(),
+        };
+        for (layer, hv) in self.layers.iter().zip(host.iter()) {
+            let (a, f) = (&layer.attention, &layer.feed_forward);
+            let qkv = x.matmul(&a.qkv.weight.t()?)?;
+            let ctx = qkv.apply_op1_no_bwd(&PackedAttention {
+                bias: &hv.qkv_bias,
+                offsets: &offsets,
+                shape,
+            })?;
+            let attn = ctx.matmul(&a.output.weight.t()?)?;
+            x = attn.apply_op2_no_bwd(
+                &x,
+                &BiasResidualNorm {
+                    bias: &hv.attn_out_bias,
+                    gamma: &hv.attn_gamma,
+                    beta: &hv.attn_beta,
+                    eps,
+                },
+            )?;
+            let inter = x
+                .matmul(&f.intermediate.weight.t()?)?
+                .apply_op1_no_bwd(&BiasAct {
+                    bias: &hv.inter_bias,
+                    act: f.act,
+                })?;
+            let out = inter.matmul(&f.output.weight.t()?)?;
+            x = out.apply_op2_no_bwd(
+                &x,
+                &BiasResidualNorm {
+                    bias: &hv.out_bias,
+                    gamma: &hv.out_gamma,
+                    beta: &hv.out_beta,
+                    eps,
+                },
+            )?;
+        }
+        Ok(x)
+    }
+
+    /// The host vectors of every layer, copied once and cached.
+    fn host_vectors(&self) -> Result<&[HostVectors]> {
+        if let Some(v) = self.host.get() {
+            return Ok(v);
+        }
+        let v = self
+            .layers
+            .iter()
+            .map(HostVectors::of)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.host.get_or_init(|| v))
     }
 }

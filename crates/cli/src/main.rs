@@ -1,5 +1,6 @@
 //! `sbert`: sentence embeddings from the command line.
 
+mod bench;
 mod eval;
 mod io;
 
@@ -41,6 +42,11 @@ enum Command {
     /// Evaluate a model: STS correlations (Table 1 of the SBERT paper), pooling comparisons.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Measure speed: corpus throughput (median of several runs), achieved GFLOP/s against a
+    /// measured sgemm peak, padding overhead, one-sentence latency (p50/p90) and peak RSS.
+    ///
+    /// Example: sbert bench --threads 2 --format json
+    Bench(bench::BenchArgs),
 }
 
 /// Which model to load and how to run it.
@@ -60,12 +66,21 @@ pub struct ModelArgs {
     device: String,
     /// CPU threads for the matrix products (default: all cores).
     #[arg(long, value_name = "N")]
-    threads: Option<usize>,
+    pub threads: Option<usize>,
 }
 
 impl ModelArgs {
     /// Loads the model, with `pooling` replacing the folder's when given.
     fn load(&self, pooling: Option<&Pooling>) -> Result<SentenceEmbedder> {
+        self.load_with(pooling, None)
+    }
+
+    /// [`ModelArgs::load`], batching under a token budget when `max_batch_tokens` is set.
+    fn load_with(
+        &self,
+        pooling: Option<&Pooling>,
+        max_batch_tokens: Option<usize>,
+    ) -> Result<SentenceEmbedder> {
         if let Some(n) = self.threads {
             if n == 0 {
                 bail!("--threads must be at least 1");
@@ -80,7 +95,8 @@ impl ModelArgs {
         };
         let mut builder = SentenceEmbedder::builder(&self.model)
             .device(device)
-            .batch_size(self.batch_size);
+            .batch_size(self.batch_size)
+            .max_batch_tokens(max_batch_tokens);
         if let Some(p) = pooling {
             builder = builder.pooling(p.clone());
         }
@@ -224,6 +240,7 @@ fn main() -> std::process::ExitCode {
         Command::Embed(args) => embed(args),
         Command::Similarity(args) => similarity(args),
         Command::Eval(cmd) => eval::run_command(cmd),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -161,6 +161,7 @@ pub struct EmbedderBuilder {
     device: Device,
     dtype: DType,
     batch_size: usize,
+    max_batch_tokens: Option<usize>,
     pooling: Option<Pooling>,
     normalize: Option<bool>,
     max_seq_length: Option<usize>,
@@ -174,6 +175,7 @@ impl EmbedderBuilder {
             device: Device::Cpu,
             dtype: DType::F32,
             batch_size: DEFAULT_BATCH_SIZE,
+            max_batch_tokens: None,
             pooling: None,
             normalize: None,
             max_seq_length: None,
@@ -196,6 +198,15 @@ impl EmbedderBuilder {
     /// Texts per forward pass. Default: 32, as sentence-transformers. 0 is rejected by `build`.
     pub fn batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size;
+        self
+    }
+
+    /// Forms batches under a token budget instead of a fixed count (TEI's `max_batch_tokens`):
+    /// texts, longest first, join a batch while `texts × longest ≤ max_batch_tokens` (a text
+    /// longer than the budget gets a batch of its own). Default: `None` (batches of
+    /// [`EmbedderBuilder::batch_size`]).
+    pub fn max_batch_tokens(mut self, max_batch_tokens: Option<usize>) -> Self {
+        self.max_batch_tokens = max_batch_tokens;
         self
     }
 
@@ -256,6 +267,7 @@ pub struct SentenceEmbedder {
     max_seq_length: usize,
     do_lower_case: bool,
     batch_size: usize,
+    max_batch_tokens: Option<usize>,
     device: Device,
 }
 
@@ -397,6 +409,7 @@ impl SentenceEmbedder {
             max_seq_length,
             do_lower_case: sbert_cfg.do_lower_case,
             batch_size: opts.batch_size,
+            max_batch_tokens: opts.max_batch_tokens,
             device: opts.device,
         })
     }
@@ -605,17 +618,22 @@ impl SentenceEmbedder {
                 })
                 .collect();
         }
-        let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(tokenized[i].ids.len()));
+        let lengths: Vec<usize> = tokenized.iter().map(|t| t.ids.len()).collect();
+        let batches = self.plan_batches(&lengths);
+        let order: Vec<usize> = batches.concat();
 
         let mut chunks: Vec<Vec<Tensor>> = vec![Vec::new(); poolings.len()];
-        for idx in order.chunks(self.batch_size) {
+        for idx in &batches {
             let batch = self.pad(idx.iter().map(|&i| &tokenized[i]))?;
-            let tokens = self.encoder.forward(
-                &batch.input_ids,
-                Some(&batch.token_type_ids),
-                &batch.attention_mask,
-            )?;
+            let tokens = if self.encoder.supports_packed() {
+                self.forward_packed(idx.iter().map(|&i| &tokenized[i]))?
+            } else {
+                self.encoder.forward(
+                    &batch.input_ids,
+                    Some(&batch.token_type_ids),
+                    &batch.attention_mask,
+                )?
+            };
             for (k, pooling) in poolings.iter().enumerate() {
                 let pooled = pooling.pool(&tokens, &batch.attention_mask)?;
                 chunks[k].push(self.apply_heads(pooled)?);
@@ -638,6 +656,36 @@ impl SentenceEmbedder {
             .collect()
     }
 
+    /// How [`SentenceEmbedder::embed`] batches texts of these token `lengths`: indices into
+    /// `lengths`, one `Vec` per batch, in processing order. Longest first (stable for ties), then
+    /// chunks of `batch_size`, or under `max_batch_tokens` when set. Each batch is padded to its
+    /// first (longest) text.
+    pub fn plan_batches(&self, lengths: &[usize]) -> Vec<Vec<usize>> {
+        let mut order: Vec<usize> = (0..lengths.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+        match self.max_batch_tokens {
+            None => order
+                .chunks(self.batch_size)
+                .map(<[usize]>::to_vec)
+                .collect(),
+            Some(budget) => {
+                let mut batches: Vec<Vec<usize>> = Vec::new();
+                let mut current: Vec<usize> = Vec::new();
+                for i in order {
+                    let longest = current.first().map_or(lengths[i], |&f| lengths[f]);
+                    if !current.is_empty() && (current.len() + 1) * longest > budget {
+                        batches.push(std::mem::take(&mut current));
+                    }
+                    current.push(i);
+                }
+                if !current.is_empty() {
+                    batches.push(current);
+                }
+                batches
+            }
+        }
+    }
+
     fn apply_heads(&self, mut x: Tensor) -> Result<Tensor> {
         for head in &self.heads {
             x = match head {
@@ -646,6 +694,35 @@ impl SentenceEmbedder {
             };
         }
         Ok(x)
+    }
+
+    /// Runs the packed (padding-free) encoder on a group of texts and lays the result out as
+    /// right-padded `(b, t, h)` with zero rows at padding, for pooling.
+    fn forward_packed<'a>(
+        &self,
+        texts: impl Iterator<Item = &'a TokenizedText> + Clone,
+    ) -> Result<Tensor> {
+        let lengths: Vec<usize> = texts.clone().map(|x| x.ids.len()).collect();
+        let ids: Vec<u32> = texts.flat_map(|x| x.ids.iter().copied()).collect();
+        let hidden = self.encoder.forward_packed(&ids, &lengths)?; // (n, h)
+        let (n, h) = hidden.dims2()?;
+        let (b, t) = (lengths.len(), lengths.iter().copied().max().unwrap_or(0));
+        if lengths.iter().all(|&l| l == t) {
+            return Ok(hidden.reshape((b, t, h))?);
+        }
+        // Row n is an extra zero row that every padding slot points at.
+        let mut gather = Vec::with_capacity(b * t);
+        let mut offset = 0u32;
+        for &len in &lengths {
+            gather.extend(offset..offset + len as u32);
+            gather.extend(std::iter::repeat_n(n as u32, t - len));
+            offset += len as u32;
+        }
+        let zero = Tensor::zeros((1, h), hidden.dtype(), hidden.device())?;
+        let gather = Tensor::from_vec(gather, b * t, hidden.device())?;
+        Ok(Tensor::cat(&[&hidden, &zero], 0)?
+            .index_select(&gather, 0)?
+            .reshape((b, t, h))?)
     }
 
     /// Right-pads a group of tokenized texts to the longest of them.

@@ -1,0 +1,258 @@
+//! `sbert bench`: corpus throughput, FLOP-bound fraction, latency and memory.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use sbert::{DType, Device, SentenceEmbedder, Tensor};
+use serde::Serialize;
+
+use crate::io::{self, InputFormat};
+use crate::ModelArgs;
+
+/// The default corpus: both sentences of every STSb test pair (2,758 sentences).
+const DEFAULT_CORPUS: &str = "../shared/data/stsb/test.tsv";
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Corpus, one sentence per line. Default: the 2,758 sentences of ../shared/data/stsb/test.tsv
+    /// (a .tsv file is read as STS pairs: both sentence columns).
+    #[arg(long, short, value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Batches formed under this many padded tokens instead of --batch-size texts.
+    #[arg(long, value_name = "N")]
+    max_batch_tokens: Option<usize>,
+    /// Timed passes over the corpus (after one warm-up pass); the median is reported.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    runs: usize,
+    /// One-sentence calls timed for the latency percentiles.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    latency_calls: usize,
+    /// The sentence of the latency measurement.
+    #[arg(long, default_value = "A man is playing a guitar.")]
+    latency_text: String,
+    /// table: readable summary; json: one object (sentences_per_s, tokens_per_s, p50_ms, p90_ms,
+    /// peak_rss_mib, gflops, bound_fraction, …).
+    #[arg(long, value_enum, default_value_t = BenchFormat::Table)]
+    format: BenchFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Serialize)]
+struct BenchReport {
+    model: String,
+    threads: usize,
+    sentences: usize,
+    tokens: usize,
+    padded_tokens: usize,
+    padding_overhead: f64,
+    batch_size: usize,
+    max_batch_tokens: Option<usize>,
+    runs: Vec<f64>,
+    sentences_per_s: f64,
+    sentences_per_s_min: f64,
+    sentences_per_s_max: f64,
+    tokens_per_s: f64,
+    corpus_gflop: f64,
+    gflops: f64,
+    sgemm_peak_gflops: f64,
+    bound_sentences_per_s: f64,
+    bound_fraction: f64,
+    p50_ms: f64,
+    p90_ms: f64,
+    peak_rss_mib: Option<f64>,
+}
+
+/// FLOPs of one BERT forward pass over `len` tokens (multiply-adds × 2), as the peers' script
+/// counts them: Q, K, V and output projections, the feed-forward block and the two attention
+/// products.
+fn flops(cfg: &sbert::BertConfig, len: usize) -> f64 {
+    let (l, h, i) = (
+        len as f64,
+        cfg.hidden_size as f64,
+        cfg.intermediate_size as f64,
+    );
+    let per_layer = 8.0 * l * h * h + 4.0 * l * h * i + 4.0 * l * l * h;
+    cfg.num_hidden_layers as f64 * per_layer
+}
+
+/// Best fp32 matmul GFLOP/s of candle on this machine: square products of 1024 and 2048.
+fn sgemm_peak() -> Result<f64> {
+    let mut best: f64 = 0.0;
+    for n in [1024usize, 2048] {
+        let a = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
+        let b = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
+        a.matmul(&b)?; // warm-up
+        for _ in 0..3 {
+            let t = Instant::now();
+            let c = a.matmul(&b)?;
+            let dt = t.elapsed().as_secs_f64();
+            drop(c);
+            best = best.max(2.0 * (n as f64).powi(3) / dt / 1e9);
+        }
+    }
+    Ok(best)
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[idx]
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 0.5)
+}
+
+fn read_corpus(path: Option<&PathBuf>) -> Result<Vec<String>> {
+    let path = path
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CORPUS));
+    if path.extension().is_some_and(|e| e == "tsv") {
+        let ds = sbert_eval::StsDataset::read(&path, None)?;
+        return Ok(ds
+            .pairs
+            .into_iter()
+            .flat_map(|p| [p.sentence1, p.sentence2])
+            .collect());
+    }
+    let bytes = io::read_input(&path)?;
+    io::parse_texts(&bytes, InputFormat::Lines, &path.display().to_string())
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.runs == 0 || args.latency_calls == 0 {
+        bail!("--runs and --latency-calls must be at least 1");
+    }
+    let corpus = read_corpus(args.input.as_ref())?;
+    if corpus.is_empty() {
+        bail!("the corpus is empty");
+    }
+    let model: SentenceEmbedder = args.model.load_with(None, args.max_batch_tokens)?;
+    let threads = args
+        .model
+        .threads
+        .unwrap_or_else(sbert::candle_core::utils::get_num_threads);
+
+    let tokenized = model.tokenize(&corpus)?;
+    let lengths: Vec<usize> = tokenized.iter().map(|t| t.ids.len()).collect();
+    let tokens: usize = lengths.iter().sum();
+    let padded_tokens: usize = model
+        .plan_batches(&lengths)
+        .iter()
+        .map(|b| b.len() * lengths[b[0]])
+        .sum();
+    let cfg = model.encoder().config();
+    let corpus_flops: f64 = lengths.iter().map(|&l| flops(cfg, l)).sum();
+
+    eprintln!(
+        "corpus: {} sentences, {tokens} tokens (avg {:.1}); {threads} threads",
+        corpus.len(),
+        tokens as f64 / corpus.len() as f64
+    );
+    model.embed(&corpus)?; // warm-up
+    let mut runs = Vec::with_capacity(args.runs);
+    for r in 0..args.runs {
+        let t = Instant::now();
+        let e = model.embed(&corpus)?;
+        e.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?; // synchronize
+        let rate = corpus.len() as f64 / t.elapsed().as_secs_f64();
+        eprintln!("run {}: {rate:.1} sentences/s", r + 1);
+        runs.push(rate);
+    }
+    let rate = median(&runs);
+    let seconds = corpus.len() as f64 / rate;
+
+    let text = [args.latency_text.as_str()];
+    model.embed(&text)?;
+    let mut lat = Vec::with_capacity(args.latency_calls);
+    for _ in 0..args.latency_calls {
+        let t = Instant::now();
+        model
+            .embed(&text)?
+            .to_dtype(DType::F32)?
+            .sum_all()?
+            .to_scalar::<f32>()?;
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    lat.sort_by(f64::total_cmp);
+
+    let peak = sgemm_peak().context("measuring the sgemm peak")?;
+    let gflops = corpus_flops / seconds / 1e9;
+    let report = BenchReport {
+        model: args.model.model.clone(),
+        threads,
+        sentences: corpus.len(),
+        tokens,
+        padded_tokens,
+        padding_overhead: padded_tokens as f64 / tokens as f64 - 1.0,
+        batch_size: model.batch_size(),
+        max_batch_tokens: args.max_batch_tokens,
+        sentences_per_s: rate,
+        sentences_per_s_min: runs.iter().copied().fold(f64::INFINITY, f64::min),
+        sentences_per_s_max: runs.iter().copied().fold(0.0, f64::max),
+        runs,
+        tokens_per_s: tokens as f64 / seconds,
+        corpus_gflop: corpus_flops / 1e9,
+        gflops,
+        sgemm_peak_gflops: peak,
+        bound_sentences_per_s: corpus.len() as f64 / (corpus_flops / (peak * 1e9)),
+        bound_fraction: gflops / peak,
+        p50_ms: percentile(&lat, 0.5),
+        p90_ms: percentile(&lat, 0.9),
+        peak_rss_mib: peak_rss_mib(),
+    };
+    match args.format {
+        BenchFormat::Json => println!("{}", serde_json::to_string(&report)?),
+        BenchFormat::Table => {
+            let r = &report;
+            println!("model            {}", r.model);
+            println!("threads          {}", r.threads);
+            println!(
+                "corpus           {} sentences, {} tokens, padding overhead {:.1} %",
+                r.sentences,
+                r.tokens,
+                100.0 * r.padding_overhead
+            );
+            println!(
+                "throughput       {:.1} sentences/s (min {:.1}, max {:.1} over {} runs), {:.0} tokens/s",
+                r.sentences_per_s,
+                r.sentences_per_s_min,
+                r.sentences_per_s_max,
+                r.runs.len(),
+                r.tokens_per_s
+            );
+            println!(
+                "compute          {:.1} GFLOP/s of a {:.1} GFLOP/s sgemm peak = {:.1} % of the bound ({:.0} sentences/s)",
+                r.gflops,
+                r.sgemm_peak_gflops,
+                100.0 * r.bound_fraction,
+                r.bound_sentences_per_s
+            );
+            println!(
+                "latency (1 text) p50 {:.2} ms, p90 {:.2} ms",
+                r.p50_ms, r.p90_ms
+            );
+            if let Some(rss) = r.peak_rss_mib {
+                println!("peak RSS         {rss:.1} MiB");
+            }
+        }
+    }
+    Ok(())
+}
