@@ -152,3 +152,47 @@ fn input_order_is_restored_for_any_batch_size() {
         common::assert_close(&format!("batch size {bs}"), &got, &reference, 1e-5, 0.99999);
     }
 }
+
+#[test]
+fn packed_and_padded_encoder_paths_agree_on_the_real_model() {
+    let model = common::minilm();
+    let texts = [
+        "A man is playing a guitar.",
+        "",
+        "The café serves crème brûlée.",
+        "Hello!",
+    ];
+    let tok = model.tokenize(&texts).expect("tokenize");
+    let lengths: Vec<usize> = tok.iter().map(|x| x.ids.len()).collect();
+    let ids: Vec<u32> = tok.iter().flat_map(|x| x.ids.clone()).collect();
+    let packed: Vec<Vec<f32>> = model
+        .encoder()
+        .forward_packed(&ids, &lengths)
+        .expect("packed")
+        .to_vec2()
+        .expect("vec");
+    let t = *lengths.iter().max().expect("texts");
+    let mut padded_ids = vec![0u32; texts.len() * t];
+    let mut mask = vec![0u32; texts.len() * t];
+    for (r, x) in tok.iter().enumerate() {
+        padded_ids[r * t..r * t + x.ids.len()].copy_from_slice(&x.ids);
+        mask[r * t..r * t + x.ids.len()].fill(1);
+    }
+    let dev = sbert::Device::Cpu;
+    let ids_t = sbert::Tensor::from_vec(padded_ids, (texts.len(), t), &dev).expect("ids");
+    let mask_t = sbert::Tensor::from_vec(mask, (texts.len(), t), &dev).expect("mask");
+    let padded: Vec<Vec<Vec<f32>>> = model
+        .encoder()
+        .forward(&ids_t, None, &mask_t)
+        .expect("padded")
+        .to_vec3()
+        .expect("vec");
+    let mut row = 0;
+    for (r, &len) in lengths.iter().enumerate() {
+        for (pos, want) in padded[r].iter().take(len).enumerate() {
+            let d = common::max_abs_diff(&packed[row], want);
+            assert!(d <= 1e-4, "text {r} token {pos}: max |Δ| {d:e}");
+            row += 1;
+        }
+    }
+}

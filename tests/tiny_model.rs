@@ -279,3 +279,31 @@ fn order_is_restored_for_any_batch_size() {
         common::assert_close(&format!("batch {bs}"), &got, &one, 1e-5, 0.99999);
     }
 }
+
+#[test]
+fn packed_forward_equals_padded_forward() {
+    let cfg = tiny_config();
+    let encoder = tiny_encoder(&cfg);
+    assert!(encoder.supports_packed());
+    let tok = tiny().tokenize(&TEXTS).expect("tokenize");
+    let lengths: Vec<usize> = tok.iter().map(|x| x.ids.len()).collect();
+    let ids: Vec<u32> = tok.iter().flat_map(|x| x.ids.clone()).collect();
+    let packed: Vec<Vec<f32>> = encoder
+        .forward_packed(&ids, &lengths)
+        .expect("packed")
+        .to_vec2()
+        .expect("vec");
+    let weights = reference::Weights::load(&common::tiny_dir().join("model.safetensors"));
+    let mut row = 0;
+    for x in &tok {
+        for want in reference::encode(&weights, &cfg, &x.ids) {
+            let d = common::max_abs_diff(&packed[row], &reference::to_f32(&want));
+            assert!(d < 1e-5, "token row {row}: max |Δ| {d:e}");
+            row += 1;
+        }
+    }
+    assert_eq!(row, packed.len());
+    // Malformed partitions are errors, not panics.
+    assert!(encoder.forward_packed(&ids, &[ids.len() + 1]).is_err());
+    assert!(encoder.forward_packed(&ids, &[0, ids.len()]).is_err());
+}

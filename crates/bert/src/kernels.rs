@@ -8,13 +8,38 @@ use rayon::prelude::*;
 
 use crate::config::HiddenAct;
 
+/// Defines `$name`, which runs `$generic` compiled for AVX2 + FMA when the CPU has them and as
+/// plain (baseline x86-64 or other target) code otherwise. Release builds target baseline
+/// x86-64 (SSE2), so without this the loops below would run 4 lanes wide and without FMA.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $generic:ident) => {
+        $(#[$meta])*
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $generic($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    #[allow(unsafe_code)]
+                    // SAFETY: `avx2` only needs the AVX2 and FMA instructions, which the CPU was
+                    // just checked to support.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $generic($($arg),*)
+        }
+    };
+}
+
 /// Rows per rayon task for row-wise kernels: enough work per task to amortize scheduling.
 fn rows_per_task(width: usize) -> usize {
     (16 * 1024 / width.max(1)).max(1)
 }
 
 /// Dot product with 8 independent accumulators (vectorizes without reassociation flags).
-#[inline]
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -33,7 +58,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// erf(x) as a rational function of x² on [-4, 4] (Eigen's `generic_fast_erf_float`
 /// coefficients); |error| < 1e-7 against the exact function.
-#[inline]
+#[inline(always)]
 fn erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
@@ -52,79 +77,105 @@ fn erf(x: f32) -> f32 {
     x * p / q
 }
 
-#[inline]
-fn activate(x: f32, act: HiddenAct) -> f32 {
-    match act {
-        HiddenAct::Gelu => 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)),
-        HiddenAct::GeluTanh => {
-            let inner = 0.797_884_6 * (x + 0.044_715 * x * x * x);
-            0.5 * x * (1.0 + inner.tanh())
+#[inline(always)]
+fn gelu_erf(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+#[inline(always)]
+fn gelu_tanh(x: f32) -> f32 {
+    let inner = 0.797_884_6 * (x + 0.044_715 * x * x * x);
+    0.5 * x * (1.0 + inner.tanh())
+}
+
+/// `x ← f(x + bias)` over whole rows of `rows`.
+#[inline(always)]
+fn bias_map_rows<F: Fn(f32) -> f32>(rows: &mut [f32], bias: &[f32], f: F) {
+    for row in rows.chunks_exact_mut(bias.len()) {
+        for (v, &b) in row.iter_mut().zip(bias) {
+            *v = f(*v + b);
         }
-        HiddenAct::Relu => x.max(0.0),
-        HiddenAct::Silu => x / (1.0 + (-x).exp()),
     }
 }
 
-/// `act(x + bias)` for `x` of shape `(rows, bias.len())`.
-pub(crate) fn bias_act(x: &[f32], bias: &[f32], act: HiddenAct) -> Vec<f32> {
-    let width = bias.len();
-    let mut out = vec![0f32; x.len()];
-    let chunk = rows_per_task(width) * width;
-    out.par_chunks_mut(chunk)
-        .zip(x.par_chunks(chunk))
-        .for_each(|(o, x)| {
-            for (orow, xrow) in o.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
-                for ((o, &x), &b) in orow.iter_mut().zip(xrow).zip(bias) {
-                    *o = activate(x + b, act);
-                }
-            }
-        });
-    out
+#[inline(always)]
+fn bias_act_rows_generic(rows: &mut [f32], bias: &[f32], act: HiddenAct) {
+    match act {
+        HiddenAct::Gelu => bias_map_rows(rows, bias, gelu_erf),
+        HiddenAct::GeluTanh => bias_map_rows(rows, bias, gelu_tanh),
+        HiddenAct::Relu => bias_map_rows(rows, bias, |v| v.max(0.0)),
+        HiddenAct::Silu => bias_map_rows(rows, bias, |v| v / (1.0 + (-v).exp())),
+    }
 }
 
-/// `LayerNorm(x + bias + residual) · gamma + beta` over rows of width `bias.len()`.
-pub(crate) fn bias_residual_layer_norm(
-    x: &[f32],
-    residual: &[f32],
-    bias: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    eps: f32,
-) -> Vec<f32> {
+multiversion!(fn bias_act_rows(rows: &mut [f32], bias: &[f32], act: HiddenAct) => bias_act_rows_generic);
+
+/// `x ← act(x + bias)` in place, for `x` of shape `(rows, bias.len())`.
+pub(crate) fn bias_act(x: &mut [f32], bias: &[f32], act: HiddenAct) {
     let width = bias.len();
-    let mut out = vec![0f32; x.len()];
-    let chunk = rows_per_task(width) * width;
-    out.par_chunks_mut(chunk)
-        .zip(x.par_chunks(chunk).zip(residual.par_chunks(chunk)))
-        .for_each(|(o, (x, r))| {
-            for ((orow, xrow), rrow) in o
-                .chunks_exact_mut(width)
-                .zip(x.chunks_exact(width))
-                .zip(r.chunks_exact(width))
-            {
-                let mut acc = [0f32; 8];
-                for (k, ((o, &x), (&r, &b))) in orow
-                    .iter_mut()
-                    .zip(xrow)
-                    .zip(rrow.iter().zip(bias))
-                    .enumerate()
-                {
-                    *o = x + r + b;
-                    acc[k % 8] += *o;
-                }
-                let mean = acc.iter().sum::<f32>() / width as f32;
-                let mut var = [0f32; 8];
-                for (k, o) in orow.iter_mut().enumerate() {
-                    *o -= mean;
-                    var[k % 8] += *o * *o;
-                }
-                let inv = 1.0 / (var.iter().sum::<f32>() / width as f32 + eps).sqrt();
-                for ((o, &g), &b) in orow.iter_mut().zip(gamma).zip(beta) {
-                    *o = *o * inv * g + b;
-                }
+    x.par_chunks_mut(rows_per_task(width) * width)
+        .for_each(|rows| bias_act_rows(rows, bias, act));
+}
+
+/// Sum with 8 independent accumulators.
+#[inline(always)]
+fn sum8(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] += c[k];
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
+/// The LayerNorm parameters of [`bias_residual_layer_norm`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NormParams<'a> {
+    pub bias: &'a [f32],
+    pub gamma: &'a [f32],
+    pub beta: &'a [f32],
+    pub eps: f32,
+}
+
+#[inline(always)]
+fn norm_rows_generic(x: &mut [f32], residual: &[f32], p: NormParams<'_>) {
+    let width = p.bias.len();
+    for (row, rrow) in x.chunks_exact_mut(width).zip(residual.chunks_exact(width)) {
+        for ((v, &r), &b) in row.iter_mut().zip(rrow).zip(p.bias) {
+            *v += r + b;
+        }
+        let mean = sum8(row) / width as f32;
+        for v in row.iter_mut() {
+            *v -= mean;
+        }
+        let mut acc = [0f32; 8];
+        let chunks = row.chunks_exact(8);
+        let mut var: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+        for c in chunks {
+            for k in 0..8 {
+                acc[k] += c[k] * c[k];
             }
-        });
-    out
+        }
+        var += acc.iter().sum::<f32>();
+        let inv = 1.0 / (var / width as f32 + p.eps).sqrt();
+        for ((v, &g), &b) in row.iter_mut().zip(p.gamma).zip(p.beta) {
+            *v = *v * inv * g + b;
+        }
+    }
+}
+
+multiversion!(fn norm_rows(x: &mut [f32], residual: &[f32], p: NormParams<'_>) => norm_rows_generic);
+
+/// `x ← LayerNorm(x + bias + residual) · gamma + beta` in place, rows of width `bias.len()`.
+pub(crate) fn bias_residual_layer_norm(x: &mut [f32], residual: &[f32], p: NormParams<'_>) {
+    let width = p.bias.len();
+    let chunk = rows_per_task(width) * width;
+    x.par_chunks_mut(chunk)
+        .zip(residual.par_chunks(chunk))
+        .for_each(|(x, r)| norm_rows(x, r, p));
 }
 
 /// Shapes of a packed attention call.
@@ -133,6 +184,69 @@ pub(crate) struct AttentionShape {
     pub heads: usize,
     pub head_dim: usize,
 }
+
+/// One (sequence, head) of [`packed_attention`].
+#[derive(Debug, Clone, Copy)]
+struct HeadTask {
+    start: usize,
+    end: usize,
+    head: usize,
+    shape: AttentionShape,
+    scale: f32,
+}
+
+/// The context `(len, head_dim)` of one head of one sequence.
+#[inline(always)]
+fn attend_head_generic(qkv: &[f32], bias: &[f32], task: HeadTask) -> Vec<f32> {
+    let HeadTask {
+        start,
+        end,
+        head,
+        shape,
+        scale,
+    } = task;
+    let hd = shape.head_dim;
+    let h = shape.heads * hd;
+    let len = end - start;
+    // Gather this head's biased q (pre-scaled), k and v: (len, hd) each, contiguous.
+    let gather = |part: usize, mul: f32| -> Vec<f32> {
+        let col = part * h + head * hd;
+        let b = &bias[col..col + hd];
+        let mut out = Vec::with_capacity(len * hd);
+        for t in start..end {
+            let row = &qkv[t * 3 * h + col..t * 3 * h + col + hd];
+            out.extend(row.iter().zip(b).map(|(x, b)| (x + b) * mul));
+        }
+        out
+    };
+    let (q, k, v) = (gather(0, scale), gather(1, 1.0), gather(2, 1.0));
+    let mut ctx = vec![0f32; len * hd];
+    let mut scores = vec![0f32; len];
+    for i in 0..len {
+        let qi = &q[i * hd..(i + 1) * hd];
+        let mut max = f32::NEG_INFINITY;
+        for (j, s) in scores.iter_mut().enumerate() {
+            *s = dot(qi, &k[j * hd..(j + 1) * hd]);
+            max = max.max(*s);
+        }
+        let mut sum = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        let inv = 1.0 / sum;
+        let out = &mut ctx[i * hd..(i + 1) * hd];
+        for (j, &p) in scores.iter().enumerate() {
+            let w = p * inv;
+            for (o, &x) in out.iter_mut().zip(&v[j * hd..(j + 1) * hd]) {
+                *o += w * x;
+            }
+        }
+    }
+    ctx
+}
+
+multiversion!(fn attend_head(qkv: &[f32], bias: &[f32], task: HeadTask) -> Vec<f32> => attend_head_generic);
 
 /// Self-attention over sequences stored back to back: `qkv` is `(tokens, 3·H)` (query, key,
 /// value projections without bias), `bias` is `3·H`, `offsets` are the sequence boundaries
@@ -154,44 +268,14 @@ pub(crate) fn packed_attention(
     let parts: Vec<Vec<f32>> = tasks
         .par_iter()
         .map(|&(s, head)| {
-            let (start, end) = (offsets[s], offsets[s + 1]);
-            let len = end - start;
-            // Gather this head's biased q (pre-scaled), k and v: (len, hd) each, contiguous.
-            let gather = |part: usize, mul: f32| -> Vec<f32> {
-                let col = part * h + head * hd;
-                let b = &bias[col..col + hd];
-                let mut out = Vec::with_capacity(len * hd);
-                for t in start..end {
-                    let row = &qkv[t * 3 * h + col..t * 3 * h + col + hd];
-                    out.extend(row.iter().zip(b).map(|(x, b)| (x + b) * mul));
-                }
-                out
+            let task = HeadTask {
+                start: offsets[s],
+                end: offsets[s + 1],
+                head,
+                shape,
+                scale,
             };
-            let (q, k, v) = (gather(0, scale), gather(1, 1.0), gather(2, 1.0));
-            let mut ctx = vec![0f32; len * hd];
-            let mut scores = vec![0f32; len];
-            for i in 0..len {
-                let qi = &q[i * hd..(i + 1) * hd];
-                let mut max = f32::NEG_INFINITY;
-                for (j, s) in scores.iter_mut().enumerate() {
-                    *s = dot(qi, &k[j * hd..(j + 1) * hd]);
-                    max = max.max(*s);
-                }
-                let mut sum = 0f32;
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
-                let inv = 1.0 / sum;
-                let out = &mut ctx[i * hd..(i + 1) * hd];
-                for (j, &p) in scores.iter().enumerate() {
-                    let w = p * inv;
-                    for (o, &x) in out.iter_mut().zip(&v[j * hd..(j + 1) * hd]) {
-                        *o += w * x;
-                    }
-                }
-            }
-            ctx
+            attend_head(qkv, bias, task)
         })
         .collect();
     let mut out = vec![0f32; tokens * h];
@@ -234,7 +318,14 @@ mod tests {
         let x: Vec<f32> = (0..40).map(|i| i as f32 * 0.37 - 3.0).collect();
         let zeros = vec![0f32; 40];
         let ones = vec![1f32; 20];
-        let out = bias_residual_layer_norm(&x, &zeros, &zeros[..20], &ones, &zeros[..20], 1e-12);
+        let mut out = x.clone();
+        let p = NormParams {
+            bias: &zeros[..20],
+            gamma: &ones,
+            beta: &zeros[..20],
+            eps: 1e-12,
+        };
+        bias_residual_layer_norm(&mut out, &zeros, p);
         for row in out.chunks(20) {
             let mean: f32 = row.iter().sum::<f32>() / 20.0;
             let var: f32 = row.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 20.0;

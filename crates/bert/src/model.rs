@@ -422,9 +422,9 @@ impl BertModel {
 // ---------------------------------------------------------------------------------------------
 // Packed inference on CPU: sequences stored back to back, no padding anywhere.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape};
+use candle_core::{CpuStorage, CustomOp1, InplaceOp1, InplaceOp2, Layout, Shape};
 
-use crate::kernels::{self, AttentionShape};
+use crate::kernels::{self, AttentionShape, NormParams};
 
 fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
@@ -442,14 +442,24 @@ struct BiasAct<'a> {
     act: HiddenAct,
 }
 
-impl CustomOp1 for BiasAct<'_> {
+fn f32_slice_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout) -> Result<&'a mut [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("the packed path runs in f32 only")
+    };
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("the packed path needs contiguous inputs".into()))?;
+    Ok(&mut data[start..end])
+}
+
+impl InplaceOp1 for BiasAct<'_> {
     fn name(&self) -> &'static str {
         "sbert-bias-act"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let out = kernels::bias_act(f32_slice(s, l)?, self.bias, self.act);
-        Ok((CpuStorage::F32(out), l.shape().clone()))
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> Result<()> {
+        kernels::bias_act(f32_slice_mut(s, l)?, self.bias, self.act);
+        Ok(())
     }
 }
 
@@ -461,26 +471,36 @@ struct BiasResidualNorm<'a> {
     eps: f32,
 }
 
-impl CustomOp2 for BiasResidualNorm<'_> {
+impl InplaceOp2 for BiasResidualNorm<'_> {
     fn name(&self) -> &'static str {
         "sbert-bias-residual-layer-norm"
     }
 
     fn cpu_fwd(
         &self,
-        s1: &CpuStorage,
+        s1: &mut CpuStorage,
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (x, r) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+    ) -> Result<()> {
+        let (x, r) = (f32_slice_mut(s1, l1)?, f32_slice(s2, l2)?);
         if x.len() != r.len() {
             candle_core::bail!("residual of {} values for {} inputs", r.len(), x.len());
         }
-        let out =
-            kernels::bias_residual_layer_norm(x, r, self.bias, self.gamma, self.beta, self.eps);
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        let params = NormParams {
+            bias: self.bias,
+            gamma: self.gamma,
+            beta: self.beta,
+            eps: self.eps,
+        };
+        kernels::bias_residual_layer_norm(x, r, params);
+        Ok(())
     }
+}
+
+/// `x · wᵀ` for a weight `w (out, in)`.
+fn project(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    x.matmul(&w.t()?)
 }
 
 /// Attention over packed sequences; input `(tokens, 3h)`, output `(tokens, h)`.
@@ -587,7 +607,8 @@ impl BertModel {
             emb.layer_norm.bias.to_vec1::<f32>()?,
         );
         let eps = self.config.layer_norm_eps as f32;
-        let mut x = word.apply_op2_no_bwd(
+        // `word` is a fresh tensor owned here, so normalizing it in place is safe.
+        word.inplace_op2(
             &pos,
             &BiasResidualNorm {
                 bias: &type_row,
@@ -596,20 +617,23 @@ impl BertModel {
                 eps,
             },
         )?;
+        let mut x = word;
         let shape = AttentionShape {
             heads: self.config.num_attention_heads,
             head_dim: self.config.head_dim(),
         };
         for (layer, hv) in self.layers.iter().zip(host.iter()) {
             let (a, f) = (&layer.attention, &layer.feed_forward);
-            let qkv = x.matmul(&a.qkv.weight.t()?)?;
+            let qkv = project(&x, &a.qkv.weight)?;
             let ctx = qkv.apply_op1_no_bwd(&PackedAttention {
                 bias: &hv.qkv_bias,
                 offsets: &offsets,
                 shape,
             })?;
-            let attn = ctx.matmul(&a.output.weight.t()?)?;
-            x = attn.apply_op2_no_bwd(
+            // Each matmul output below is a fresh tensor that nothing else holds, so the fused
+            // bias/activation/LayerNorm kernels may overwrite it in place.
+            let attn = project(&ctx, &a.output.weight)?;
+            attn.inplace_op2(
                 &x,
                 &BiasResidualNorm {
                     bias: &hv.attn_out_bias,
@@ -618,14 +642,14 @@ impl BertModel {
                     eps,
                 },
             )?;
-            let inter = x
-                .matmul(&f.intermediate.weight.t()?)?
-                .apply_op1_no_bwd(&BiasAct {
-                    bias: &hv.inter_bias,
-                    act: f.act,
-                })?;
-            let out = inter.matmul(&f.output.weight.t()?)?;
-            x = out.apply_op2_no_bwd(
+            x = attn;
+            let inter = project(&x, &f.intermediate.weight)?;
+            inter.inplace_op1(&BiasAct {
+                bias: &hv.inter_bias,
+                act: f.act,
+            })?;
+            let out = project(&inter, &f.output.weight)?;
+            out.inplace_op2(
                 &x,
                 &BiasResidualNorm {
                     bias: &hv.out_bias,
@@ -634,6 +658,7 @@ impl BertModel {
                     eps,
                 },
             )?;
+            x = out;
         }
         Ok(x)
     }

@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 use sbert_bert::{BertConfig, BertModel};
 use sbert_pooling::{Pooling, PoolingConfig, PoolingMode};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
@@ -88,7 +87,7 @@ impl Dense {
             }
         };
         let path = weights_file(dir)?;
-        let vb = mmap_safetensors(&path, dtype, device)?;
+        let vb = crate::weights::load(&path, dtype, device)?;
         let load = || -> candle_core::Result<(Tensor, Option<Tensor>)> {
             let weight = vb.get((cfg.out_features, cfg.in_features), "linear.weight")?;
             let bias = if cfg.bias {
@@ -138,19 +137,6 @@ fn weights_file(dir: &Path) -> Result<PathBuf> {
         )));
     }
     Err(Error::MissingFile(path))
-}
-
-/// Memory-maps a safetensors file. A corrupt or truncated file is an [`Error::Weights`].
-fn mmap_safetensors(path: &Path, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
-    // Check the header and offsets up front, so a truncated file fails here with its name.
-    #[allow(unsafe_code)]
-    // SAFETY: the file is mapped read-only; as with every mmap, it must not be modified while
-    // the model is loading. The tensors are copied out of the map before this returns.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) };
-    vb.map_err(|source| Error::Weights {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 /// Builds a [`SentenceEmbedder`]; every setter states its default.
@@ -317,7 +303,7 @@ impl SentenceEmbedder {
             .validate()
             .map_err(|e| Error::Unsupported(format!("{}: {e}", config_path.display())))?;
         let weights = weights_file(&transformer_dir)?;
-        let vb = mmap_safetensors(&weights, opts.dtype, &opts.device)?;
+        let vb = crate::weights::load(&weights, opts.dtype, &opts.device)?;
         let encoder = BertModel::load(vb, &config).map_err(|source| Error::Weights {
             path: weights.clone(),
             source,

@@ -63,6 +63,7 @@ mod error;
 mod folder;
 mod hub;
 mod similarity;
+mod weights;
 
 pub use embedder::{
     EmbedderBuilder, Embeddings, InputStats, SentenceEmbedder, TokenizedText, DEFAULT_BATCH_SIZE,
