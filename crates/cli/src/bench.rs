@@ -25,6 +25,13 @@ pub struct BenchArgs {
     /// Batches formed under this many padded tokens instead of --batch-size texts.
     #[arg(long, value_name = "N")]
     max_batch_tokens: Option<usize>,
+    /// Synthetic inputs of exactly N tokens (corpus sentences joined, then truncated at N), for
+    /// the cost curve over sequence lengths.
+    #[arg(long, value_name = "N")]
+    seq_len: Option<usize>,
+    /// Use only the first N texts of the corpus.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
     /// Timed passes over the corpus (after one warm-up pass); the median is reported.
     #[arg(long, default_value_t = 5, value_name = "N")]
     runs: usize,
@@ -140,11 +147,35 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.runs == 0 || args.latency_calls == 0 {
         bail!("--runs and --latency-calls must be at least 1");
     }
-    let corpus = read_corpus(args.input.as_ref())?;
+    let mut corpus = read_corpus(args.input.as_ref())?;
     if corpus.is_empty() {
         bail!("the corpus is empty");
     }
-    let model: SentenceEmbedder = args.model.load_with(None, args.max_batch_tokens)?;
+    if let Some(n) = args.seq_len {
+        if n < 3 {
+            bail!("--seq-len must be at least 3");
+        }
+        // About one token per 4 characters: join enough following sentences to exceed n tokens.
+        let joined: Vec<String> = (0..corpus.len())
+            .map(|i| {
+                let mut text = String::new();
+                let mut j = i;
+                while text.len() < n * 8 {
+                    text.push_str(&corpus[j % corpus.len()]);
+                    text.push(' ');
+                    j += 1;
+                }
+                text
+            })
+            .collect();
+        corpus = joined;
+    }
+    if let Some(limit) = args.limit {
+        corpus.truncate(limit.max(1));
+    }
+    let model: SentenceEmbedder =
+        args.model
+            .load_with(None, args.max_batch_tokens, args.seq_len)?;
     let threads = args
         .model
         .threads

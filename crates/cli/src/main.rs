@@ -72,14 +72,16 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// Loads the model, with `pooling` replacing the folder's when given.
     fn load(&self, pooling: Option<&Pooling>) -> Result<SentenceEmbedder> {
-        self.load_with(pooling, None)
+        self.load_with(pooling, None, None)
     }
 
-    /// [`ModelArgs::load`], batching under a token budget when `max_batch_tokens` is set.
+    /// [`ModelArgs::load`], batching under a token budget when `max_batch_tokens` is set and
+    /// truncating at `max_seq_length` when set.
     fn load_with(
         &self,
         pooling: Option<&Pooling>,
         max_batch_tokens: Option<usize>,
+        max_seq_length: Option<usize>,
     ) -> Result<SentenceEmbedder> {
         if let Some(n) = self.threads {
             if n == 0 {
@@ -102,6 +104,9 @@ impl ModelArgs {
         }
         if self.no_normalize {
             builder = builder.normalize(false);
+        }
+        if let Some(n) = max_seq_length {
+            builder = builder.max_seq_length(n);
         }
         builder.build().with_context(|| {
             if self.model == DEFAULT_MODEL {
