@@ -158,8 +158,12 @@ impl Embeddings {
 
 #[derive(Debug, Clone)]
 struct SelfAttention {
-    /// Query, key and value projections stacked: weight `(3h, h)`, bias `3h`.
-    qkv: Linear,
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    /// Query, key and value stacked (`(3h, h)`, `3h`) for the packed path: one product instead
+    /// of three. Built from the weights on first use (a snapshot: see `forward_packed`).
+    qkv: std::sync::OnceLock<Linear>,
     output: Linear,
     layer_norm: LayerNorm,
     num_heads: usize,
@@ -173,18 +177,11 @@ impl SelfAttention {
         let h = cfg.hidden_size;
         let sa = vb.pp("self");
         let out = vb.pp("output");
-        let (q, k, v) = (
-            Linear::load(sa.pp("query"), h, h)?,
-            Linear::load(sa.pp("key"), h, h)?,
-            Linear::load(sa.pp("value"), h, h)?,
-        );
-        // One (3h, h) product instead of three; `cat` keeps gradients flowing to each part.
-        let qkv = Linear {
-            weight: Tensor::cat(&[&q.weight, &k.weight, &v.weight], 0)?,
-            bias: Tensor::cat(&[&q.bias, &k.bias, &v.bias], 0)?,
-        };
         Ok(Self {
-            qkv,
+            query: Linear::load(sa.pp("query"), h, h)?,
+            key: Linear::load(sa.pp("key"), h, h)?,
+            value: Linear::load(sa.pp("value"), h, h)?,
+            qkv: std::sync::OnceLock::new(),
             output: Linear::load(out.pp("dense"), h, h)?,
             layer_norm: LayerNorm::load(out.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
             num_heads: cfg.num_attention_heads,
@@ -192,6 +189,22 @@ impl SelfAttention {
             attention_dropout: cfg.attention_probs_dropout_prob,
             hidden_dropout: cfg.hidden_dropout_prob,
         })
+    }
+
+    /// The stacked projection of the packed path, built once from the current weights.
+    fn fused_qkv(&self) -> Result<&Linear> {
+        if let Some(f) = self.qkv.get() {
+            return Ok(f);
+        }
+        let fused = Linear {
+            weight: Tensor::cat(
+                &[&self.query.weight, &self.key.weight, &self.value.weight],
+                0,
+            )?
+            .detach(),
+            bias: Tensor::cat(&[&self.query.bias, &self.key.bias, &self.value.bias], 0)?.detach(),
+        };
+        Ok(self.qkv.get_or_init(|| fused))
     }
 
     /// `(b, t, h)` → `(b, heads, t, head_dim)`.
@@ -206,10 +219,9 @@ impl SelfAttention {
     /// `hidden (b, t, h)`, additive `mask (b, 1, 1, t)` → `(b, t, h)` and the probabilities.
     fn forward(&self, hidden: &Tensor, mask: &Tensor, mode: Mode) -> Result<(Tensor, Tensor)> {
         let (b, t, h) = hidden.dims3()?;
-        let qkv = self.qkv.forward(hidden)?;
-        let q = self.split_heads(&qkv.narrow(2, 0, h)?)?;
-        let k = self.split_heads(&qkv.narrow(2, h, h)?)?;
-        let v = self.split_heads(&qkv.narrow(2, 2 * h, h)?)?;
+        let q = self.split_heads(&self.query.forward(hidden)?)?;
+        let k = self.split_heads(&self.key.forward(hidden)?)?;
+        let v = self.split_heads(&self.value.forward(hidden)?)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
         let probs = softmax_last_dim(&scores, mode)?;
@@ -541,7 +553,7 @@ impl HostVectors {
         let v = |t: &Tensor| t.to_vec1::<f32>();
         let (a, f) = (&layer.attention, &layer.feed_forward);
         Ok(Self {
-            qkv_bias: v(&a.qkv.bias)?,
+            qkv_bias: v(&a.fused_qkv()?.bias)?,
             attn_out_bias: v(&a.output.bias)?,
             attn_gamma: v(&a.layer_norm.weight)?,
             attn_beta: v(&a.layer_norm.bias)?,
@@ -565,7 +577,9 @@ impl BertModel {
     ///
     /// Every token-wise op (embeddings, projections, feed-forward, LayerNorm) runs over the real
     /// tokens only, and attention runs per sequence, so no work is spent on padding. CPU and f32
-    /// only (see [`BertModel::supports_packed`]); not differentiable.
+    /// only (see [`BertModel::supports_packed`]); not differentiable. The fused weights it uses
+    /// are built from the weights on its first call: a model whose weights are being trained
+    /// should be evaluated with [`BertModel::forward`], which always reads the current weights.
     ///
     /// # Errors
     /// On an empty or zero length, a sequence longer than `max_position_embeddings`, a length
@@ -624,7 +638,7 @@ impl BertModel {
         };
         for (layer, hv) in self.layers.iter().zip(host.iter()) {
             let (a, f) = (&layer.attention, &layer.feed_forward);
-            let qkv = project(&x, &a.qkv.weight)?;
+            let qkv = project(&x, &a.fused_qkv()?.weight)?;
             let ctx = qkv.apply_op1_no_bwd(&PackedAttention {
                 bias: &hv.qkv_bias,
                 offsets: &offsets,

@@ -28,6 +28,27 @@ pub enum EvalCommand {
     ///
     /// Example: sbert eval pooling --chart pooling.svg
     Pooling(PoolingArgs),
+    /// Retrieval on NLI entailment pairs: each premise must find its own hypotheses among all
+    /// hypotheses (recall@1, recall@10, MRR@10, ×100).
+    ///
+    /// Example: sbert eval retrieval --data ../shared/data/nli/train.tsv
+    ///   --rows ../shared/fixtures/train/orders/nli_heldout_idx.txt
+    Retrieval(RetrievalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RetrievalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// NLI file (premise, hypothesis, label); its entailment rows form the task.
+    #[arg(long, value_name = "FILE")]
+    data: PathBuf,
+    /// Use only these data rows (one 0-based index per line, in this order).
+    #[arg(long, value_name = "FILE")]
+    rows: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -183,8 +204,63 @@ fn model_name(model: &ModelArgs) -> String {
     trimmed.rsplit('/').next().unwrap_or(trimmed).to_string()
 }
 
+fn retrieval(args: &RetrievalArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.data)
+        .with_context(|| format!("reading {}", args.data.display()))?;
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .collect();
+    for (i, r) in rows.iter().enumerate() {
+        if r.len() != 3 {
+            bail!(
+                "{}: line {}: expected 3 columns, found {}",
+                args.data.display(),
+                i + 2,
+                r.len()
+            );
+        }
+    }
+    let order: Vec<usize> = match &args.rows {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                l.trim()
+                    .parse::<usize>()
+                    .with_context(|| format!("{}: bad index {l:?}", p.display()))
+            })
+            .collect::<Result<_>>()?,
+        None => (0..rows.len()).collect(),
+    };
+    let mut pairs = Vec::new();
+    for i in order {
+        let r = rows
+            .get(i)
+            .with_context(|| format!("row {i} out of range"))?;
+        if r[2].trim() == "entailment" {
+            pairs.push((r[0], r[1]));
+        }
+    }
+    let task = sbert_eval::RetrievalTask::from_pairs(pairs);
+    let model = args.model.load(None)?;
+    let s = sbert_eval::evaluate_retrieval(&model, &task)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&s)?);
+    } else {
+        println!(
+            "queries {}, corpus {}: recall@1 {:.2}, recall@10 {:.2}, MRR@10 {:.2}, accuracy@1 {:.2}, accuracy@10 {:.2}",
+            s.queries, s.corpus, s.recall_at_1, s.recall_at_10, s.mrr_at_10, s.accuracy_at_1, s.accuracy_at_10
+        );
+    }
+    Ok(())
+}
+
 pub fn run_command(cmd: &EvalCommand) -> Result<()> {
     match cmd {
+        EvalCommand::Retrieval(args) => retrieval(args),
         EvalCommand::Sts(args) => {
             let poolings = match &args.pooling {
                 Some(spec) => parse_pooling_spec(spec)?,

@@ -3,6 +3,7 @@
 mod bench;
 mod eval;
 mod io;
+mod train;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -47,6 +48,13 @@ enum Command {
     ///
     /// Example: sbert bench --threads 2 --format json
     Bench(bench::BenchArgs),
+    /// Fine-tune a model: SBERT's regression (cosine) and classification (softmax) objectives,
+    /// or in-batch negatives (mnrl, optionally self-adversarial). Saves a sentence-transformers
+    /// folder that `sbert embed` and Python load.
+    ///
+    /// Example: sbert train --loss cosine --train ../shared/data/stsb/train.tsv
+    ///   --dev ../shared/data/stsb/dev.tsv --output models/minilm-stsb
+    Train(train::TrainArgs),
 }
 
 /// Which model to load and how to run it.
@@ -246,6 +254,7 @@ fn main() -> std::process::ExitCode {
         Command::Similarity(args) => similarity(args),
         Command::Eval(cmd) => eval::run_command(cmd),
         Command::Bench(args) => bench::run(args),
+        Command::Train(args) => train::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

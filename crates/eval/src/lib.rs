@@ -33,12 +33,14 @@
 mod data;
 mod evaluate;
 pub mod report;
+mod retrieval;
 pub mod stats;
 
 use std::path::PathBuf;
 
 pub use data::{read_sets, StsDataset, StsPair, POOLING_SETS, SUITE};
 pub use evaluate::{evaluate, Correlations, StsReport, StsScores};
+pub use retrieval::{evaluate_retrieval, RetrievalScores, RetrievalTask};
 
 /// Errors of reading datasets and evaluating.
 #[derive(Debug, thiserror::Error)]

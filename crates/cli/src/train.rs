@@ -1,0 +1,229 @@
+//! `sbert train`: fine-tune a sentence-transformers model.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use sbert_train::{
+    read_nli, read_pairs, read_scored_pairs, Concat, DevSet, Objective, TrainConfig, TrainData,
+    TrainableModel, Trainer,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Loss {
+    /// Regression: MSE between cos(u, v) and score/5 (STS layout: score, sentence1, sentence2).
+    Cosine,
+    /// Classification: softmax(W·[u; v; |u−v|]) with cross-entropy (NLI layout: premise,
+    /// hypothesis, label).
+    Softmax,
+    /// In-batch negatives (multiple-negatives ranking; pairs, or an NLI file's entailment pairs).
+    Mnrl,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The model to start from (a sentence-transformers folder).
+    #[arg(long, short, default_value = crate::DEFAULT_MODEL)]
+    model: PathBuf,
+    /// The objective.
+    #[arg(long, value_enum)]
+    loss: Loss,
+    /// Softmax features, comma-separated from u, v, abs_diff, product.
+    #[arg(long, default_value = "u,v,abs_diff")]
+    concat: String,
+    /// Self-adversarial temperature for --loss mnrl (0 = the plain in-batch loss).
+    #[arg(long, value_name = "T", default_value_t = 0.0)]
+    self_adversarial: f64,
+    /// Cosine scale of --loss mnrl.
+    #[arg(long, default_value_t = 20.0)]
+    scale: f64,
+    /// Training file (TSV with a header).
+    #[arg(long)]
+    train: PathBuf,
+    /// Use only these data rows of --train (one 0-based index per line, in this order).
+    #[arg(long, value_name = "FILE")]
+    rows: Option<PathBuf>,
+    /// Use only the first N examples (after --rows).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Dev file: STS pairs (Spearman) or, for softmax, NLI triples (accuracy).
+    #[arg(long)]
+    dev: Option<PathBuf>,
+    /// Use only these data rows of --dev (one 0-based index per line).
+    #[arg(long, value_name = "FILE")]
+    dev_rows: Option<PathBuf>,
+    /// Output model folder (the best checkpoint by dev score, else the final one).
+    #[arg(long, short)]
+    output: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    epochs: usize,
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 2e-5)]
+    lr: f64,
+    /// Share of steps for linear warm-up.
+    #[arg(long, default_value_t = 0.1)]
+    warmup_ratio: f64,
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// Seed of the batch shuffle.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Replay this example order (one 0-based index per line) instead of shuffling.
+    #[arg(long, value_name = "FILE")]
+    order: Option<PathBuf>,
+    /// Evaluate on --dev every N steps (and at the end); the best checkpoint is kept.
+    #[arg(long, value_name = "N")]
+    eval_every: Option<usize>,
+    /// CPU threads.
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn read_indices(path: &Path) -> Result<Vec<usize>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            l.trim()
+                .parse()
+                .with_context(|| format!("{}: line {}: not an index: {l:?}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+fn select<T: Clone>(
+    all: Vec<T>,
+    rows: Option<&Vec<usize>>,
+    limit: Option<usize>,
+) -> Result<Vec<T>> {
+    let mut out = match rows {
+        Some(idx) => idx
+            .iter()
+            .map(|&i| {
+                all.get(i)
+                    .cloned()
+                    .with_context(|| format!("row index {i} out of range ({} rows)", all.len()))
+            })
+            .collect::<Result<Vec<_>>>()?,
+        None => all,
+    };
+    if let Some(n) = limit {
+        out.truncate(n);
+    }
+    Ok(out)
+}
+
+pub fn run(args: &TrainArgs) -> Result<()> {
+    if let Some(n) = args.threads {
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    let rows = args.rows.as_deref().map(read_indices).transpose()?;
+    let dev_rows = args.dev_rows.as_deref().map(read_indices).transpose()?;
+    let objective = match args.loss {
+        Loss::Cosine => Objective::Cosine { max_score: 5.0 },
+        Loss::Softmax => Objective::Softmax {
+            concat: args.concat.parse::<Concat>()?,
+        },
+        Loss::Mnrl => Objective::InBatchNegatives {
+            scale: args.scale,
+            temperature: Some(args.self_adversarial).filter(|t| *t > 0.0),
+        },
+    };
+    let data = match args.loss {
+        Loss::Cosine => TrainData::Scored(select(
+            read_scored_pairs(&args.train)?,
+            rows.as_ref(),
+            args.limit,
+        )?),
+        Loss::Softmax => TrainData::Nli(select(read_nli(&args.train)?, rows.as_ref(), args.limit)?),
+        Loss::Mnrl => {
+            TrainData::Pairs(select(read_pairs(&args.train)?, rows.as_ref(), args.limit)?)
+        }
+    };
+    let dev = match (&args.dev, args.loss) {
+        (None, _) => None,
+        (Some(p), Loss::Softmax) => {
+            Some(DevSet::Nli(select(read_nli(p)?, dev_rows.as_ref(), None)?))
+        }
+        (Some(p), _) => Some(DevSet::Sts(select(
+            read_scored_pairs(p)?,
+            dev_rows.as_ref(),
+            None,
+        )?)),
+    };
+    let order = args.order.as_deref().map(read_indices).transpose()?;
+    let model = TrainableModel::load(&args.model)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let dim = model.encoder().config().hidden_size * model.pooling().modes().len();
+    let config = TrainConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        warmup_ratio: args.warmup_ratio,
+        weight_decay: args.weight_decay,
+        max_grad_norm: args.max_grad_norm,
+        seed: args.seed,
+        order,
+        eval_every: args.eval_every,
+        output: Some(args.output.clone()),
+    };
+    if args.output.exists() && !args.output.is_dir() {
+        bail!("{} exists and is not a folder", args.output.display());
+    }
+    let trainer = Trainer::new(config, objective, dim)?;
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "train [{bar:40}] {pos}/{len} steps, {msg} (eta {eta})",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    let mut running = 0f64;
+    let report = trainer.train(&model, &data, dev.as_ref(), &mut |log| {
+        bar.set_length(log.total as u64);
+        bar.set_position(log.step as u64);
+        running = if log.step == 1 {
+            f64::from(log.loss)
+        } else {
+            0.98 * running + 0.02 * f64::from(log.loss)
+        };
+        bar.set_message(format!("loss {running:.4}, lr {:.2e}", log.lr));
+        if let Some(d) = log.dev {
+            bar.println(format!("step {}: dev {d:.2}", log.step));
+        }
+    })?;
+    bar.finish_and_clear();
+    let csv_path = args.output.join("training_log.csv");
+    let mut csv = std::io::BufWriter::new(
+        std::fs::File::create(&csv_path)
+            .with_context(|| format!("creating {}", csv_path.display()))?,
+    );
+    writeln!(csv, "step,loss,lr,dev")?;
+    for s in &report.steps {
+        writeln!(
+            csv,
+            "{},{},{},{}",
+            s.step,
+            s.loss,
+            s.lr,
+            s.dev.map(|d| d.to_string()).unwrap_or_default()
+        )?;
+    }
+    csv.flush()?;
+    eprintln!(
+        "trained {} steps in {:.1} s: {:.1} pairs/s; best dev {}; saved {} (loss curve: {})",
+        report.steps.len(),
+        report.train_seconds,
+        report.pairs_per_second,
+        report.best_dev.map_or("–".into(), |d| format!("{d:.2}")),
+        args.output.display(),
+        csv_path.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! Training data: the TSV layouts of `shared/data` (header line, tab-separated, no quoting).
+
+use std::path::Path;
+
+use crate::{Result, TrainError};
+
+/// A sentence pair with a similarity score (STS layout `score, sentence1, sentence2`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredPair {
+    /// First sentence.
+    pub a: String,
+    /// Second sentence.
+    pub b: String,
+    /// The gold score as written in the file (0–5 for STS).
+    pub score: f32,
+}
+
+/// An NLI label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NliLabel {
+    /// The hypothesis follows from the premise.
+    Entailment,
+    /// Neither follows nor contradicts.
+    Neutral,
+    /// The hypothesis contradicts the premise.
+    Contradiction,
+}
+
+impl NliLabel {
+    /// Class index, in sentence-transformers' NLI example order.
+    pub fn index(self) -> u32 {
+        match self {
+            NliLabel::Contradiction => 0,
+            NliLabel::Entailment => 1,
+            NliLabel::Neutral => 2,
+        }
+    }
+}
+
+/// A premise, a hypothesis and their label (NLI layout `premise, hypothesis, label`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NliExample {
+    /// Premise.
+    pub premise: String,
+    /// Hypothesis.
+    pub hypothesis: String,
+    /// Label.
+    pub label: NliLabel,
+}
+
+/// A (query, positive) pair for in-batch negatives, with an optional hard negative.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairExample {
+    /// The anchor.
+    pub query: String,
+    /// Its positive.
+    pub positive: String,
+    /// A hard negative for this pair.
+    pub negative: Option<String>,
+}
+
+fn rows(path: &Path) -> Result<Vec<(usize, Vec<String>)>> {
+    let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let out: Vec<(usize, Vec<String>)> = text
+        .lines()
+        .enumerate()
+        .skip(1) // header
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| (i + 1, l.split('\t').map(str::to_string).collect()))
+        .collect();
+    if out.is_empty() {
+        return Err(TrainError::Invalid(format!(
+            "{} has no data rows",
+            path.display()
+        )));
+    }
+    Ok(out)
+}
+
+fn bad(path: &Path, line: usize, message: String) -> TrainError {
+    TrainError::Format {
+        path: path.to_path_buf(),
+        line,
+        message,
+    }
+}
+
+/// Reads `score<TAB>sentence1<TAB>sentence2` rows.
+///
+/// # Errors
+/// A missing file, a row without 3 columns or with a non-numeric score (naming file and line),
+/// or no rows.
+pub fn read_scored_pairs(path: impl AsRef<Path>) -> Result<Vec<ScoredPair>> {
+    let path = path.as_ref();
+    rows(path)?
+        .into_iter()
+        .map(|(line, cols)| {
+            if cols.len() != 3 {
+                return Err(bad(
+                    path,
+                    line,
+                    format!("expected 3 columns, found {}", cols.len()),
+                ));
+            }
+            let score: f32 = cols[0]
+                .trim()
+                .parse()
+                .ok()
+                .filter(|s: &f32| s.is_finite())
+                .ok_or_else(|| bad(path, line, format!("score {:?} is not a number", cols[0])))?;
+            Ok(ScoredPair {
+                a: cols[1].clone(),
+                b: cols[2].clone(),
+                score,
+            })
+        })
+        .collect()
+}
+
+/// Reads `premise<TAB>hypothesis<TAB>label` rows (entailment, neutral, contradiction).
+///
+/// # Errors
+/// As [`read_scored_pairs`], and an unknown label.
+pub fn read_nli(path: impl AsRef<Path>) -> Result<Vec<NliExample>> {
+    let path = path.as_ref();
+    rows(path)?
+        .into_iter()
+        .map(|(line, cols)| {
+            if cols.len() != 3 {
+                return Err(bad(
+                    path,
+                    line,
+                    format!("expected 3 columns, found {}", cols.len()),
+                ));
+            }
+            let label = match cols[2].trim() {
+                "entailment" => NliLabel::Entailment,
+                "neutral" => NliLabel::Neutral,
+                "contradiction" => NliLabel::Contradiction,
+                other => {
+                    return Err(bad(
+                        path,
+                        line,
+                        format!("label {other:?} is not entailment, neutral or contradiction"),
+                    ))
+                }
+            };
+            Ok(NliExample {
+                premise: cols[0].clone(),
+                hypothesis: cols[1].clone(),
+                label,
+            })
+        })
+        .collect()
+}
+
+/// Reads `query<TAB>positive[<TAB>negative]` rows; an NLI file yields its entailment pairs.
+///
+/// # Errors
+/// As [`read_scored_pairs`].
+pub fn read_pairs(path: impl AsRef<Path>) -> Result<Vec<PairExample>> {
+    let path = path.as_ref();
+    let rows = rows(path)?;
+    let is_nli = rows.first().is_some_and(|(_, c)| {
+        c.len() == 3 && ["entailment", "neutral", "contradiction"].contains(&c[2].trim())
+    });
+    if is_nli {
+        return Ok(read_nli(path)?
+            .into_iter()
+            .filter(|e| e.label == NliLabel::Entailment)
+            .map(|e| PairExample {
+                query: e.premise,
+                positive: e.hypothesis,
+                negative: None,
+            })
+            .collect());
+    }
+    rows.into_iter()
+        .map(|(line, cols)| match cols.len() {
+            2 | 3 => Ok(PairExample {
+                query: cols[0].clone(),
+                positive: cols[1].clone(),
+                negative: cols.get(2).cloned(),
+            }),
+            n => Err(bad(
+                path,
+                line,
+                format!("expected 2 or 3 columns, found {n}"),
+            )),
+        })
+        .collect()
+}

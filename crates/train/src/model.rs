@@ -1,0 +1,196 @@
+//! A sentence-transformers model whose encoder weights are trainable variables.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use sbert::bert::Mode;
+use sbert::{BertModel, Pooling, SentenceEmbedder, TokenizedText};
+
+use crate::{Result, TrainError};
+
+/// The encoder as `Var`s (in a [`VarMap`] under Hugging Face tensor names), plus the folder's
+/// tokenizer, pooling and normalization.
+pub struct TrainableModel {
+    dir: PathBuf,
+    frozen: SentenceEmbedder,
+    varmap: VarMap,
+    encoder: BertModel,
+}
+
+impl std::fmt::Debug for TrainableModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainableModel")
+            .field("dir", &self.dir)
+            .field("vars", &self.varmap.all_vars().len())
+            .finish()
+    }
+}
+
+impl TrainableModel {
+    /// Loads the sentence-transformers folder `dir` (CPU, f32) with trainable encoder weights.
+    ///
+    /// # Errors
+    /// When the folder does not load, or its weights do not cover every encoder tensor.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let frozen = SentenceEmbedder::from_dir(&dir, &Device::Cpu)?;
+        let config = frozen.encoder().config().clone();
+        let mut varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let encoder = BertModel::load(vb, &config)?;
+        let weights = dir.join("model.safetensors");
+        varmap
+            .load(&weights)
+            .map_err(|source| sbert::Error::Weights {
+                path: weights.clone(),
+                source,
+            })?;
+        Ok(Self {
+            dir,
+            frozen,
+            varmap,
+            encoder,
+        })
+    }
+
+    /// Builds a model from a config and a var map that already holds its weights (tests and
+    /// from-scratch training), with the tokenizer, pooling and heads of the folder `dir`.
+    ///
+    /// # Errors
+    /// When the folder does not load or a tensor is missing from `varmap`.
+    pub fn with_varmap(
+        dir: impl AsRef<Path>,
+        varmap: VarMap,
+        config: &sbert::BertConfig,
+    ) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let frozen = SentenceEmbedder::from_dir(&dir, &Device::Cpu)?;
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let encoder = BertModel::load(vb, config)?;
+        Ok(Self {
+            dir,
+            frozen,
+            varmap,
+            encoder,
+        })
+    }
+
+    /// The folder the model was loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The variables, by Hugging Face tensor name.
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    /// The trainable encoder.
+    pub fn encoder(&self) -> &BertModel {
+        &self.encoder
+    }
+
+    /// The pooling of the folder.
+    pub fn pooling(&self) -> &Pooling {
+        self.frozen.pooling()
+    }
+
+    /// Tokenizes as sentence-transformers does (see [`SentenceEmbedder::tokenize`]).
+    ///
+    /// # Errors
+    /// When the tokenizer fails.
+    pub fn tokenize<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<TokenizedText>> {
+        Ok(self.frozen.tokenize(texts)?)
+    }
+
+    /// Embeds `texts` through the trainable encoder: `(n, dim)`, pooled and (if the folder
+    /// says so) normalized. With `train`, dropout is active and the graph is differentiable.
+    ///
+    /// # Errors
+    /// When tokenization or a tensor op fails.
+    pub fn embed<S: AsRef<str>>(&self, texts: &[S], train: bool) -> Result<Tensor> {
+        let tok = self.tokenize(texts)?;
+        let t = tok.iter().map(|x| x.ids.len()).max().unwrap_or(1);
+        let b = tok.len();
+        let mut ids = vec![0u32; b * t];
+        let mut mask = vec![0u32; b * t];
+        for (r, x) in tok.iter().enumerate() {
+            ids[r * t..r * t + x.ids.len()].copy_from_slice(&x.ids);
+            mask[r * t..r * t + x.ids.len()].fill(1);
+        }
+        let ids = Tensor::from_vec(ids, (b, t), &Device::Cpu)?;
+        let mask = Tensor::from_vec(mask, (b, t), &Device::Cpu)?;
+        let mode = Mode {
+            train,
+            ..Mode::default()
+        };
+        let hidden = self
+            .encoder
+            .forward_with_mode(&ids, None, &mask, mode)?
+            .hidden_states;
+        let pooled = self
+            .pooling()
+            .pool(&hidden, &mask)
+            .map_err(sbert::Error::from)?;
+        Ok(if self.frozen.normalizes() {
+            sbert::normalize(&pooled)?
+        } else {
+            pooled
+        })
+    }
+
+    /// Saves the model as a sentence-transformers folder at `out`: `model.safetensors` with the
+    /// current weights under Hugging Face names, and every other file of the source folder.
+    /// Written to `out.partial` first and renamed into place, so an interrupted save never
+    /// leaves a half-written checkpoint; a previous checkpoint at `out` is replaced only then.
+    ///
+    /// # Errors
+    /// On I/O errors.
+    pub fn save(&self, out: &Path) -> Result<()> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| TrainError::Io { path, source }
+        };
+        let mut partial = out.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
+        }
+        copy_tree(&self.dir, &partial, true)?;
+        let weights = partial.join("model.safetensors");
+        self.varmap
+            .save(&weights)
+            .map_err(|source| sbert::Error::Weights {
+                path: weights.clone(),
+                source,
+            })?;
+        if out.exists() {
+            std::fs::remove_dir_all(out).map_err(io(out))?;
+        }
+        std::fs::rename(&partial, out).map_err(io(out))?;
+        Ok(())
+    }
+}
+
+/// Copies `from` into `to`, recursively; with `skip_weights`, not `from/model.safetensors`
+/// (the encoder weights, written separately). Module weights (`2_Dense/…`) are copied.
+fn copy_tree(from: &Path, to: &Path, skip_weights: bool) -> Result<()> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TrainError::Io { path, source }
+    };
+    std::fs::create_dir_all(to).map_err(io(to))?;
+    for entry in std::fs::read_dir(from).map_err(io(from))? {
+        let entry = entry.map_err(io(from))?;
+        let path = entry.path();
+        let target = to.join(entry.file_name());
+        if path.is_dir() {
+            copy_tree(&path, &target, false)?;
+        } else if !(skip_weights && entry.file_name() == "model.safetensors") {
+            std::fs::copy(&path, &target).map_err(io(&path))?;
+        }
+    }
+    Ok(())
+}
