@@ -160,7 +160,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let order = args.order.as_deref().map(read_indices).transpose()?;
     let model = TrainableModel::load(&args.model)
         .with_context(|| format!("loading {}", args.model.display()))?;
-    let dim = model.encoder().config().hidden_size * model.pooling().modes().len();
+    let dim = model.dim();
     let config = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch_size,

@@ -672,7 +672,13 @@ impl SentenceEmbedder {
         }
     }
 
-    fn apply_heads(&self, mut x: Tensor) -> Result<Tensor> {
+    /// Applies the modules after pooling (Dense layers, then Normalize, as configured) to pooled
+    /// embeddings `(n, pooled_dim)`. Differentiable with respect to `x` (the module weights are
+    /// fixed).
+    ///
+    /// # Errors
+    /// When the width does not fit a Dense module.
+    pub fn apply_heads(&self, mut x: Tensor) -> Result<Tensor> {
         for head in &self.heads {
             x = match head {
                 Head::Dense(d) => d.forward(&x)?,

@@ -193,3 +193,39 @@ pub fn read_pairs(path: impl AsRef<Path>) -> Result<Vec<PairExample>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(content: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("train.tsv");
+        std::fs::write(&path, content).expect("write");
+        (dir, path)
+    }
+
+    #[test]
+    fn malformed_rows_name_file_and_line() {
+        let (_d, p) = file("score\ts1\ts2\n1.0\ta\tb\nhigh\tc\td\n");
+        let err = read_scored_pairs(&p).expect_err("score").to_string();
+        assert!(err.contains("train.tsv: line 3") && err.contains("\"high\""), "{err}");
+
+        let (_d, p) = file("premise\thypothesis\tlabel\na\tb\tentailment\nc\td\tmaybe\n");
+        let err = read_nli(&p).expect_err("label").to_string();
+        assert!(err.contains("line 3") && err.contains("maybe"), "{err}");
+
+        let (_d, p) = file("q\tp\na\n");
+        let err = read_pairs(&p).expect_err("columns").to_string();
+        assert!(err.contains("line 2") && err.contains("found 1"), "{err}");
+    }
+
+    #[test]
+    fn nli_files_give_their_entailment_pairs() {
+        let (_d, p) = file("premise\thypothesis\tlabel\na\tb\tentailment\nc\td\tneutral\ne\tf\tentailment\n");
+        let pairs = read_pairs(&p).expect("pairs");
+        assert_eq!(pairs.len(), 2);
+        assert_eq!(pairs[1].query, "e");
+        assert_eq!(read_nli(&p).expect("nli")[1].label, NliLabel::Neutral);
+    }
+}

@@ -91,6 +91,11 @@ impl TrainableModel {
         &self.encoder
     }
 
+    /// Width of the embeddings (after pooling and any Dense module).
+    pub fn dim(&self) -> usize {
+        self.frozen.dim()
+    }
+
     /// The pooling of the folder.
     pub fn pooling(&self) -> &Pooling {
         self.frozen.pooling()
@@ -104,8 +109,8 @@ impl TrainableModel {
         Ok(self.frozen.tokenize(texts)?)
     }
 
-    /// Embeds `texts` through the trainable encoder: `(n, dim)`, pooled and (if the folder
-    /// says so) normalized. With `train`, dropout is active and the graph is differentiable.
+    /// Embeds `texts` through the trainable encoder: `(n, dim)`, pooled, then through the
+    /// folder's Dense and Normalize modules. With `train`, dropout is active and the graph is differentiable.
     ///
     /// # Errors
     /// When tokenization or a tensor op fails.
@@ -133,11 +138,8 @@ impl TrainableModel {
             .pooling()
             .pool(&hidden, &mask)
             .map_err(sbert::Error::from)?;
-        Ok(if self.frozen.normalizes() {
-            sbert::normalize(&pooled)?
-        } else {
-            pooled
-        })
+        // Dense and Normalize modules as the folder configures them (Dense weights stay fixed).
+        Ok(self.frozen.apply_heads(pooled)?)
     }
 
     /// Saves the model as a sentence-transformers folder at `out`: `model.safetensors` with the
