@@ -257,11 +257,15 @@ pub struct SentenceEmbedder {
     device: Device,
 }
 
-/// One padded batch, `(b, t)` each.
-struct Batch {
-    input_ids: Tensor,
-    attention_mask: Tensor,
-    token_type_ids: Tensor,
+/// Tokenized texts right-padded to the longest of them: `(b, t)` each, `u32`.
+#[derive(Debug, Clone)]
+pub struct PaddedBatch {
+    /// Token ids, padding with the model's `pad_token_id`.
+    pub input_ids: Tensor,
+    /// 1 for real tokens, 0 for padding.
+    pub attention_mask: Tensor,
+    /// All zeros (single-sentence inputs).
+    pub token_type_ids: Tensor,
 }
 
 impl SentenceEmbedder {
@@ -610,9 +614,10 @@ impl SentenceEmbedder {
 
         let mut chunks: Vec<Vec<Tensor>> = vec![Vec::new(); poolings.len()];
         for idx in &batches {
-            let batch = self.pad(idx.iter().map(|&i| &tokenized[i]))?;
+            let group: Vec<&TokenizedText> = idx.iter().map(|&i| &tokenized[i]).collect();
+            let batch = self.pad(&group)?;
             let tokens = if self.encoder.supports_packed() {
-                self.forward_packed(idx.iter().map(|&i| &tokenized[i]))?
+                self.forward_packed(&group)?
             } else {
                 self.encoder.forward(
                     &batch.input_ids,
@@ -690,12 +695,9 @@ impl SentenceEmbedder {
 
     /// Runs the packed (padding-free) encoder on a group of texts and lays the result out as
     /// right-padded `(b, t, h)` with zero rows at padding, for pooling.
-    fn forward_packed<'a>(
-        &self,
-        texts: impl Iterator<Item = &'a TokenizedText> + Clone,
-    ) -> Result<Tensor> {
-        let lengths: Vec<usize> = texts.clone().map(|x| x.ids.len()).collect();
-        let ids: Vec<u32> = texts.flat_map(|x| x.ids.iter().copied()).collect();
+    fn forward_packed(&self, texts: &[&TokenizedText]) -> Result<Tensor> {
+        let lengths: Vec<usize> = texts.iter().map(|x| x.ids.len()).collect();
+        let ids: Vec<u32> = texts.iter().flat_map(|x| x.ids.iter().copied()).collect();
         let hidden = self.encoder.forward_packed(&ids, &lengths)?; // (n, h)
         let (n, h) = hidden.dims2()?;
         let (b, t) = (lengths.len(), lengths.iter().copied().max().unwrap_or(0));
@@ -717,19 +719,22 @@ impl SentenceEmbedder {
             .reshape((b, t, h))?)
     }
 
-    /// Right-pads a group of tokenized texts to the longest of them.
-    fn pad<'a>(&self, texts: impl Iterator<Item = &'a TokenizedText> + Clone) -> Result<Batch> {
-        let b = texts.clone().count();
-        let t = texts.clone().map(|x| x.ids.len()).max().unwrap_or(0);
+    /// Right-pads tokenized texts to the longest of them, on the model's device.
+    ///
+    /// # Errors
+    /// On a tensor allocation failure.
+    pub fn pad(&self, texts: &[&TokenizedText]) -> Result<PaddedBatch> {
+        let b = texts.len();
+        let t = texts.iter().map(|x| x.ids.len()).max().unwrap_or(0);
         let pad_id = self.encoder.config().pad_token_id as u32;
         let mut ids = vec![pad_id; b * t];
         let mut mask = vec![0u32; b * t];
-        for (row, text) in texts.enumerate() {
+        for (row, text) in texts.iter().enumerate() {
             let len = text.ids.len();
             ids[row * t..row * t + len].copy_from_slice(&text.ids);
             mask[row * t..row * t + len].fill(1);
         }
-        Ok(Batch {
+        Ok(PaddedBatch {
             input_ids: Tensor::from_vec(ids, (b, t), &self.device)?,
             attention_mask: Tensor::from_vec(mask, (b, t), &self.device)?,
             token_type_ids: Tensor::zeros((b, t), DType::U32, &self.device)?,

@@ -66,7 +66,8 @@ mod similarity;
 mod weights;
 
 pub use embedder::{
-    EmbedderBuilder, Embeddings, InputStats, SentenceEmbedder, TokenizedText, DEFAULT_BATCH_SIZE,
+    EmbedderBuilder, Embeddings, InputStats, PaddedBatch, SentenceEmbedder, TokenizedText,
+    DEFAULT_BATCH_SIZE,
 };
 pub use error::{Error, Result};
 pub use folder::{DenseConfig, ModuleEntry, SentenceBertConfig};

@@ -94,30 +94,17 @@ fn bad(path: &Path, line: usize, message: String) -> TrainError {
 /// A missing file, a row without 3 columns or with a non-numeric score (naming file and line),
 /// or no rows.
 pub fn read_scored_pairs(path: impl AsRef<Path>) -> Result<Vec<ScoredPair>> {
-    let path = path.as_ref();
-    rows(path)?
+    // The STS reader of sbert-eval: same layout, same errors.
+    let ds = sbert_eval::StsDataset::read(path, None)?;
+    Ok(ds
+        .pairs
         .into_iter()
-        .map(|(line, cols)| {
-            if cols.len() != 3 {
-                return Err(bad(
-                    path,
-                    line,
-                    format!("expected 3 columns, found {}", cols.len()),
-                ));
-            }
-            let score: f32 = cols[0]
-                .trim()
-                .parse()
-                .ok()
-                .filter(|s: &f32| s.is_finite())
-                .ok_or_else(|| bad(path, line, format!("score {:?} is not a number", cols[0])))?;
-            Ok(ScoredPair {
-                a: cols[1].clone(),
-                b: cols[2].clone(),
-                score,
-            })
+        .map(|p| ScoredPair {
+            a: p.sentence1,
+            b: p.sentence2,
+            score: p.score as f32,
         })
-        .collect()
+        .collect())
 }
 
 /// Reads `premise<TAB>hypothesis<TAB>label` rows (entailment, neutral, contradiction).
@@ -209,7 +196,10 @@ mod tests {
     fn malformed_rows_name_file_and_line() {
         let (_d, p) = file("score\ts1\ts2\n1.0\ta\tb\nhigh\tc\td\n");
         let err = read_scored_pairs(&p).expect_err("score").to_string();
-        assert!(err.contains("train.tsv: line 3") && err.contains("\"high\""), "{err}");
+        assert!(
+            err.contains("train.tsv: line 3") && err.contains("\"high\""),
+            "{err}"
+        );
 
         let (_d, p) = file("premise\thypothesis\tlabel\na\tb\tentailment\nc\td\tmaybe\n");
         let err = read_nli(&p).expect_err("label").to_string();
@@ -222,7 +212,8 @@ mod tests {
 
     #[test]
     fn nli_files_give_their_entailment_pairs() {
-        let (_d, p) = file("premise\thypothesis\tlabel\na\tb\tentailment\nc\td\tneutral\ne\tf\tentailment\n");
+        let (_d, p) =
+            file("premise\thypothesis\tlabel\na\tb\tentailment\nc\td\tneutral\ne\tf\tentailment\n");
         let pairs = read_pairs(&p).expect("pairs");
         assert_eq!(pairs.len(), 2);
         assert_eq!(pairs[1].query, "e");

@@ -116,16 +116,9 @@ impl TrainableModel {
     /// When tokenization or a tensor op fails.
     pub fn embed<S: AsRef<str>>(&self, texts: &[S], train: bool) -> Result<Tensor> {
         let tok = self.tokenize(texts)?;
-        let t = tok.iter().map(|x| x.ids.len()).max().unwrap_or(1);
-        let b = tok.len();
-        let mut ids = vec![0u32; b * t];
-        let mut mask = vec![0u32; b * t];
-        for (r, x) in tok.iter().enumerate() {
-            ids[r * t..r * t + x.ids.len()].copy_from_slice(&x.ids);
-            mask[r * t..r * t + x.ids.len()].fill(1);
-        }
-        let ids = Tensor::from_vec(ids, (b, t), &Device::Cpu)?;
-        let mask = Tensor::from_vec(mask, (b, t), &Device::Cpu)?;
+        let refs: Vec<&TokenizedText> = tok.iter().collect();
+        let batch = self.frozen.pad(&refs)?;
+        let (ids, mask) = (&batch.input_ids, &batch.attention_mask);
         let mode = Mode {
             train,
             ..Mode::default()
@@ -136,7 +129,7 @@ impl TrainableModel {
             .hidden_states;
         let pooled = self
             .pooling()
-            .pool(&hidden, &mask)
+            .pool(&hidden, mask)
             .map_err(sbert::Error::from)?;
         // Dense and Normalize modules as the folder configures them (Dense weights stay fixed).
         Ok(self.frozen.apply_heads(pooled)?)
