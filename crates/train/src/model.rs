@@ -125,7 +125,7 @@ impl TrainableModel {
         };
         let hidden = self
             .encoder
-            .forward_with_mode(&ids, None, &mask, mode)?
+            .forward_with_mode(ids, None, mask, mode)?
             .hidden_states;
         let pooled = self
             .pooling()
