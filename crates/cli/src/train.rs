@@ -32,6 +32,11 @@ pub struct TrainArgs {
     /// Softmax features, comma-separated from u, v, abs_diff, product.
     #[arg(long, default_value = "u,v,abs_diff")]
     concat: String,
+    /// With --loss softmax: train once per concatenation of the SBERT paper's ablation ((u,v),
+    /// (|u−v|), (u∗v), (|u−v|,u∗v), (u,v,u∗v), (u,v,|u−v|), (u,v,|u−v|,u∗v)), each from the same
+    /// start, into OUTPUT/<concat>, and print the dev scores as a table.
+    #[arg(long)]
+    concat_ablation: bool,
     /// Self-adversarial temperature for --loss mnrl (0 = the plain in-batch loss).
     #[arg(long, value_name = "T", default_value_t = 0.0)]
     self_adversarial: f64,
@@ -78,6 +83,10 @@ pub struct TrainArgs {
     /// Evaluate on --dev every N steps (and at the end); the best checkpoint is kept.
     #[arg(long, value_name = "N")]
     eval_every: Option<usize>,
+    /// After training, also report the saved model's Spearman on this STS file (e.g.
+    /// ../shared/data/stsb/test.tsv), to see what an objective did to the cosine geometry.
+    #[arg(long, value_name = "FILE")]
+    sts_test: Option<PathBuf>,
     /// CPU threads.
     #[arg(long)]
     threads: Option<usize>,
@@ -119,7 +128,47 @@ fn select<T: Clone>(
     Ok(out)
 }
 
+/// The concatenations of the SBERT paper's Table 6 ablation.
+const ABLATION: [&str; 7] = [
+    "u,v",
+    "abs_diff",
+    "product",
+    "abs_diff,product",
+    "u,v,product",
+    "u,v,abs_diff",
+    "u,v,abs_diff,product",
+];
+
 pub fn run(args: &TrainArgs) -> Result<()> {
+    if !args.concat_ablation {
+        return run_one(args, &args.concat, &args.output);
+    }
+    if args.loss != Loss::Softmax {
+        bail!("--concat-ablation needs --loss softmax");
+    }
+    let mut rows = Vec::new();
+    for concat in ABLATION {
+        let out = args.output.join(concat.replace(',', "+"));
+        eprintln!("== concatenation {concat}");
+        let (dev, sts) = run_one_scored(args, concat, &out)?;
+        rows.push((concat, dev, sts));
+    }
+    println!("| concatenation | dev accuracy | STS ρ after (--sts-test) |");
+    println!("|---|---:|---:|");
+    for (concat, dev, sts) in rows {
+        let c: Concat = concat.parse()?;
+        let dev = dev.map_or("–".into(), |d| format!("{d:.2}"));
+        println!("| {c} | {dev} | {sts:.2} |");
+    }
+    Ok(())
+}
+
+fn run_one(args: &TrainArgs, concat: &str, output: &Path) -> Result<()> {
+    run_one_scored(args, concat, output).map(|_| ())
+}
+
+/// Trains once; returns the best dev score and the STSb test Spearman of the saved model.
+fn run_one_scored(args: &TrainArgs, concat: &str, output: &Path) -> Result<(Option<f64>, f64)> {
     if let Some(n) = args.threads {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
@@ -128,7 +177,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let objective = match args.loss {
         Loss::Cosine => Objective::Cosine { max_score: 5.0 },
         Loss::Softmax => Objective::Softmax {
-            concat: args.concat.parse::<Concat>()?,
+            concat: concat.parse::<Concat>()?,
         },
         Loss::Mnrl => Objective::InBatchNegatives {
             scale: args.scale,
@@ -171,10 +220,10 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         seed: args.seed,
         order,
         eval_every: args.eval_every,
-        output: Some(args.output.clone()),
+        output: Some(output.to_path_buf()),
     };
-    if args.output.exists() && !args.output.is_dir() {
-        bail!("{} exists and is not a folder", args.output.display());
+    if output.exists() && !output.is_dir() {
+        bail!("{} exists and is not a folder", output.display());
     }
     let trainer = Trainer::new(config, objective, dim)?;
     let bar = indicatif::ProgressBar::new(0).with_style(
@@ -199,7 +248,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         }
     })?;
     bar.finish_and_clear();
-    let csv_path = args.output.join("training_log.csv");
+    let csv_path = output.join("training_log.csv");
     let mut csv = std::io::BufWriter::new(
         std::fs::File::create(&csv_path)
             .with_context(|| format!("creating {}", csv_path.display()))?,
@@ -222,8 +271,23 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         report.train_seconds,
         report.pairs_per_second,
         report.best_dev.map_or("–".into(), |d| format!("{d:.2}")),
-        args.output.display(),
+        output.display(),
         csv_path.display()
     );
-    Ok(())
+    // The saved model on STSb test, so every run reports what it did to the cosine geometry.
+    let sts = match &args.sts_test {
+        Some(path) => {
+            let saved = sbert::SentenceEmbedder::from_dir(output, &sbert::Device::Cpu)?;
+            let ds = sbert_eval::StsDataset::read(path, None)?;
+            let r = sbert_eval::evaluate(&saved, &[ds], &[], &mut |_, _| {})?;
+            eprintln!(
+                "{}: Spearman of the saved model {:.2}",
+                path.display(),
+                r.scores[0].spearman
+            );
+            r.scores[0].spearman
+        }
+        None => f64::NAN,
+    };
+    Ok((report.best_dev, sts))
 }

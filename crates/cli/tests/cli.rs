@@ -263,3 +263,75 @@ fn eval_sts_prints_json_per_dataset_and_pooling_and_names_bad_files() {
         "{err}"
     );
 }
+
+#[test]
+fn train_writes_a_model_folder_that_embed_loads_and_names_bad_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("train.tsv");
+    std::fs::write(
+        &data,
+        "score\tsentence1\tsentence2\n5\tthe cat sat\tthe cat sits\n0.5\thello world\tred car\n\
+         4\tthe dog runs\ta dog runs fast\n1\tgood book\tbig moon\n",
+    )
+    .expect("write");
+    let out = dir.path().join("model");
+    let run = sbert(
+        &[
+            "train",
+            "-m",
+            &tiny(),
+            "--loss",
+            "cosine",
+            "--train",
+            data.to_str().expect("p"),
+            "--dev",
+            data.to_str().expect("p"),
+            "--batch-size",
+            "2",
+            "--lr",
+            "1e-3",
+            "--output",
+            out.to_str().expect("p"),
+            "--sts-test",
+            data.to_str().expect("p"),
+        ],
+        b"",
+    );
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    assert!(
+        err.contains("pairs/s") && err.contains("Spearman of the saved model"),
+        "{err}"
+    );
+    let log = std::fs::read_to_string(out.join("training_log.csv")).expect("log");
+    assert_eq!(log.lines().count(), 1 + 2, "header + 2 steps: {log}");
+    assert!(
+        rows(&sbert(
+            &["embed", "-m", out.to_str().expect("p")],
+            b"the cat\n"
+        ))[0]
+            .len()
+            == 16
+    );
+
+    std::fs::write(&data, "score\tsentence1\tsentence2\n5\ta\tb\n5\tonly two\n").expect("write");
+    let run = sbert(
+        &[
+            "train",
+            "-m",
+            &tiny(),
+            "--loss",
+            "cosine",
+            "--train",
+            data.to_str().expect("p"),
+            "--output",
+            out.to_str().expect("p"),
+        ],
+        b"",
+    );
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && err.contains("train.tsv: line 3"),
+        "{err}"
+    );
+}
