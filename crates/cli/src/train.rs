@@ -192,7 +192,11 @@ fn run_one_scored(args: &TrainArgs, concat: &str, output: &Path) -> Result<(Opti
         )?),
         Loss::Softmax => TrainData::Nli(select(read_nli(&args.train)?, rows.as_ref(), args.limit)?),
         Loss::Mnrl => {
-            TrainData::Pairs(select(read_pairs(&args.train)?, rows.as_ref(), args.limit)?)
+            // An NLI file: --rows index its data rows, then the entailment pairs are kept.
+            TrainData::Pairs(match read_nli(&args.train) {
+                Ok(nli) => sbert_train::entailment_pairs(select(nli, rows.as_ref(), args.limit)?),
+                Err(_) => select(read_pairs(&args.train)?, rows.as_ref(), args.limit)?,
+            })
         }
     };
     let dev = match (&args.dev, args.loss) {
@@ -245,6 +249,13 @@ fn run_one_scored(args: &TrainArgs, concat: &str, output: &Path) -> Result<(Opti
         bar.set_message(format!("loss {running:.4}, lr {:.2e}", log.lr));
         if let Some(d) = log.dev {
             bar.println(format!("step {}: dev {d:.2}", log.step));
+        }
+        if bar.is_hidden() && (log.step % 50 == 0 || log.step == log.total) {
+            // No terminal (a log file, CI): a plain progress line instead of the bar.
+            eprintln!(
+                "step {}/{}: loss {running:.4}, lr {:.2e}",
+                log.step, log.total, log.lr
+            );
         }
     })?;
     bar.finish_and_clear();

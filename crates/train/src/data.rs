@@ -144,6 +144,19 @@ pub fn read_nli(path: impl AsRef<Path>) -> Result<Vec<NliExample>> {
         .collect()
 }
 
+/// The (premise, hypothesis) pairs of the entailment examples, in order.
+pub fn entailment_pairs(examples: Vec<NliExample>) -> Vec<PairExample> {
+    examples
+        .into_iter()
+        .filter(|e| e.label == NliLabel::Entailment)
+        .map(|e| PairExample {
+            query: e.premise,
+            positive: e.hypothesis,
+            negative: None,
+        })
+        .collect()
+}
+
 /// Reads `query<TAB>positive[<TAB>negative]` rows; an NLI file yields its entailment pairs.
 ///
 /// # Errors
@@ -155,15 +168,7 @@ pub fn read_pairs(path: impl AsRef<Path>) -> Result<Vec<PairExample>> {
         c.len() == 3 && ["entailment", "neutral", "contradiction"].contains(&c[2].trim())
     });
     if is_nli {
-        return Ok(read_nli(path)?
-            .into_iter()
-            .filter(|e| e.label == NliLabel::Entailment)
-            .map(|e| PairExample {
-                query: e.premise,
-                positive: e.hypothesis,
-                negative: None,
-            })
-            .collect());
+        return Ok(entailment_pairs(read_nli(path)?));
     }
     rows.into_iter()
         .map(|(line, cols)| match cols.len() {

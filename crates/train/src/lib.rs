@@ -23,7 +23,8 @@ mod objective;
 mod trainer;
 
 pub use data::{
-    read_nli, read_pairs, read_scored_pairs, NliExample, NliLabel, PairExample, ScoredPair,
+    entailment_pairs, read_nli, read_pairs, read_scored_pairs, NliExample, NliLabel, PairExample,
+    ScoredPair,
 };
 pub use model::TrainableModel;
 pub use objective::{Concat, ConcatPart, Objective};
