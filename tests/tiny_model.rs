@@ -52,16 +52,11 @@ fn encoder_matches_plain_loop_reference_in_a_padded_batch() {
     let cfg = tiny_config();
     let encoder = tiny_encoder(&cfg);
     let weights = reference::Weights::load(&common::tiny_dir().join("model.safetensors"));
-    let tok = tiny().tokenize(&TEXTS).expect("tokenize");
-    let t = tok.iter().map(|x| x.ids.len()).max().expect("texts");
-    let mut ids = vec![0u32; TEXTS.len() * t];
-    let mut mask = vec![0u32; TEXTS.len() * t];
-    for (r, x) in tok.iter().enumerate() {
-        ids[r * t..r * t + x.ids.len()].copy_from_slice(&x.ids);
-        mask[r * t..r * t + x.ids.len()].fill(1);
-    }
-    let ids = Tensor::from_vec(ids, (TEXTS.len(), t), &Device::Cpu).expect("ids");
-    let mask = Tensor::from_vec(mask, (TEXTS.len(), t), &Device::Cpu).expect("mask");
+    let model = tiny();
+    let tok = model.tokenize(&TEXTS).expect("tokenize");
+    let refs: Vec<&sbert::TokenizedText> = tok.iter().collect();
+    let batch = model.pad(&refs).expect("pad");
+    let (ids, mask) = (batch.input_ids, batch.attention_mask);
     let hidden: Vec<Vec<Vec<f32>>> = encoder
         .forward(&ids, None, &mask)
         .expect("forward")

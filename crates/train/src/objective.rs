@@ -241,15 +241,9 @@ mod tests {
         /// Mean-pooled, normalized embeddings in training mode, f64.
         fn embed(&self, texts: &[&str]) -> Tensor {
             let tok = self.embedder.tokenize(texts).expect("tokenize");
-            let t = tok.iter().map(|x| x.ids.len()).max().expect("texts");
-            let mut ids = vec![0u32; texts.len() * t];
-            let mut mask = vec![0u32; texts.len() * t];
-            for (r, x) in tok.iter().enumerate() {
-                ids[r * t..r * t + x.ids.len()].copy_from_slice(&x.ids);
-                mask[r * t..r * t + x.ids.len()].fill(1);
-            }
-            let ids = Tensor::from_vec(ids, (texts.len(), t), &Device::Cpu).expect("ids");
-            let mask = Tensor::from_vec(mask, (texts.len(), t), &Device::Cpu).expect("mask");
+            let refs: Vec<&sbert::TokenizedText> = tok.iter().collect();
+            let batch = self.embedder.pad(&refs).expect("pad");
+            let (ids, mask) = (batch.input_ids, batch.attention_mask);
             let mode = Mode {
                 train: true,
                 ..Mode::default()
