@@ -25,7 +25,7 @@
 //! # fn main() -> candle_core::Result<()> {
 //! let config = BertConfig { vocab_size: 200, hidden_size: 16, num_hidden_layers: 2,
 //!     num_attention_heads: 4, intermediate_size: 32, ..BertConfig::default() };
-//! // Real code loads weights with `VarBuilder::from_mmaped_safetensors`; zeros suffice here.
+//! // Real code loads weights with a `VarBuilder` over model.safetensors; zeros suffice here.
 //! let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
 //! let model = BertModel::load(vb, &config)?;
 //! let ids = Tensor::new(&[[101u32, 7, 8, 102], [101, 9, 102, 0]], &Device::Cpu)?;
