@@ -438,14 +438,19 @@ use candle_core::{CpuStorage, CustomOp1, InplaceOp1, InplaceOp2, Layout, Shape};
 
 use crate::kernels::{self, AttentionShape, NormParams};
 
+/// The element range of a contiguous layout.
+fn contiguous_range(layout: &Layout) -> Result<std::ops::Range<usize>> {
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("the packed path needs contiguous inputs".into()))?;
+    Ok(start..end)
+}
+
 fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("the packed path runs in f32 only")
     };
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("the packed path needs contiguous inputs".into()))?;
-    Ok(&data[start..end])
+    Ok(&data[contiguous_range(layout)?])
 }
 
 /// `act(x + bias)`.
@@ -458,10 +463,7 @@ fn f32_slice_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout) -> Result<&'a
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("the packed path runs in f32 only")
     };
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("the packed path needs contiguous inputs".into()))?;
-    Ok(&mut data[start..end])
+    Ok(&mut data[contiguous_range(layout)?])
 }
 
 impl InplaceOp1 for BiasAct<'_> {
@@ -476,12 +478,7 @@ impl InplaceOp1 for BiasAct<'_> {
 }
 
 /// `LayerNorm(x + bias + residual)`.
-struct BiasResidualNorm<'a> {
-    bias: &'a [f32],
-    gamma: &'a [f32],
-    beta: &'a [f32],
-    eps: f32,
-}
+struct BiasResidualNorm<'a>(NormParams<'a>);
 
 impl InplaceOp2 for BiasResidualNorm<'_> {
     fn name(&self) -> &'static str {
@@ -499,13 +496,7 @@ impl InplaceOp2 for BiasResidualNorm<'_> {
         if x.len() != r.len() {
             candle_core::bail!("residual of {} values for {} inputs", r.len(), x.len());
         }
-        let params = NormParams {
-            bias: self.bias,
-            gamma: self.gamma,
-            beta: self.beta,
-            eps: self.eps,
-        };
-        kernels::bias_residual_layer_norm(x, r, params);
+        kernels::bias_residual_layer_norm(x, r, self.0);
         Ok(())
     }
 }
@@ -624,12 +615,12 @@ impl BertModel {
         // `word` is a fresh tensor owned here, so normalizing it in place is safe.
         word.inplace_op2(
             &pos,
-            &BiasResidualNorm {
+            &BiasResidualNorm(NormParams {
                 bias: &type_row,
                 gamma: &gamma,
                 beta: &beta,
                 eps,
-            },
+            }),
         )?;
         let mut x = word;
         let shape = AttentionShape {
@@ -649,12 +640,12 @@ impl BertModel {
             let attn = project(&ctx, &a.output.weight)?;
             attn.inplace_op2(
                 &x,
-                &BiasResidualNorm {
+                &BiasResidualNorm(NormParams {
                     bias: &hv.attn_out_bias,
                     gamma: &hv.attn_gamma,
                     beta: &hv.attn_beta,
                     eps,
-                },
+                }),
             )?;
             x = attn;
             let inter = project(&x, &f.intermediate.weight)?;
@@ -665,12 +656,12 @@ impl BertModel {
             let out = project(&inter, &f.output.weight)?;
             out.inplace_op2(
                 &x,
-                &BiasResidualNorm {
+                &BiasResidualNorm(NormParams {
                     bias: &hv.out_bias,
                     gamma: &hv.out_gamma,
                     beta: &hv.out_beta,
                     eps,
-                },
+                }),
             )?;
             x = out;
         }
