@@ -1,5 +1,6 @@
 //! `sbert`: sentence embeddings from the command line.
 
+mod alloc;
 mod bench;
 mod eval;
 mod io;
@@ -248,6 +249,7 @@ fn similarity(args: &SimilarityArgs) -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    alloc::keep_freed_memory();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Embed(args) => embed(args),

@@ -20,6 +20,7 @@
 mod data;
 mod model;
 mod objective;
+mod optim;
 mod trainer;
 
 pub use data::{

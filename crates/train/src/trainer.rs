@@ -4,13 +4,14 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use crate::data::{NliExample, PairExample, ScoredPair};
 use crate::model::TrainableModel;
 use crate::objective::{self, Objective};
+use crate::optim::{AdamW, AdamWParams};
 use crate::{Result, TrainError};
 
 /// Training settings; defaults are sentence-transformers' (`fit` with its defaults).
@@ -324,20 +325,18 @@ impl Trainer {
                 named.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
         }
-        let all_vars: Vec<Var> = named.iter().map(|(_, v)| v.clone()).collect();
-        let (nd, d): (Vec<_>, Vec<_>) = named.into_iter().partition(|(k, _)| no_decay(k));
-        let params = |weight_decay| ParamsAdamW {
-            lr: cfg.lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay,
-        };
-        let mut decay = AdamW::new(
-            d.into_iter().map(|(_, v)| v).collect(),
-            params(cfg.weight_decay),
-        )?;
-        let mut plain = AdamW::new(nd.into_iter().map(|(_, v)| v).collect(), params(0.0))?;
+        let vars = named
+            .into_iter()
+            .map(|(name, var)| {
+                let decay = if no_decay(&name) {
+                    0.0
+                } else {
+                    cfg.weight_decay
+                };
+                (var, decay)
+            })
+            .collect();
+        let mut optimizer = AdamW::new(vars, AdamWParams::default())?;
 
         let mut steps = Vec::with_capacity(total);
         let mut best: Option<f64> = None;
@@ -356,8 +355,6 @@ impl Trainer {
             for idx in order.chunks(cfg.batch_size) {
                 let started = Instant::now();
                 let lr = cfg.lr * lr_factor(k, warmup, total);
-                decay.set_learning_rate(lr);
-                plain.set_learning_rate(lr);
                 let loss = self.batch_loss(model, data, idx, true)?;
                 let value = loss.to_scalar::<f32>()?;
                 if !value.is_finite() {
@@ -366,10 +363,8 @@ impl Trainer {
                         loss: value,
                     });
                 }
-                let mut grads = loss.backward()?;
-                clip_grad_norm(&mut grads, &all_vars, cfg.max_grad_norm)?;
-                decay.step(&grads)?;
-                plain.step(&grads)?;
+                let grads = loss.backward()?;
+                optimizer.step(&grads, lr, cfg.max_grad_norm)?;
                 train_seconds += started.elapsed().as_secs_f64();
                 k += 1;
 
@@ -408,31 +403,6 @@ impl Trainer {
             best_dev: best,
         })
     }
-}
-
-/// Scales the gradients of `vars` so that their global L2 norm is at most `max_norm`
-/// (`torch.nn.utils.clip_grad_norm_`).
-fn clip_grad_norm(
-    grads: &mut candle_core::backprop::GradStore,
-    vars: &[Var],
-    max_norm: f64,
-) -> Result<()> {
-    let mut total = 0f64;
-    for v in vars {
-        if let Some(g) = grads.get(v.as_tensor()) {
-            total += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
-        }
-    }
-    let norm = total.sqrt();
-    let coef = max_norm / (norm + 1e-6);
-    if coef < 1.0 {
-        for v in vars {
-            if let Some(g) = grads.remove(v.as_tensor()) {
-                grads.insert(v.as_tensor(), (g * coef)?);
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
