@@ -219,26 +219,37 @@ fn training_mode_is_differentiable_and_dropout_acts_only_in_training() {
         .count();
     assert_eq!(with_grad, vars.len(), "every weight gets a gradient");
 
-    // With dropout: training passes differ, inference passes do not.
+    // With dropout: training passes with different seeds differ, the same seed replays the
+    // same masks, inference passes do not change.
     let encoder = tiny_encoder(&tiny_config());
-    let a = encoder
-        .forward_with_mode(&ids, None, &mask, train)
-        .expect("f")
-        .hidden_states;
-    let b = encoder
-        .forward_with_mode(&ids, None, &mask, train)
-        .expect("f")
-        .hidden_states;
-    let d = (&a - &b)
-        .expect("sub")
-        .abs()
-        .expect("abs")
-        .max_all()
-        .expect("m");
+    let seeded = |dropout_seed| {
+        encoder
+            .forward_with_mode(
+                &ids,
+                None,
+                &mask,
+                Mode {
+                    dropout_seed,
+                    ..train
+                },
+            )
+            .expect("f")
+            .hidden_states
+    };
+    let (a, b) = (seeded(1), seeded(2));
+    let max = |t: Tensor| {
+        t.abs()
+            .expect("abs")
+            .max_all()
+            .expect("m")
+            .to_scalar::<f32>()
+            .expect("s")
+    };
     assert!(
-        d.to_scalar::<f32>().expect("s") > 1e-3,
+        max((&a - &b).expect("sub")) > 1e-3,
         "dropout is active in training"
     );
+    assert_eq!(max((&a - &seeded(1)).expect("sub")), 0.0, "a seed replays");
     let c = encoder.forward(&ids, None, &mask).expect("f");
     let e = encoder.forward(&ids, None, &mask).expect("f");
     let d = (&c - &e)
@@ -301,4 +312,91 @@ fn packed_forward_equals_padded_forward() {
     // Malformed partitions are errors, not panics.
     assert!(encoder.forward_packed(&ids, &[ids.len() + 1]).is_err());
     assert!(encoder.forward_packed(&ids, &[0, ids.len()]).is_err());
+}
+
+/// The fused training ops (CPU f32: LayerNorm, GELU, masked softmax, dropout) give the same
+/// gradients as candle's composite ops, which run in f64 and are themselves checked against
+/// finite differences in sbert-train.
+#[test]
+fn fused_training_ops_give_the_composite_gradients() {
+    use sbert::bert::Mode;
+    let cfg = BertConfig {
+        hidden_dropout_prob: 0.0,
+        attention_probs_dropout_prob: 0.0,
+        ..tiny_config()
+    };
+    let load = |dtype| {
+        let varmap = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, dtype, &Device::Cpu);
+        let model = BertModel::load(vb, &cfg).expect("load");
+        (varmap, model)
+    };
+    let (vm32, model32) = load(DType::F32);
+    let (vm64, model64) = load(DType::F64);
+    {
+        let (v32, v64) = (
+            vm32.data().lock().expect("lock"),
+            vm64.data().lock().expect("lock"),
+        );
+        for (name, var) in v32.iter() {
+            let perturbed =
+                (var.as_tensor() + var.randn_like(0.0, 0.05).expect("randn")).expect("add");
+            var.set(&perturbed).expect("set");
+            v64[name]
+                .set(&perturbed.to_dtype(DType::F64).expect("f64"))
+                .expect("set");
+        }
+    }
+    // Padding in the second row exercises the attention mask.
+    let ids = Tensor::new(&[[2u32, 5, 6, 7, 3], [2, 9, 3, 0, 0]], &Device::Cpu).expect("ids");
+    let mask = Tensor::new(&[[1u32, 1, 1, 1, 1], [1, 1, 1, 0, 0]], &Device::Cpu).expect("mask");
+    let train = Mode {
+        train: true,
+        ..Mode::default()
+    };
+    let weights = Tensor::randn(0f64, 1.0, (2, 5, cfg.hidden_size), &Device::Cpu).expect("w");
+    let loss = |model: &BertModel, dtype| {
+        let h = model
+            .forward_with_mode(&ids, None, &mask, train)
+            .expect("forward")
+            .hidden_states;
+        (h * weights.to_dtype(dtype).expect("w"))
+            .expect("mul")
+            .sum_all()
+            .expect("sum")
+    };
+    let g32 = loss(&model32, DType::F32).backward().expect("backward");
+    let g64 = loss(&model64, DType::F64).backward().expect("backward");
+    let (v32, v64) = (
+        vm32.data().lock().expect("lock"),
+        vm64.data().lock().expect("lock"),
+    );
+    let mut checked = 0;
+    for (name, var) in v32.iter() {
+        let (Some(a), Some(b)) = (g32.get(var.as_tensor()), g64.get(v64[name].as_tensor())) else {
+            panic!("{name}: no gradient");
+        };
+        let a = a.to_dtype(DType::F64).expect("f64");
+        let scale = b
+            .abs()
+            .expect("abs")
+            .max_all()
+            .expect("max")
+            .to_scalar::<f64>()
+            .expect("s");
+        let diff = (&a - b)
+            .expect("sub")
+            .abs()
+            .expect("abs")
+            .max_all()
+            .expect("max")
+            .to_scalar::<f64>()
+            .expect("s");
+        assert!(
+            diff <= 1e-4 * scale.max(1e-3),
+            "{name}: |Δ| {diff} of {scale}"
+        );
+        checked += 1;
+    }
+    assert!(checked > 20, "{checked} weights checked");
 }

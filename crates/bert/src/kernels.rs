@@ -59,7 +59,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// erf(x) as a rational function of x² on [-4, 4] (Eigen's `generic_fast_erf_float`
 /// coefficients); |error| < 1e-7 against the exact function.
 #[inline(always)]
-fn erf(x: f32) -> f32 {
+pub(crate) fn erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
     let mut p = -2.726_142_3e-10_f32;
@@ -78,7 +78,7 @@ fn erf(x: f32) -> f32 {
 }
 
 #[inline(always)]
-fn gelu_erf(x: f32) -> f32 {
+pub(crate) fn gelu_erf(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 

@@ -44,6 +44,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod config;
+mod grad_ops;
 mod kernels;
 mod model;
 

@@ -7,15 +7,31 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
 use crate::config::{BertConfig, HiddenAct};
+use crate::grad_ops;
 
 /// How a forward pass runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Mode {
-    /// Training mode: dropout is active and every op is a differentiable composite candle op
-    /// (no fused inference kernels). Default: `false` (inference).
+    /// Training mode: dropout is active and every op is differentiable (fused ops with
+    /// hand-written backward passes for CPU f32, composite candle ops elsewhere; no inference
+    /// kernels). Default: `false` (inference).
     pub train: bool,
     /// Keep the attention probabilities of every layer. Default: `false`.
     pub output_attentions: bool,
+    /// Seed of the dropout masks in training mode (CPU, f32): the same seed and inputs give the
+    /// same masks, so give every forward pass its own. Other devices and dtypes draw from
+    /// candle's generator. Default: 0.
+    pub dropout_seed: u64,
+}
+
+impl Mode {
+    /// The mode of one dropout site (layer, position in the layer): its own seed.
+    fn site(self, site: u64) -> Self {
+        Self {
+            dropout_seed: crate::grad_ops::mix(self.dropout_seed ^ crate::grad_ops::mix(site)),
+            ..self
+        }
+    }
 }
 
 /// What [`BertModel::forward_with_mode`] returns.
@@ -78,7 +94,9 @@ impl LayerNorm {
     }
 
     fn forward(&self, xs: &Tensor, mode: Mode) -> Result<Tensor> {
-        if mode.train || !xs.is_contiguous() {
+        if mode.train && grad_ops::supported(xs) {
+            grad_ops::layer_norm(xs, &self.weight, &self.bias, self.eps as f32)
+        } else if mode.train || !xs.is_contiguous() {
             // Composite ops: differentiable.
             let mean = xs.mean_keepdim(D::Minus1)?;
             let centered = xs.broadcast_sub(&mean)?;
@@ -93,19 +111,27 @@ impl LayerNorm {
     }
 }
 
+/// Dropout in training mode; `mode` carries the site's seed (see [`Mode::site`]).
 fn dropout(xs: &Tensor, p: f64, mode: Mode) -> Result<Tensor> {
-    if mode.train && p > 0.0 {
-        candle_nn::ops::dropout(xs, p as f32)
-    } else {
+    if !mode.train || p <= 0.0 {
         Ok(xs.clone())
+    } else if grad_ops::supported(xs) {
+        grad_ops::dropout(xs, p as f32, mode.dropout_seed)
+    } else {
+        candle_nn::ops::dropout(xs, p as f32)
     }
 }
 
-fn softmax_last_dim(xs: &Tensor, mode: Mode) -> Result<Tensor> {
+/// `softmax(scores · scale + mask)` over the keys.
+fn attention_softmax(scores: &Tensor, mask: &Tensor, scale: f64, mode: Mode) -> Result<Tensor> {
+    if mode.train && grad_ops::supported(scores) {
+        return grad_ops::masked_softmax(scores, mask, scale as f32);
+    }
+    let scores = (scores * scale)?.broadcast_add(mask)?;
     if mode.train {
-        candle_nn::ops::softmax(xs, D::Minus1)
+        candle_nn::ops::softmax(&scores, D::Minus1)
     } else {
-        candle_nn::ops::softmax_last_dim(xs)
+        candle_nn::ops::softmax_last_dim(&scores)
     }
 }
 
@@ -223,11 +249,14 @@ impl SelfAttention {
         let k = self.split_heads(&self.key.forward(hidden)?)?;
         let v = self.split_heads(&self.value.forward(hidden)?)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
-        let probs = softmax_last_dim(&scores, mode)?;
-        let context = dropout(&probs, self.attention_dropout, mode)?.matmul(&v)?;
+        let probs = attention_softmax(&q.matmul(&k.t()?)?, mask, scale, mode)?;
+        let context = dropout(&probs, self.attention_dropout, mode.site(1))?.matmul(&v)?;
         let context = context.transpose(1, 2)?.reshape((b, t, h))?;
-        let out = dropout(&self.output.forward(&context)?, self.hidden_dropout, mode)?;
+        let out = dropout(
+            &self.output.forward(&context)?,
+            self.hidden_dropout,
+            mode.site(2),
+        )?;
         let out = self.layer_norm.forward(&(out + hidden)?, mode)?;
         Ok((out, probs))
     }
@@ -257,12 +286,15 @@ impl FeedForward {
     fn forward(&self, hidden: &Tensor, mode: Mode) -> Result<Tensor> {
         let inter = self.intermediate.forward(hidden)?;
         let inter = match self.act {
+            HiddenAct::Gelu if mode.train && grad_ops::supported(&inter) => {
+                grad_ops::gelu_erf(&inter)?
+            }
             HiddenAct::Gelu => inter.gelu_erf()?,
             HiddenAct::GeluTanh => inter.gelu()?,
             HiddenAct::Relu => inter.relu()?,
             HiddenAct::Silu => inter.silu()?,
         };
-        let out = dropout(&self.output.forward(&inter)?, self.dropout, mode)?;
+        let out = dropout(&self.output.forward(&inter)?, self.dropout, mode.site(3))?;
         self.layer_norm.forward(&(out + hidden)?, mode)
     }
 }
@@ -417,7 +449,8 @@ impl BertModel {
 
         let mut hidden = self.embeddings.forward(input_ids, token_type_ids, mode)?;
         let mut attentions = Vec::new();
-        for layer in &self.layers {
+        for (i, layer) in self.layers.iter().enumerate() {
+            let mode = mode.site(100 + i as u64);
             let (attended, probs) = layer.attention.forward(&hidden, &additive, mode)?;
             if mode.output_attentions {
                 attentions.push(probs);

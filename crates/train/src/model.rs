@@ -1,6 +1,7 @@
 //! A sentence-transformers model whose encoder weights are trainable variables.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -16,6 +17,8 @@ pub struct TrainableModel {
     frozen: SentenceEmbedder,
     varmap: VarMap,
     encoder: BertModel,
+    /// Dropout seed of the next training-mode forward pass (each pass takes its own).
+    next_dropout_seed: AtomicU64,
 }
 
 impl std::fmt::Debug for TrainableModel {
@@ -51,6 +54,7 @@ impl TrainableModel {
             frozen,
             varmap,
             encoder,
+            next_dropout_seed: AtomicU64::new(0),
         })
     }
 
@@ -73,6 +77,7 @@ impl TrainableModel {
             frozen,
             varmap,
             encoder,
+            next_dropout_seed: AtomicU64::new(0),
         })
     }
 
@@ -121,6 +126,7 @@ impl TrainableModel {
         let (ids, mask) = (&batch.input_ids, &batch.attention_mask);
         let mode = Mode {
             train,
+            dropout_seed: self.next_dropout_seed.fetch_add(1, Ordering::Relaxed),
             ..Mode::default()
         };
         let hidden = self
@@ -133,6 +139,13 @@ impl TrainableModel {
             .map_err(sbert::Error::from)?;
         // Dense and Normalize modules as the folder configures them (Dense weights stay fixed).
         Ok(self.frozen.apply_heads(pooled)?)
+    }
+
+    /// Restarts the sequence of dropout seeds from `seed`: training-mode passes after this
+    /// draw the same masks (on the CPU in f32) for the same seed. [`crate::Trainer`] calls it
+    /// with its seed at the start of training.
+    pub fn seed_dropout(&self, seed: u64) {
+        self.next_dropout_seed.store(seed << 32, Ordering::Relaxed);
     }
 
     /// Saves the model as a sentence-transformers folder at `out`: `model.safetensors` with the

@@ -337,6 +337,7 @@ impl Trainer {
             })
             .collect();
         let mut optimizer = AdamW::new(vars, AdamWParams::default())?;
+        model.seed_dropout(cfg.seed);
 
         let mut steps = Vec::with_capacity(total);
         let mut best: Option<f64> = None;
