@@ -276,14 +276,18 @@ fn run_one_scored(args: &TrainArgs, concat: &str, output: &Path) -> Result<(Opti
         )?;
     }
     csv.flush()?;
+    let svg_path = output.join("training_curve.svg");
+    std::fs::write(&svg_path, curve_svg(&report.steps, args))
+        .with_context(|| format!("writing {}", svg_path.display()))?;
     eprintln!(
-        "trained {} steps in {:.1} s: {:.1} pairs/s; best dev {}; saved {} (loss curve: {})",
+        "trained {} steps in {:.1} s: {:.1} pairs/s; best dev {}; saved {} (curves: {}, {})",
         report.steps.len(),
         report.train_seconds,
         report.pairs_per_second,
         report.best_dev.map_or("–".into(), |d| format!("{d:.2}")),
         output.display(),
-        csv_path.display()
+        csv_path.display(),
+        svg_path.display()
     );
     // The saved model on STSb test, so every run reports what it did to the cosine geometry.
     let sts = match &args.sts_test {
@@ -301,4 +305,57 @@ fn run_one_scored(args: &TrainArgs, concat: &str, output: &Path) -> Result<(Opti
         None => f64::NAN,
     };
     Ok((report.best_dev, sts))
+}
+
+/// The loss of every step with its running mean, above the dev scores.
+fn curve_svg(steps: &[sbert_train::StepLog], args: &TrainArgs) -> String {
+    use sbert_eval::report::{line_chart_svg, Panel, Series};
+    let loss: Vec<(f64, f64)> = steps
+        .iter()
+        .map(|s| (s.step as f64, f64::from(s.loss)))
+        .collect();
+    let mut running = Vec::with_capacity(loss.len());
+    let mut mean = 0.0;
+    for (i, &(x, y)) in loss.iter().enumerate() {
+        mean = if i == 0 { y } else { 0.95 * mean + 0.05 * y };
+        running.push((x, mean));
+    }
+    let dev: Vec<(f64, f64)> = steps
+        .iter()
+        .filter_map(|s| s.dev.map(|d| (s.step as f64, d)))
+        .collect();
+    let dev_label = match args.loss {
+        Loss::Softmax => "dev accuracy %",
+        _ => "dev Spearman ρ × 100",
+    };
+    let panels = [
+        Panel {
+            y_label: "training loss",
+            series: vec![
+                Series {
+                    name: "loss per step",
+                    points: &loss,
+                    color: "#bbbbbb",
+                    dots: false,
+                },
+                Series {
+                    name: "running mean (0.95)",
+                    points: &running,
+                    color: "#4e79a7",
+                    dots: false,
+                },
+            ],
+        },
+        Panel {
+            y_label: dev_label,
+            series: vec![Series {
+                name: "dev",
+                points: &dev,
+                color: "#f28e2b",
+                dots: true,
+            }],
+        },
+    ];
+    let title = format!("sbert train --loss {:?}", args.loss).to_lowercase();
+    line_chart_svg(&title, "optimizer step", &panels)
 }

@@ -1,4 +1,5 @@
-//! Rendering scores: plain and Markdown tables in the SBERT paper's layouts, and an SVG chart.
+//! Rendering scores: plain and Markdown tables in the SBERT paper's layouts, and SVG charts
+//! (STS scores by pooling; training curves).
 
 use std::fmt::Write as _;
 
@@ -270,6 +271,178 @@ pub fn bar_chart_svg(title: &str, scores: &[StsScores]) -> String {
     svg
 }
 
+/// One line of a [`line_chart_svg`] panel.
+#[derive(Debug, Clone, Copy)]
+pub struct Series<'a> {
+    /// Legend text.
+    pub name: &'a str,
+    /// `(x, y)` points in x order.
+    pub points: &'a [(f64, f64)],
+    /// A CSS color.
+    pub color: &'a str,
+    /// Draw a dot at every point (for sparse series such as dev evaluations).
+    pub dots: bool,
+}
+
+/// One plot of a [`line_chart_svg`], with its own y axis.
+#[derive(Debug, Clone)]
+pub struct Panel<'a> {
+    /// The y axis label.
+    pub y_label: &'a str,
+    /// The lines.
+    pub series: Vec<Series<'a>>,
+}
+
+/// Five round tick values spanning `[lo, hi]`.
+fn ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let raw = (hi - lo) / 4.0;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * mag);
+    let first = (lo / step).ceil() * step;
+    (0..)
+        .map(|k| first + k as f64 * step)
+        .take_while(|t| *t <= hi + step * 1e-9)
+        .collect()
+}
+
+/// Panels stacked over a shared x axis (SVG): a training run's loss over the steps above its
+/// dev scores, for example. Panels without points are left out.
+pub fn line_chart_svg(title: &str, x_label: &str, panels: &[Panel<'_>]) -> String {
+    let panels: Vec<&Panel<'_>> = panels
+        .iter()
+        .filter(|p| p.series.iter().any(|s| !s.points.is_empty()))
+        .collect();
+    let (left, right, top, plot_h, gap, plot_w) = (70.0, 30.0, 46.0, 220.0, 60.0, 640.0);
+    let width = left + plot_w + right;
+    let height = top + panels.len() as f64 * (plot_h + gap) + 10.0;
+    let all = || {
+        panels
+            .iter()
+            .flat_map(|p| p.series.iter().flat_map(|s| s.points.iter()))
+    };
+    let x_max = all().map(|p| p.0).fold(1.0, f64::max);
+    let x = |v: f64| left + plot_w * v / x_max;
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="24" font-size="16" text-anchor="middle">{}</text>"#,
+        width / 2.0,
+        xml_escape(title)
+    );
+    for (pi, panel) in panels.iter().enumerate() {
+        let y0 = top + pi as f64 * (plot_h + gap);
+        let ys = || {
+            panel
+                .series
+                .iter()
+                .flat_map(|s| s.points.iter().map(|p| p.1))
+        };
+        let (lo, hi) = (
+            ys().fold(f64::INFINITY, f64::min),
+            ys().fold(f64::NEG_INFINITY, f64::max),
+        );
+        let pad = ((hi - lo) * 0.05).max(1e-6);
+        let (lo, hi) = (lo - pad, hi + pad);
+        let y = |v: f64| y0 + plot_h * (1.0 - (v - lo) / (hi - lo));
+        for t in ticks(lo, hi) {
+            let ty = y(t);
+            let _ = writeln!(
+                svg,
+                r##"<line x1="{left}" x2="{}" y1="{ty:.1}" y2="{ty:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
+                left + plot_w,
+                left - 6.0,
+                ty + 4.0,
+                format_tick(t)
+            );
+        }
+        for t in ticks(0.0, x_max) {
+            let tx = x(t);
+            let _ = writeln!(
+                svg,
+                r#"<text x="{tx:.1}" y="{}" text-anchor="middle">{}</text>"#,
+                y0 + plot_h + 16.0,
+                format_tick(t)
+            );
+        }
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{left}" y="{y0}" width="{plot_w}" height="{plot_h}" fill="none" stroke="black"/>"#
+        );
+        let mid = y0 + plot_h / 2.0;
+        let _ = writeln!(
+            svg,
+            r#"<text x="16" y="{mid}" transform="rotate(-90 16 {mid})" text-anchor="middle">{}</text>"#,
+            xml_escape(panel.y_label)
+        );
+        for (si, s) in panel.series.iter().enumerate() {
+            let path: Vec<String> = s
+                .points
+                .iter()
+                .map(|&(px, py)| format!("{:.1},{:.1}", x(px), y(py)))
+                .collect();
+            let _ = writeln!(
+                svg,
+                r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="1.5"/>"#,
+                path.join(" "),
+                s.color
+            );
+            if s.dots {
+                for &(px, py) in s.points {
+                    let _ = writeln!(
+                        svg,
+                        r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{}"><title>{}: {py:.4}</title></circle>"#,
+                        x(px),
+                        y(py),
+                        s.color,
+                        format_tick(px)
+                    );
+                }
+            }
+            let (lx, ly) = (left + plot_w - 200.0, y0 + 16.0 + si as f64 * 16.0);
+            let _ = writeln!(
+                svg,
+                r#"<rect x="{lx}" y="{}" width="12" height="3" fill="{}"/><text x="{}" y="{ly}">{}</text>"#,
+                ly - 5.0,
+                s.color,
+                lx + 18.0,
+                xml_escape(s.name)
+            );
+        }
+    }
+    if !panels.is_empty() {
+        let _ = writeln!(
+            svg,
+            r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+            left + plot_w / 2.0,
+            height - 14.0,
+            xml_escape(x_label)
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// A tick label: integers plainly, small values with enough decimals.
+fn format_tick(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{}", v.round())
+    } else if v.abs() >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,5 +496,48 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<title>").count(), 3);
         assert!(svg.contains("B&lt;&amp;&gt;"));
+    }
+
+    #[test]
+    fn ticks_are_round_and_span_the_range() {
+        assert_eq!(ticks(0.0, 360.0), vec![0.0, 100.0, 200.0, 300.0]);
+        let t = ticks(0.013, 0.061);
+        assert_eq!(t.len(), 3);
+        assert!((t[0] - 0.02).abs() < 1e-12 && (t[2] - 0.06).abs() < 1e-12);
+    }
+
+    #[test]
+    fn line_chart_has_a_polyline_per_series_and_skips_empty_panels() {
+        let loss = [(1.0, 0.05), (2.0, 0.04), (3.0, 0.03)];
+        let dev = [(3.0, 88.5)];
+        let panels = [
+            Panel {
+                y_label: "loss",
+                series: vec![Series {
+                    name: "loss",
+                    points: &loss,
+                    color: "gray",
+                    dots: false,
+                }],
+            },
+            Panel {
+                y_label: "dev",
+                series: vec![Series {
+                    name: "dev <ρ>",
+                    points: &dev,
+                    color: "orange",
+                    dots: true,
+                }],
+            },
+            Panel {
+                y_label: "nothing",
+                series: vec![],
+            },
+        ];
+        let svg = line_chart_svg("run", "step", &panels);
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert_eq!(svg.matches("<circle").count(), 1);
+        assert!(svg.contains("dev &lt;ρ&gt;") && !svg.contains("nothing"));
+        assert!(svg.trim_end().ends_with("</svg>"));
     }
 }
