@@ -14,6 +14,17 @@
 //! [`Trainer`] runs AdamW (no decay on biases and LayerNorm), linear warm-up then decay,
 //! gradient-norm clipping, dropout in training mode, a seeded (or replayed) batch order, and
 //! saves checkpoints in the sentence-transformers folder format, atomically.
+//!
+//! # Speed on the CPU
+//!
+//! On the CPU in f32 the encoder's LayerNorm, GELU, attention softmax and dropout run as fused
+//! ops with hand-written backward passes, and AdamW updates the weights in place in one parallel
+//! pass. A step still allocates and frees activation buffers of a few MB; with glibc's default
+//! allocator each of those is `mmap`ed and page-faulted in again on every step. Applications
+//! should keep freed memory in the heap, as the `sbert` binary does at start-up
+//! (`mallopt(M_MMAP_THRESHOLD, i32::MAX)` and `mallopt(M_TRIM_THRESHOLD, i32::MAX)`), or set
+//! `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=2147483647:glibc.malloc.trim_threshold=2147483647`:
+//! measured on `sbert train --loss cosine`, 13.9 → 22.1 pairs/s.
 #![warn(missing_docs, missing_debug_implementations)]
 #![doc(test(attr(deny(warnings))))]
 
@@ -27,7 +38,7 @@ pub use data::{
     entailment_pairs, read_nli, read_pairs, read_scored_pairs, NliExample, NliLabel, PairExample,
     ScoredPair,
 };
-pub use model::TrainableModel;
+pub use model::{TrainableModel, SUB_BATCH};
 pub use objective::{Concat, ConcatPart, Objective};
 pub use trainer::{DevSet, StepLog, TrainConfig, TrainData, Trainer, TrainingReport};
 
