@@ -9,9 +9,11 @@
 //!   (`bert.embeddings.word_embeddings.weight` or `embeddings.word_embeddings.weight`).
 //! * A missing tensor or a tensor of the wrong shape is an error that names the tensor and both
 //!   shapes (candle's `VarBuilder` reports them).
-//! * The forward pass is built from differentiable candle ops when [`Mode::train`] is set, with
-//!   dropout active, so the same model can be fine-tuned; inference uses fused kernels and no
-//!   dropout.
+//! * The forward pass is differentiable when [`Mode::train`] is set, with dropout active, so the
+//!   same model can be fine-tuned: on the CPU in f32 LayerNorm, GELU, the attention softmax and
+//!   dropout are fused ops with hand-written backward passes (dropout masks replay from
+//!   [`Mode::dropout_seed`]); elsewhere they are composite candle ops. Inference uses fused
+//!   kernels and no dropout.
 //! * [`BertModel::forward_with_attentions`] also returns the attention probabilities of every
 //!   layer and head, `(batch, heads, seq, seq)` each.
 //!
