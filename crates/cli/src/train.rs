@@ -158,6 +158,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     for (concat, dev, sts) in rows {
         let c: Concat = concat.parse()?;
         let dev = dev.map_or("–".into(), |d| format!("{d:.2}"));
+        // `|u-v|` would end a Markdown cell.
+        let c = c.to_string().replace('|', "\\|");
         println!("| {c} | {dev} | {sts:.2} |");
     }
     Ok(())

@@ -38,7 +38,7 @@ pub use data::{
     entailment_pairs, read_nli, read_pairs, read_scored_pairs, NliExample, NliLabel, PairExample,
     ScoredPair,
 };
-pub use model::{TrainableModel, SUB_BATCH};
+pub use model::TrainableModel;
 pub use objective::{Concat, ConcatPart, Objective};
 pub use trainer::{DevSet, StepLog, TrainConfig, TrainData, Trainer, TrainingReport};
 
