@@ -250,7 +250,11 @@ fn run_one_scored(args: &TrainArgs, concat: &str, output: &Path) -> Result<(Opti
         };
         bar.set_message(format!("loss {running:.4}, lr {:.2e}", log.lr));
         if let Some(d) = log.dev {
-            bar.println(format!("step {}: dev {d:.2}", log.step));
+            if bar.is_hidden() {
+                eprintln!("step {}: dev {d:.2}", log.step);
+            } else {
+                bar.println(format!("step {}: dev {d:.2}", log.step));
+            }
         }
         if bar.is_hidden() && (log.step % 50 == 0 || log.step == log.total) {
             // No terminal (a log file, CI): a plain progress line instead of the bar.
