@@ -23,6 +23,13 @@ fn tiny_config() -> BertConfig {
     serde_json::from_str(&text).expect("parse config")
 }
 
+/// The largest absolute value of a tensor of any float dtype, as f64.
+fn max_abs(t: &Tensor) -> f64 {
+    t.to_dtype(DType::F64)
+        .and_then(|t| t.abs()?.max_all()?.to_scalar::<f64>())
+        .expect("max |x|")
+}
+
 fn tiny_encoder(cfg: &BertConfig) -> BertModel {
     let path = common::tiny_dir().join("model.safetensors");
     let bytes = std::fs::read(path).expect("read weights");
@@ -237,19 +244,15 @@ fn training_mode_is_differentiable_and_dropout_acts_only_in_training() {
             .hidden_states
     };
     let (a, b) = (seeded(1), seeded(2));
-    let max = |t: Tensor| {
-        t.abs()
-            .expect("abs")
-            .max_all()
-            .expect("m")
-            .to_scalar::<f32>()
-            .expect("s")
-    };
     assert!(
-        max((&a - &b).expect("sub")) > 1e-3,
+        max_abs(&(&a - &b).expect("sub")) > 1e-3,
         "dropout is active in training"
     );
-    assert_eq!(max((&a - &seeded(1)).expect("sub")), 0.0, "a seed replays");
+    assert_eq!(
+        max_abs(&(&a - &seeded(1)).expect("sub")),
+        0.0,
+        "a seed replays"
+    );
     let c = encoder.forward(&ids, None, &mask).expect("f");
     let e = encoder.forward(&ids, None, &mask).expect("f");
     let d = (&c - &e)
@@ -377,21 +380,8 @@ fn fused_training_ops_give_the_composite_gradients() {
             panic!("{name}: no gradient");
         };
         let a = a.to_dtype(DType::F64).expect("f64");
-        let scale = b
-            .abs()
-            .expect("abs")
-            .max_all()
-            .expect("max")
-            .to_scalar::<f64>()
-            .expect("s");
-        let diff = (&a - b)
-            .expect("sub")
-            .abs()
-            .expect("abs")
-            .max_all()
-            .expect("max")
-            .to_scalar::<f64>()
-            .expect("s");
+        let scale = max_abs(b);
+        let diff = max_abs(&(&a - b).expect("sub"));
         assert!(
             diff <= 1e-4 * scale.max(1e-3),
             "{name}: |Δ| {diff} of {scale}"

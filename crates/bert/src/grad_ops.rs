@@ -20,18 +20,31 @@ pub(crate) fn supported(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32
 }
 
-/// Rows per rayon task for a row width: about 16 K values per task.
-fn rows_per_task(width: usize) -> usize {
-    (16 * 1024 / width.max(1)).max(1)
+/// The element range of a contiguous layout.
+fn contiguous_range(layout: &Layout) -> Result<std::ops::Range<usize>> {
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("fused CPU ops need contiguous inputs".into()))?;
+    Ok(start..end)
 }
 
-/// The values of a contiguous f32 CPU operand.
-fn values<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        (CpuStorage::F32(_), None) => candle_core::bail!("fused op: non-contiguous operand"),
-        _ => candle_core::bail!("fused op: f32 operands only"),
-    }
+/// The values of a contiguous f32 CPU operand (also the packed inference path's accessor).
+pub(crate) fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("fused CPU ops run in f32 only")
+    };
+    Ok(&data[contiguous_range(layout)?])
+}
+
+/// The values of a contiguous f32 CPU operand, writable.
+pub(crate) fn f32_slice_mut<'a>(
+    storage: &'a mut CpuStorage,
+    layout: &Layout,
+) -> Result<&'a mut [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("fused CPU ops run in f32 only")
+    };
+    Ok(&mut data[contiguous_range(layout)?])
 }
 
 /// Runs `f` on the values of a CPU f32 tensor (made contiguous first).
@@ -39,7 +52,7 @@ fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> 
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     match &*storage {
-        Storage::Cpu(s) => f(values(s, layout)?),
+        Storage::Cpu(s) => f(f32_slice(s, layout)?),
         _ => candle_core::bail!("fused op: CPU tensors only"),
     }
 }
@@ -84,13 +97,13 @@ impl CustomOp3 for LayerNorm {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, gamma, beta) = (values(s1, l1)?, values(s2, l2)?, values(s3, l3)?);
+        let (x, gamma, beta) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
         let h = gamma.len();
         if h == 0 || beta.len() != h || x.len() % h != 0 {
             candle_core::bail!("layer norm: {} values, γ {h}, β {}", x.len(), beta.len());
         }
         let mut y = vec![0f32; x.len()];
-        let task = rows_per_task(h) * h;
+        let task = kernels::rows_per_task(h) * h;
         y.par_chunks_mut(task)
             .zip(x.par_chunks(task))
             .for_each(|(y, x)| {
@@ -135,7 +148,7 @@ fn layer_norm_backward(
     eps: f32,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut dx = vec![0f32; x.len()];
-    let task = rows_per_task(h) * h;
+    let task = kernels::rows_per_task(h) * h;
     let (dgamma, dbeta) = dx
         .par_chunks_mut(task)
         .zip(x.par_chunks(task))
@@ -192,7 +205,7 @@ impl CustomOp1 for GeluErf {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = values(s, l)?;
+        let x = f32_slice(s, l)?;
         let mut y = x.to_vec();
         y.par_chunks_mut(1 << 14)
             .for_each(|c| c.iter_mut().for_each(|v| *v = kernels::gelu_erf(*v)));
@@ -257,7 +270,7 @@ impl CustomOp2 for MaskedSoftmax {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (scores, mask) = (values(s1, l1)?, values(s2, l2)?);
+        let (scores, mask) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let dims = l1.shape().dims();
         let k = dims[3];
         let rows_per_batch = dims[1] * dims[2] * k;
@@ -368,7 +381,10 @@ impl CustomOp1 for Dropout {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        Ok((CpuStorage::F32(self.run(values(s, l)?)), l.shape().clone()))
+        Ok((
+            CpuStorage::F32(self.run(f32_slice(s, l)?)),
+            l.shape().clone(),
+        ))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {

@@ -34,7 +34,7 @@ macro_rules! multiversion {
 }
 
 /// Rows per rayon task for row-wise kernels: enough work per task to amortize scheduling.
-fn rows_per_task(width: usize) -> usize {
+pub(crate) fn rows_per_task(width: usize) -> usize {
     (16 * 1024 / width.max(1)).max(1)
 }
 

@@ -469,34 +469,13 @@ impl BertModel {
 
 use candle_core::{CpuStorage, CustomOp1, InplaceOp1, InplaceOp2, Layout, Shape};
 
+use crate::grad_ops::{f32_slice, f32_slice_mut};
 use crate::kernels::{self, AttentionShape, NormParams};
-
-/// The element range of a contiguous layout.
-fn contiguous_range(layout: &Layout) -> Result<std::ops::Range<usize>> {
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("the packed path needs contiguous inputs".into()))?;
-    Ok(start..end)
-}
-
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("the packed path runs in f32 only")
-    };
-    Ok(&data[contiguous_range(layout)?])
-}
 
 /// `act(x + bias)`.
 struct BiasAct<'a> {
     bias: &'a [f32],
     act: HiddenAct,
-}
-
-fn f32_slice_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout) -> Result<&'a mut [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("the packed path runs in f32 only")
-    };
-    Ok(&mut data[contiguous_range(layout)?])
 }
 
 impl InplaceOp1 for BiasAct<'_> {

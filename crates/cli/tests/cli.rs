@@ -305,6 +305,12 @@ fn train_writes_a_model_folder_that_embed_loads_and_names_bad_rows() {
     );
     let log = std::fs::read_to_string(out.join("training_log.csv")).expect("log");
     assert_eq!(log.lines().count(), 1 + 2, "header + 2 steps: {log}");
+    let curve = std::fs::read_to_string(out.join("training_curve.svg")).expect("curve");
+    assert_eq!(
+        curve.matches("<polyline").count(),
+        3,
+        "loss, its mean, dev: {curve}"
+    );
     assert!(
         rows(&sbert(
             &["embed", "-m", out.to_str().expect("p")],

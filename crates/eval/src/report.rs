@@ -181,18 +181,8 @@ fn xml_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A grouped bar chart (SVG): a group per dataset, a bar per pooling, height = Spearman ×100.
-pub fn bar_chart_svg(title: &str, scores: &[StsScores]) -> String {
-    const COLORS: [&str; 6] = [
-        "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
-    ];
-    let datasets = distinct(scores.iter().map(|s| s.dataset.as_str()));
-    let poolings = distinct(scores.iter().map(|s| s.pooling.as_str()));
-    let (bar, gap, left, top, plot_h) = (28.0, 36.0, 60.0, 50.0, 300.0);
-    let group_w = bar * poolings.len() as f64;
-    let width = left + datasets.len() as f64 * (group_w + gap) + 160.0;
-    let height = top + plot_h + 60.0;
-    let y = |v: f64| top + plot_h * (1.0 - v.clamp(0.0, 100.0) / 100.0);
+/// An SVG document's opening: white background and a centred title.
+fn svg_start(width: f64, height: f64, title: &str) -> String {
     let mut svg = String::new();
     let _ = writeln!(
         svg,
@@ -205,6 +195,22 @@ pub fn bar_chart_svg(title: &str, scores: &[StsScores]) -> String {
         width / 2.0,
         xml_escape(title)
     );
+    svg
+}
+
+/// A grouped bar chart (SVG): a group per dataset, a bar per pooling, height = Spearman ×100.
+pub fn bar_chart_svg(title: &str, scores: &[StsScores]) -> String {
+    const COLORS: [&str; 6] = [
+        "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
+    ];
+    let datasets = distinct(scores.iter().map(|s| s.dataset.as_str()));
+    let poolings = distinct(scores.iter().map(|s| s.pooling.as_str()));
+    let (bar, gap, left, top, plot_h) = (28.0, 36.0, 60.0, 50.0, 300.0);
+    let group_w = bar * poolings.len() as f64;
+    let width = left + datasets.len() as f64 * (group_w + gap) + 160.0;
+    let height = top + plot_h + 60.0;
+    let y = |v: f64| top + plot_h * (1.0 - v.clamp(0.0, 100.0) / 100.0);
+    let mut svg = svg_start(width, height, title);
     for tick in (0..=100).step_by(20) {
         let ty = y(f64::from(tick));
         let _ = writeln!(
@@ -326,18 +332,7 @@ pub fn line_chart_svg(title: &str, x_label: &str, panels: &[Panel<'_>]) -> Strin
     };
     let x_max = all().map(|p| p.0).fold(1.0, f64::max);
     let x = |v: f64| left + plot_w * v / x_max;
-    let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        svg,
-        r#"<text x="{}" y="24" font-size="16" text-anchor="middle">{}</text>"#,
-        width / 2.0,
-        xml_escape(title)
-    );
+    let mut svg = svg_start(width, height, title);
     for (pi, panel) in panels.iter().enumerate() {
         let y0 = top + pi as f64 * (plot_h + gap);
         let ys = || {

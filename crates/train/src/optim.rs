@@ -287,6 +287,13 @@ impl candle_core::InplaceOp2 for HostUpdate<'_> {
 mod tests {
     use super::*;
 
+    fn max_abs_diff(a: &Var, b: &Var) -> Result<f32> {
+        Ok((a.as_tensor() - b.as_tensor())?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?)
+    }
+
     /// Two steps of the fused CPU update equal the tensor-op update (the reference arithmetic,
     /// also what runs on other devices) and candle's own AdamW where no clipping applies.
     #[test]
@@ -318,10 +325,7 @@ mod tests {
             let (next_m, next_v, next) = update.tensors(reference.as_tensor(), &g, &m, &v)?;
             (m, v) = (next_m, next_v);
             reference.set(&next)?;
-            let diff = (fused.as_tensor() - reference.as_tensor())?
-                .abs()?
-                .max_all()?
-                .to_scalar::<f32>()?;
+            let diff = max_abs_diff(&fused, &reference)?;
             assert!(diff < 1e-6, "step {step}: fused vs tensor ops {diff}");
         }
 
@@ -345,10 +349,7 @@ mod tests {
             let grads = theirs.as_tensor().sqr()?.sum_all()?.backward()?;
             candle.step(&grads)?;
         }
-        let diff = (ours.as_tensor() - theirs.as_tensor())?
-            .abs()?
-            .max_all()?
-            .to_scalar::<f32>()?;
+        let diff = max_abs_diff(&ours, &theirs)?;
         assert!(diff < 1e-6, "vs candle_nn::AdamW: {diff}");
         Ok(())
     }
