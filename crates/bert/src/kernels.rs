@@ -33,6 +33,8 @@ macro_rules! multiversion {
     };
 }
 
+pub(crate) use multiversion;
+
 /// Rows per rayon task for row-wise kernels: enough work per task to amortize scheduling.
 pub(crate) fn rows_per_task(width: usize) -> usize {
     (16 * 1024 / width.max(1)).max(1)

@@ -48,7 +48,10 @@
 mod config;
 mod grad_ops;
 mod kernels;
+mod matmul;
 mod model;
+mod training;
 
 pub use config::{BertConfig, HiddenAct};
 pub use model::{BertModel, BertOutput, Mode};
+pub use training::GradientSink;

@@ -680,6 +680,50 @@ impl BertModel {
         Ok(x)
     }
 
+    /// Every weight, in the order the training path indexes them: the word, position and
+    /// token-type tables and the embedding LayerNorm, then per layer the query, key, value
+    /// and attention-output weight/bias pairs, the attention LayerNorm, the intermediate and
+    /// output weight/bias pairs and the output LayerNorm.
+    pub(crate) fn parameters(&self) -> Vec<Tensor> {
+        let e = &self.embeddings;
+        let mut params = vec![
+            e.word.embeddings().clone(),
+            e.position.embeddings().clone(),
+            e.token_type.embeddings().clone(),
+            e.layer_norm.weight.clone(),
+            e.layer_norm.bias.clone(),
+        ];
+        for layer in &self.layers {
+            let (a, f) = (&layer.attention, &layer.feed_forward);
+            params.extend(
+                [
+                    &a.query.weight,
+                    &a.query.bias,
+                    &a.key.weight,
+                    &a.key.bias,
+                    &a.value.weight,
+                    &a.value.bias,
+                    &a.output.weight,
+                    &a.output.bias,
+                    &a.layer_norm.weight,
+                    &a.layer_norm.bias,
+                    &f.intermediate.weight,
+                    &f.intermediate.bias,
+                    &f.output.weight,
+                    &f.output.bias,
+                    &f.layer_norm.weight,
+                    &f.layer_norm.bias,
+                ]
+                .map(Tensor::clone),
+            );
+        }
+        debug_assert_eq!(
+            params.len(),
+            5 + self.layers.len() * crate::training::LAYER_PARAMS
+        );
+        params
+    }
+
     /// The host vectors of every layer, copied once and cached.
     fn host_vectors(&self) -> Result<&[HostVectors]> {
         if let Some(v) = self.host.get() {

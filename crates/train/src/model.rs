@@ -3,9 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use sbert::bert::Mode;
+use sbert::bert::{GradientSink, Mode};
 use sbert::{BertModel, Pooling, SentenceEmbedder, TokenizedText};
 
 use crate::{Result, TrainError};
@@ -54,6 +55,8 @@ pub struct TrainableModel {
     encoder: BertModel,
     /// Dropout seed of the next training-mode forward pass (each pass takes its own).
     next_dropout_seed: AtomicU64,
+    /// Encoder gradients of the CPU training passes, until [`TrainableModel::collect_gradients`].
+    sink: GradientSink,
 }
 
 impl std::fmt::Debug for TrainableModel {
@@ -90,6 +93,7 @@ impl TrainableModel {
             varmap,
             encoder,
             next_dropout_seed: AtomicU64::new(0),
+            sink: GradientSink::new(),
         })
     }
 
@@ -113,6 +117,7 @@ impl TrainableModel {
             varmap,
             encoder,
             next_dropout_seed: AtomicU64::new(0),
+            sink: GradientSink::new(),
         })
     }
 
@@ -163,6 +168,16 @@ impl TrainableModel {
     /// When tokenization or a tensor op fails.
     pub fn embed<S: AsRef<str>>(&self, texts: &[S], train: bool) -> Result<Tensor> {
         let tok = self.tokenize(texts)?;
+        if train && !tok.is_empty() && self.encoder.supports_fast_training() {
+            self.embed_packed(&tok)
+        } else {
+            self.embed_padded(&tok, train)
+        }
+    }
+
+    /// Inference, and training off the CPU: length-sorted passes, each padded to its longest
+    /// text, through the candle graph.
+    fn embed_padded(&self, tok: &[TokenizedText], train: bool) -> Result<Tensor> {
         let mut order: Vec<usize> = (0..tok.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(tok[i].ids.len()));
         let lengths: Vec<usize> = order.iter().map(|&i| tok[i].ids.len()).collect();
@@ -200,6 +215,40 @@ impl TrainableModel {
         let pooled = sorted.index_select(&inverse, 0)?;
         // Dense and Normalize modules as the folder configures them (Dense weights stay fixed).
         Ok(self.frozen.apply_heads(pooled)?)
+    }
+
+    /// The training pass on the CPU in f32: every text in one packed pass without padding
+    /// ([`BertModel::forward_train`]), its encoder gradients collected in the model's sink.
+    fn embed_packed(&self, tok: &[TokenizedText]) -> Result<Tensor> {
+        let ids: Vec<u32> = tok.iter().flat_map(|t| t.ids.iter().copied()).collect();
+        let lengths: Vec<usize> = tok.iter().map(|t| t.ids.len()).collect();
+        let seed = self.next_dropout_seed.fetch_add(1, Ordering::Relaxed);
+        let hidden = self
+            .encoder
+            .forward_train(&ids, &lengths, seed, &self.sink)?;
+        let longest = hidden.dim(1)?;
+        let mut mask = vec![0u32; lengths.len() * longest];
+        for (row, &len) in mask.chunks_exact_mut(longest).zip(&lengths) {
+            row[..len].fill(1);
+        }
+        let mask = Tensor::from_vec(mask, (lengths.len(), longest), hidden.device())?;
+        let pooled = self
+            .pooling()
+            .pool(&hidden, &mask)
+            .map_err(sbert::Error::from)?;
+        Ok(self.frozen.apply_heads(pooled)?)
+    }
+
+    /// Moves the encoder gradients of the training passes since the last call into `grads`
+    /// (from `loss.backward()`), where the optimizer looks for them. On the CPU in f32 the
+    /// encoder's backward pass adds its gradients to a sink of the model's rather than to
+    /// candle's graph (see [`BertModel::forward_train`]); call this after every backward pass.
+    /// Elsewhere the gradients are in `grads` already and this does nothing.
+    ///
+    /// # Errors
+    /// When a gradient tensor cannot be built.
+    pub fn collect_gradients(&self, grads: &mut GradStore) -> Result<()> {
+        Ok(self.sink.drain_into(grads)?)
     }
 
     /// Restarts the sequence of dropout seeds from `seed`: training-mode passes after this
@@ -307,6 +356,45 @@ mod tests {
         assert_eq!(ours.dims(), reference.dims());
         let diff = (&ours - &reference)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(diff < 1e-5, "max |Δ| {diff}");
+        Ok(())
+    }
+
+    /// The packed training pass (CPU, f32) and the padded candle graph give the same
+    /// embeddings and, once the sink is drained, the same gradients for every weight.
+    #[test]
+    fn packed_training_pass_matches_the_padded_graph() -> Result<()> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/tiny");
+        let loaded = TrainableModel::load(&dir)?;
+        let config = sbert::BertConfig {
+            hidden_dropout_prob: 0.0,
+            attention_probs_dropout_prob: 0.0,
+            ..loaded.encoder().config().clone()
+        };
+        let model = TrainableModel::with_varmap(&dir, loaded.varmap().clone(), &config)?;
+        let texts = [
+            "a man is playing a guitar on the stage",
+            "cat",
+            "two dogs run",
+        ];
+        let tok = model.tokenize(&texts)?;
+        let weights = Tensor::randn(0f32, 1.0, (texts.len(), model.dim()), &Device::Cpu)?;
+        let loss = |e: &Tensor| -> Result<Tensor> { Ok((e * &weights)?.sum_all()?) };
+
+        let packed = model.embed_packed(&tok)?;
+        let mut ours = loss(&packed)?.backward()?;
+        model.collect_gradients(&mut ours)?;
+        let padded = model.embed_padded(&tok, true)?;
+        let theirs = loss(&padded)?.backward()?;
+        let diff = (&packed - &padded)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "embeddings differ by {diff}");
+        for var in model.varmap().all_vars() {
+            let (Some(a), Some(b)) = (ours.get(&var), theirs.get(&var)) else {
+                panic!("no gradient for a {:?} weight", var.shape());
+            };
+            let scale = b.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
+            let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff / scale < 1e-4, "{:?}: |Δ| {diff}", var.shape());
+        }
         Ok(())
     }
 }

@@ -364,7 +364,8 @@ impl Trainer {
                         loss: value,
                     });
                 }
-                let grads = loss.backward()?;
+                let mut grads = loss.backward()?;
+                model.collect_gradients(&mut grads)?;
                 optimizer.step(&grads, lr, cfg.max_grad_norm)?;
                 train_seconds += started.elapsed().as_secs_f64();
                 k += 1;
