@@ -264,6 +264,30 @@ impl BertModel {
     /// a function of `dropout_seed`: give every pass its own. CPU and f32 only (see
     /// [`BertModel::supports_fast_training`]).
     ///
+    /// # Example
+    ///
+    /// ```
+    /// use candle_core::{DType, Device};
+    /// use candle_nn::{VarBuilder, VarMap};
+    /// use sbert_bert::{BertConfig, BertModel, GradientSink};
+    ///
+    /// # fn main() -> candle_core::Result<()> {
+    /// let config = BertConfig { vocab_size: 200, hidden_size: 16, num_hidden_layers: 2,
+    ///     num_attention_heads: 4, intermediate_size: 32, ..BertConfig::default() };
+    /// let varmap = VarMap::new();
+    /// let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    /// let model = BertModel::load(vb, &config)?;
+    /// let sink = GradientSink::new();
+    /// // Two sequences of 4 and 3 tokens, back to back.
+    /// let hidden = model.forward_train(&[101, 7, 8, 102, 101, 9, 102], &[4, 3], 42, &sink)?;
+    /// assert_eq!(hidden.dims(), &[2, 4, 16]);
+    /// let mut grads = hidden.sqr()?.sum_all()?.backward()?;
+    /// sink.drain_into(&mut grads)?;
+    /// assert!(varmap.all_vars().iter().all(|v| grads.get(v).is_some()));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     /// On an empty or zero length, a length sum other than `input_ids.len()`, a sequence longer
     /// than `max_position_embeddings`, a token id outside the vocabulary, or an unsupported

@@ -11,7 +11,8 @@ use sbert::{BertModel, Pooling, SentenceEmbedder, TokenizedText};
 
 use crate::{Result, TrainError};
 
-/// What one more encoder pass costs in [`TrainableModel::embed`], in padded tokens: the fixed
+/// What one more padded encoder pass costs (inference, and training off the CPU), in padded
+/// tokens: the fixed
 /// work of a pass (a dense gradient of the word-embedding table, per-op dispatch, smaller
 /// matrix products). Measured: splitting 32 short STS texts (≈12 tokens) into two passes was
 /// 10 % slower, splitting 32 long ones (20–60 tokens) 15 % faster.
@@ -155,14 +156,17 @@ impl TrainableModel {
     }
 
     /// Embeds `texts` through the trainable encoder: `(n, dim)`, pooled, then through the
-    /// folder's Dense and Normalize modules. With `train`, dropout is active and the graph is
+    /// folder's Dense and Normalize modules. With `train`, dropout is active and the result is
     /// differentiable.
     ///
-    /// The texts are sorted by length and run in one or more passes, each padded to its own
-    /// longest text (split where the padding saved outweighs the cost of another pass), and the
-    /// rows come back in input order. Padding does not change the result (the mask hides it),
-    /// only the cost: an NLI batch mixes long premises with short hypotheses, and one padded
-    /// batch would run every hypothesis at premise length.
+    /// Training on the CPU in f32 runs every text in one packed pass, with no padding at all,
+    /// whose encoder gradients go to the model's sink: call
+    /// [`TrainableModel::collect_gradients`] after `backward` ([`crate::Trainer`] does).
+    /// Otherwise the texts are sorted by length and run in one or more passes through candle's
+    /// graph, each padded to its own longest text (split where the padding saved outweighs the
+    /// cost of another pass), and the rows come back in input order. Padding does not change
+    /// the result (the mask hides it), only the cost: an NLI batch mixes long premises with
+    /// short hypotheses, and one padded batch would run every hypothesis at premise length.
     ///
     /// # Errors
     /// When tokenization or a tensor op fails.
