@@ -119,6 +119,39 @@ pub(crate) fn bias_act(x: &mut [f32], bias: &[f32], act: HiddenAct) {
         .for_each(|rows| bias_act_rows(rows, bias, act));
 }
 
+#[inline(always)]
+fn transposed_product_generic(yt: &mut [f32], x: &[f32], w: &[f32], inner: usize) {
+    let rows = x.len() / inner;
+    for (col, wr) in yt.chunks_exact_mut(rows).zip(w.chunks_exact(inner)) {
+        for (y, xr) in col.iter_mut().zip(x.chunks_exact(inner)) {
+            *y = dot(xr, wr);
+        }
+    }
+}
+
+multiversion!(fn transposed_product(yt: &mut [f32], x: &[f32], w: &[f32], inner: usize) => transposed_product_generic);
+
+/// `x · wᵀ` for a few rows `x (rows, inner)` and a weight `w (out, inner)`: one dot product per
+/// output, each weight row read once while the rows stay in L1, parallel over weight rows.
+/// For one short text this streams the weights at memory speed, where `gemm` would first
+/// repack the whole weight matrix for a product of a handful of rows.
+pub(crate) fn few_rows_product(x: &[f32], w: &[f32], inner: usize) -> Vec<f32> {
+    let rows = x.len() / inner.max(1);
+    let out = w.len() / inner.max(1);
+    let per = (4096 / inner.max(1)).max(1);
+    let mut yt = vec![0f32; out * rows];
+    yt.par_chunks_mut(per * rows.max(1))
+        .zip(w.par_chunks(per * inner.max(1)))
+        .for_each(|(yt, w)| transposed_product(yt, x, w, inner));
+    let mut y = vec![0f32; rows * out];
+    for (o, col) in yt.chunks_exact(rows.max(1)).enumerate() {
+        for (i, &v) in col.iter().enumerate() {
+            y[i * out + o] = v;
+        }
+    }
+    y
+}
+
 /// Sum with 8 independent accumulators.
 #[inline(always)]
 fn sum8(x: &[f32]) -> f32 {
@@ -355,5 +388,21 @@ mod tests {
             },
         );
         assert_eq!(out, vec![9., 10., 11., 12.]);
+    }
+
+    #[test]
+    fn few_rows_product_matches_a_plain_loop() {
+        let (rows, inner, out) = (3, 37, 70);
+        let x: Vec<f32> = (0..rows * inner).map(|v| (v as f32 * 0.3).sin()).collect();
+        let w: Vec<f32> = (0..out * inner).map(|v| (v as f32 * 0.7).cos()).collect();
+        let y = few_rows_product(&x, &w, inner);
+        for i in 0..rows {
+            for o in 0..out {
+                let want: f32 = (0..inner)
+                    .map(|k| x[i * inner + k] * w[o * inner + k])
+                    .sum();
+                assert!((y[i * out + o] - want).abs() < 1e-4, "({i}, {o})");
+            }
+        }
     }
 }

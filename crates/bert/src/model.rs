@@ -513,9 +513,30 @@ impl InplaceOp2 for BiasResidualNorm<'_> {
     }
 }
 
+/// Up to this many rows, [`project`] runs [`kernels::few_rows_product`] instead of `gemm`.
+const FEW_ROWS: usize = 16;
+
 /// `x · wᵀ` for a weight `w (out, in)`.
 fn project(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    x.matmul(&w.t()?)
+    let (rows, inner) = x.dims2()?;
+    if rows > FEW_ROWS || !w.is_contiguous() {
+        return x.matmul(&w.t()?);
+    }
+    let (xs, xl) = x.storage_and_layout();
+    let (ws, wl) = w.storage_and_layout();
+    let (candle_core::Storage::Cpu(xs), candle_core::Storage::Cpu(ws)) = (&*xs, &*ws) else {
+        candle_core::bail!("the packed path runs on the CPU only")
+    };
+    let (xv, wv) = (f32_slice(xs, xl)?, f32_slice(ws, wl)?);
+    let out = w.dim(0)?;
+    if wv.len() != out * inner {
+        candle_core::bail!("({rows}, {inner}) · ({out}, {})ᵀ", w.dim(1)?);
+    }
+    Tensor::from_vec(
+        kernels::few_rows_product(xv, wv, inner),
+        (rows, out),
+        x.device(),
+    )
 }
 
 /// Attention over packed sequences; input `(tokens, 3h)`, output `(tokens, h)`.
