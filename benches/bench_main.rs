@@ -1,4 +1,5 @@
-//! Criterion benches: pooling strategies, tokenization, encoder forward, end-to-end embed.
+//! Criterion benches: pooling strategies, tokenization, encoder forward, end-to-end embed, and
+//! one training step of the encoder (packed pass with hand-written backward vs candle's graph).
 //!
 //! Run: cargo bench --bench bench_main  (needs models/all-MiniLM-L6-v2 for the model groups;
 //! set RAYON_NUM_THREADS to pin the thread count when reporting).
@@ -86,8 +87,70 @@ fn model_groups(c: &mut Criterion) {
     group.finish();
 }
 
+/// One training step of the encoder (forward with dropout, backward to every weight) on 32
+/// texts of ragged length: the packed pass with its hand-written backward pass against the
+/// same arithmetic through candle's graph on a padded batch.
+fn training_step(c: &mut Criterion) {
+    let Ok(model) = sbert_train::TrainableModel::load(model_dir()) else {
+        eprintln!("skipping the training bench: {} not found", model_dir());
+        return;
+    };
+    let encoder = model.encoder();
+    let texts: Vec<String> = (0..32)
+        .map(|i| sentences(1, 6 + i % 17).remove(0))
+        .collect();
+    let tok = model.tokenize(&texts).expect("tokenize");
+    let lengths: Vec<usize> = tok.iter().map(|t| t.ids.len()).collect();
+    let ids: Vec<u32> = tok.iter().flat_map(|t| t.ids.iter().copied()).collect();
+    let longest = lengths.iter().copied().max().unwrap_or(0);
+    let (mut padded, mut mask) = (vec![0u32; 32 * longest], vec![0u32; 32 * longest]);
+    for (row, t) in tok.iter().enumerate() {
+        padded[row * longest..row * longest + t.ids.len()].copy_from_slice(&t.ids);
+        mask[row * longest..row * longest + t.ids.len()].fill(1);
+    }
+    let dev = Device::Cpu;
+    let padded = Tensor::from_vec(padded, (32, longest), &dev).expect("ids");
+    let mask = Tensor::from_vec(mask, (32, longest), &dev).expect("mask");
+    let sink = sbert::bert::GradientSink::new();
+    let mode = sbert::bert::Mode {
+        train: true,
+        ..Default::default()
+    };
+
+    let mut group = c.benchmark_group("cpu_training_step");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(32));
+    group.bench_function("packed_hand_backward", |b| {
+        b.iter(|| {
+            let hidden = encoder
+                .forward_train(&ids, &lengths, 1, &sink)
+                .expect("forward");
+            let loss = hidden.sqr().and_then(|h| h.sum_all()).expect("loss");
+            let mut store = loss.backward().expect("backward");
+            sink.drain_into(&mut store).expect("drain");
+            store
+        })
+    });
+    group.bench_function("padded_candle_graph", |b| {
+        b.iter(|| {
+            let hidden = encoder
+                .forward_with_mode(&padded, None, &mask, mode)
+                .expect("forward")
+                .hidden_states;
+            let loss = hidden.sqr().and_then(|h| h.sum_all()).expect("loss");
+            loss.backward().expect("backward")
+        })
+    });
+    group.finish();
+}
+
 mod groups {
     #![allow(missing_docs)]
-    criterion::criterion_group!(benches, super::pooling, super::model_groups);
+    criterion::criterion_group!(
+        benches,
+        super::pooling,
+        super::model_groups,
+        super::training_step
+    );
 }
 criterion_main!(groups::benches);
