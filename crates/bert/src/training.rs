@@ -299,8 +299,49 @@ impl BertModel {
         dropout_seed: u64,
         sink: &GradientSink,
     ) -> Result<Tensor> {
+        let params = self.parameters();
+        let (tape, dims) = self.packed_pass(&params, input_ids, lengths, Some(dropout_seed))?;
+        let (padded, shape) = padded_output(&tape, dims.hidden);
+        let pass = TrainingPass {
+            output: Mutex::new(Some(padded)),
+            longest: shape.dims()[1],
+            shape,
+            dims,
+            tape,
+            params: params.clone(),
+            sink: sink.clone(),
+        };
+        // Anchored on the word-embedding table, so that the pass is part of the graph exactly
+        // when the weights are variables.
+        params[WORD].apply_op1(pass)
+    }
+
+    /// The inference twin of [`BertModel::forward_train`]: the same packed pass without
+    /// dropout and without a backward pass, in the same padded layout `(sequences, longest,
+    /// hidden)`, zero at padding. Unlike [`BertModel::forward_packed`], whose stacked weights
+    /// are a snapshot taken on first use, it reads the current weights on every call: it is
+    /// how a model is evaluated while it trains.
+    ///
+    /// # Errors
+    /// As [`BertModel::forward_train`].
+    pub fn forward_eval(&self, input_ids: &[u32], lengths: &[usize]) -> Result<Tensor> {
+        let params = self.parameters();
+        let (tape, dims) = self.packed_pass(&params, input_ids, lengths, None)?;
+        let (padded, shape) = padded_output(&tape, dims.hidden);
+        Tensor::from_vec(padded, shape, self.device())
+    }
+
+    /// Validates a packed batch and runs the forward pass, with dropout from `dropout_seed`
+    /// (none without one).
+    fn packed_pass(
+        &self,
+        params: &[Tensor],
+        input_ids: &[u32],
+        lengths: &[usize],
+        dropout_seed: Option<u64>,
+    ) -> Result<(Tape, Dims)> {
         if !self.supports_fast_training() {
-            candle_core::bail!("forward_train needs the CPU device and f32 weights");
+            candle_core::bail!("the packed training pass needs the CPU device and f32 weights");
         }
         let cfg = self.config();
         let total: usize = lengths.iter().sum();
@@ -323,6 +364,13 @@ impl BertModel {
                 cfg.vocab_size
             );
         }
+        let dropout = |p: f64| {
+            if dropout_seed.is_some() {
+                p as f32
+            } else {
+                0.0
+            }
+        };
         let dims = Dims {
             hidden: cfg.hidden_size,
             heads: cfg.num_attention_heads,
@@ -330,39 +378,41 @@ impl BertModel {
             intermediate: cfg.intermediate_size,
             eps: cfg.layer_norm_eps as f32,
             act: cfg.hidden_act,
-            hidden_dropout: cfg.hidden_dropout_prob as f32,
-            attention_dropout: cfg.attention_probs_dropout_prob as f32,
+            hidden_dropout: dropout(cfg.hidden_dropout_prob),
+            attention_dropout: dropout(cfg.attention_probs_dropout_prob),
         };
         let mut offsets = Vec::with_capacity(lengths.len() + 1);
         offsets.push(0usize);
         for &len in lengths {
             offsets.push(offsets[offsets.len() - 1] + len);
         }
-        let params = self.parameters();
-        let tape = {
-            let host = HostParams::new(&params);
-            forward(&host, dims, input_ids, &offsets, dropout_seed)?
-        };
-        let h = dims.hidden;
-        let last = tape.hidden.last().map(Vec::as_slice).unwrap_or(&[]);
-        let mut padded = vec![0f32; lengths.len() * longest * h];
-        for (s, w) in offsets.windows(2).enumerate() {
-            padded[s * longest * h..(s * longest + w[1] - w[0]) * h]
-                .copy_from_slice(&last[w[0] * h..w[1] * h]);
-        }
-        let pass = TrainingPass {
-            output: Mutex::new(Some(padded)),
-            shape: Shape::from((lengths.len(), longest, h)),
-            longest,
+        let host = HostParams::new(params);
+        // Without dropout there is no backward pass: keep no activations.
+        let keep = dropout_seed.is_some();
+        let tape = forward(
+            &host,
             dims,
-            tape,
-            params: params.clone(),
-            sink: sink.clone(),
-        };
-        // Anchored on the word-embedding table, so that the pass is part of the graph exactly
-        // when the weights are variables.
-        params[WORD].apply_op1(pass)
+            input_ids,
+            &offsets,
+            dropout_seed.unwrap_or(0),
+            keep,
+        )?;
+        Ok((tape, dims))
     }
+}
+
+/// The last hidden states of a pass, padded to its longest sequence.
+fn padded_output(tape: &Tape, h: usize) -> (Vec<f32>, Shape) {
+    let offsets = &tape.offsets;
+    let sequences = offsets.len() - 1;
+    let longest = offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let last = tape.hidden.last().map(Vec::as_slice).unwrap_or(&[]);
+    let mut padded = vec![0f32; sequences * longest * h];
+    for (s, w) in offsets.windows(2).enumerate() {
+        padded[s * longest * h..(s * longest + w[1] - w[0]) * h]
+            .copy_from_slice(&last[w[0] * h..w[1] * h]);
+    }
+    (padded, Shape::from((sequences, longest, h)))
 }
 
 /// The differentiable output of one pass: its backward pass is the encoder's.
@@ -420,12 +470,15 @@ impl CustomOp1 for TrainingPass {
 // ---------------------------------------------------------------------------------------------
 // Forward
 
+/// The forward pass; with `keep`, the tape holds every layer's activations for the backward
+/// pass, otherwise only the last hidden states.
 fn forward(
     host: &HostParams<'_>,
     d: Dims,
     ids: &[u32],
     offsets: &[usize],
     seed: u64,
+    keep: bool,
 ) -> Result<Tape> {
     let h = d.hidden;
     let n = ids.len();
@@ -457,9 +510,14 @@ fn forward(
     hidden.push(x);
     let mut layers = Vec::with_capacity(layers_count);
     for l in 0..layers_count {
-        let (tape, out) = layer_forward(host, d, l, &hidden[l], offsets, seed)?;
-        layers.push(tape);
-        hidden.push(out);
+        let input = hidden.last().map(Vec::as_slice).unwrap_or(&[]);
+        let (tape, out) = layer_forward(host, d, l, input, offsets, seed)?;
+        if keep {
+            layers.push(tape);
+            hidden.push(out);
+        } else {
+            hidden = vec![out];
+        }
     }
     Ok(Tape {
         ids: ids.to_vec(),
@@ -1390,6 +1448,31 @@ mod tests {
         }
     }
 
+    /// The evaluation pass equals the training pass without dropout, and the padded graph in
+    /// inference mode, and reads weights changed after the first call.
+    #[test]
+    fn eval_pass_matches_inference_and_reads_current_weights() {
+        let (varmap, model) = tiny(0.3);
+        let ids = ids();
+        let (padded_ids, mask, _) = padded(&ids, 16);
+        let inference = |model: &BertModel| {
+            model
+                .forward(&padded_ids, None, &mask)
+                .and_then(|h| h.broadcast_mul(&mask.unsqueeze(2)?))
+                .expect("forward")
+        };
+        let ours = model.forward_eval(&ids, &LENGTHS).expect("eval");
+        let diff = max_abs(&(&ours - inference(&model)).expect("sub"));
+        assert!(diff < 1e-5, "eval pass differs from inference by {diff}");
+        let var = &varmap.all_vars()[0];
+        var.set(&(var.as_tensor() * 1.5).expect("scale"))
+            .expect("set");
+        let changed = model.forward_eval(&ids, &LENGTHS).expect("eval");
+        assert!(max_abs(&(&changed - &ours).expect("sub")) > 1e-3);
+        let diff = max_abs(&(&changed - inference(&model)).expect("sub"));
+        assert!(diff < 1e-5, "after the update: {diff}");
+    }
+
     #[test]
     fn bad_lengths_and_ids_are_errors() {
         let (_, model) = tiny(0.0);
@@ -1399,5 +1482,7 @@ mod tests {
         assert!(model.forward_train(&[], &[], 0, &sink).is_err());
         assert!(model.forward_train(&[1, 99], &[2], 0, &sink).is_err());
         assert!(model.forward_train(&[1; 17], &[17], 0, &sink).is_err());
+        assert!(model.forward_eval(&[1, 99], &[2]).is_err());
+        assert!(model.forward_eval(&[], &[]).is_err());
     }
 }
