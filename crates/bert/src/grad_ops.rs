@@ -139,7 +139,8 @@ impl CustomOp3 for LayerNorm {
     }
 }
 
-/// `dx = (1/σ)(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂))` with `ĝ = dy·γ`; `dγ = Σ dy·x̂`, `dβ = Σ dy`.
+/// `dx = (1/σ)(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂))` with `ĝ = dy·γ`; `dγ = Σ dy·x̂`, `dβ = Σ dy`
+/// (the training path's kernel, after recomputing x̂ and 1/σ from `x`).
 fn layer_norm_backward(
     x: &[f32],
     gamma: &[f32],
@@ -147,45 +148,23 @@ fn layer_norm_backward(
     h: usize,
     eps: f32,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let mut dx = vec![0f32; x.len()];
-    let task = kernels::rows_per_task(h) * h;
-    let (dgamma, dbeta) = dx
-        .par_chunks_mut(task)
-        .zip(x.par_chunks(task))
-        .zip(dy.par_chunks(task))
-        .map(|((dx, x), dy)| {
-            let (mut dgamma, mut dbeta) = (vec![0f32; h], vec![0f32; h]);
-            let mut xhat = vec![0f32; h];
-            for ((dx, x), dy) in dx
-                .chunks_exact_mut(h)
-                .zip(x.chunks_exact(h))
-                .zip(dy.chunks_exact(h))
-            {
-                let (mean, rstd) = moments(x, eps);
-                let (mut sum_g, mut sum_gx) = (0f32, 0f32);
-                for k in 0..h {
-                    xhat[k] = (x[k] - mean) * rstd;
-                    let g = dy[k] * gamma[k];
-                    sum_g += g;
-                    sum_gx += g * xhat[k];
-                    dgamma[k] += dy[k] * xhat[k];
-                    dbeta[k] += dy[k];
-                }
-                let (mean_g, mean_gx) = (sum_g / h as f32, sum_gx / h as f32);
-                for k in 0..h {
-                    dx[k] = rstd * (dy[k] * gamma[k] - mean_g - xhat[k] * mean_gx);
-                }
+    let mut xhat = vec![0f32; x.len()];
+    let mut rstd = vec![0f32; x.len() / h];
+    let per = kernels::rows_per_task(h);
+    xhat.par_chunks_mut(per * h)
+        .zip(rstd.par_chunks_mut(per))
+        .zip(x.par_chunks(per * h))
+        .for_each(|((xhat, rstd), x)| {
+            for ((xh, rs), x) in xhat.chunks_exact_mut(h).zip(rstd).zip(x.chunks_exact(h)) {
+                let (mean, r) = moments(x, eps);
+                *rs = r;
+                xh.iter_mut()
+                    .zip(x)
+                    .for_each(|(xh, x)| *xh = (x - mean) * r);
             }
-            (dgamma, dbeta)
-        })
-        .reduce(
-            || (vec![0f32; h], vec![0f32; h]),
-            |(mut ga, mut ba), (gb, bb)| {
-                ga.iter_mut().zip(&gb).for_each(|(a, b)| *a += b);
-                ba.iter_mut().zip(&bb).for_each(|(a, b)| *a += b);
-                (ga, ba)
-            },
-        );
+        });
+    let (mut dgamma, mut dbeta) = (vec![0f32; h], vec![0f32; h]);
+    let dx = crate::training::norm_backward(dy, &xhat, &rstd, gamma, &mut dgamma, &mut dbeta);
     (dx, dgamma, dbeta)
 }
 

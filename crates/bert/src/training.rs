@@ -987,85 +987,153 @@ fn layer_backward(
     let n = x.len() / h;
 
     // Feed-forward block: y2 = LN(drop(act · W2ᵀ + b2) + y1).
-    let dz2 = {
-        let (g, b) = two_mut(grads, base + LN2_GAMMA, base + LN2_BETA);
-        norm_backward(&dy, &t.xhat2, &t.rstd2, p(LN2_GAMMA)?, g, b)
-    };
-    let mut d_out = dz2.clone();
-    site_dropout(d.hidden_dropout, tape.seed, 3 * l + 3).apply(&mut d_out);
-    let mut d_y1 = dz2;
-    add_column_sums(&mut grads[base + FF_OUT_B], &d_out, h, 0);
-    gemm(
-        MatMut::new(&mut grads[base + FF_OUT_W], h, i_dim),
-        MatRef::new(&d_out, n, h).t(),
-        MatRef::new(&t.act, n, i_dim),
-        true,
+    let ff_drop = site_dropout(d.hidden_dropout, tape.seed, 3 * l + 3);
+    let (d_out, mut d_y1) = add_norm_backward(
+        grads,
+        base + LN2_GAMMA,
+        p(LN2_GAMMA)?,
+        &dy,
+        (&t.xhat2, &t.rstd2),
+        ff_drop,
     );
     let mut d_inter = vec![0f32; n * i_dim];
-    gemm(
-        MatMut::new(&mut d_inter, n, i_dim),
-        MatRef::new(&d_out, n, h),
-        MatRef::new(p(FF_OUT_W)?, h, i_dim),
+    let ff_out = p(FF_OUT_W)?;
+    dense_backward(
+        grads,
+        base + FF_OUT_W,
+        ff_out,
+        Cols::all(&d_out, h),
+        &t.act,
+        &mut d_inter,
         false,
     );
     d_inter
         .par_chunks_mut(1 << 14)
         .zip(t.inter.par_chunks(1 << 14))
         .for_each(|(dy, x)| activation_backward_chunk(dy, x, d.act));
-    add_column_sums(&mut grads[base + INTER_B], &d_inter, i_dim, 0);
-    gemm(
-        MatMut::new(&mut grads[base + INTER_W], i_dim, h),
-        MatRef::new(&d_inter, n, i_dim).t(),
-        MatRef::new(&t.y1, n, h),
-        true,
-    );
-    gemm(
-        MatMut::new(&mut d_y1, n, h),
-        MatRef::new(&d_inter, n, i_dim),
-        MatRef::new(p(INTER_W)?, i_dim, h),
+    let inter = p(INTER_W)?;
+    dense_backward(
+        grads,
+        base + INTER_W,
+        inter,
+        Cols::all(&d_inter, i_dim),
+        &t.y1,
+        &mut d_y1,
         true,
     );
 
     // Attention block: y1 = LN(drop(ctx · Woᵀ + bo) + x).
-    let dz1 = {
-        let (g, b) = two_mut(grads, base + LN1_GAMMA, base + LN1_BETA);
-        norm_backward(&d_y1, &t.xhat1, &t.rstd1, p(LN1_GAMMA)?, g, b)
-    };
-    let mut d_attn = dz1.clone();
-    site_dropout(d.hidden_dropout, tape.seed, 3 * l + 2).apply(&mut d_attn);
-    let mut dx = dz1;
-    add_column_sums(&mut grads[base + OUT_B], &d_attn, h, 0);
-    gemm(
-        MatMut::new(&mut grads[base + OUT_W], h, h),
-        MatRef::new(&d_attn, n, h).t(),
-        MatRef::new(&t.ctx, n, h),
-        true,
+    let attn_out_drop = site_dropout(d.hidden_dropout, tape.seed, 3 * l + 2);
+    let (d_attn, mut dx) = add_norm_backward(
+        grads,
+        base + LN1_GAMMA,
+        p(LN1_GAMMA)?,
+        &d_y1,
+        (&t.xhat1, &t.rstd1),
+        attn_out_drop,
     );
     let mut d_ctx = vec![0f32; n * h];
-    gemm(
-        MatMut::new(&mut d_ctx, n, h),
-        MatRef::new(&d_attn, n, h),
-        MatRef::new(p(OUT_W)?, h, h),
+    let out = p(OUT_W)?;
+    dense_backward(
+        grads,
+        base + OUT_W,
+        out,
+        Cols::all(&d_attn, h),
+        &t.ctx,
+        &mut d_ctx,
         false,
     );
     let attn_drop = site_dropout(d.attention_dropout, tape.seed, 3 * l + 1);
     let d_qkv = attention_backward(&t.qkv, &t.probs, &d_ctx, &tape.offsets, d, attn_drop);
     for part in 0..3 {
-        add_column_sums(&mut grads[base + 2 * part + 1], &d_qkv, 3 * h, part * h);
-        gemm(
-            MatMut::new(&mut grads[base + 2 * part], h, h),
-            MatRef::columns(&d_qkv, 3 * h, part * h, h).t(),
-            MatRef::new(x, n, h),
-            true,
-        );
-        gemm(
-            MatMut::new(&mut dx, n, h),
-            MatRef::columns(&d_qkv, 3 * h, part * h, h),
-            MatRef::new(p(2 * part)?, h, h),
+        let d_part = Cols {
+            data: &d_qkv,
+            width: 3 * h,
+            start: part * h,
+            cols: h,
+        };
+        dense_backward(
+            grads,
+            base + 2 * part,
+            p(2 * part)?,
+            d_part,
+            x,
+            &mut dx,
             true,
         );
     }
     Ok(dx)
+}
+
+/// The backward pass of `y = LayerNorm(drop(z) + r)` (γ at parameter `gamma_index`, β after
+/// it) from x̂ and 1/σ: adds the γ and β gradients, returns the gradients of `z` and `r`.
+fn add_norm_backward(
+    grads: &mut [Vec<f32>],
+    gamma_index: usize,
+    gamma: &[f32],
+    dy: &[f32],
+    (xhat, rstd): (&[f32], &[f32]),
+    drop: Dropout,
+) -> (Vec<f32>, Vec<f32>) {
+    let (g, b) = two_mut(grads, gamma_index, gamma_index + 1);
+    let d_residual = norm_backward(dy, xhat, rstd, gamma, g, b);
+    let mut d_z = d_residual.clone();
+    drop.apply(&mut d_z);
+    (d_z, d_residual)
+}
+
+/// Columns `start..start + cols` of a row-major matrix with `width` columns.
+#[derive(Debug, Clone, Copy)]
+struct Cols<'a> {
+    data: &'a [f32],
+    width: usize,
+    start: usize,
+    cols: usize,
+}
+
+impl<'a> Cols<'a> {
+    fn all(data: &'a [f32], width: usize) -> Self {
+        Self {
+            data,
+            width,
+            start: 0,
+            cols: width,
+        }
+    }
+
+    fn view(self) -> MatRef<'a> {
+        MatRef::columns(self.data, self.width, self.start, self.cols)
+    }
+}
+
+/// The backward pass of a dense layer `y = x · Wᵀ + b` (weight at parameter `weight`, its bias
+/// at `weight + 1`): adds `Σ dy` to the bias gradient and `dyᵀ · x` to the weight gradient, and
+/// writes `dy · W` into `dx` (adds it with `accumulate`).
+fn dense_backward(
+    grads: &mut [Vec<f32>],
+    weight: usize,
+    w: &[f32],
+    dy: Cols<'_>,
+    x: &[f32],
+    dx: &mut [f32],
+    accumulate: bool,
+) {
+    let out = dy.cols;
+    let inner = w.len() / out.max(1);
+    let n = x.len() / inner.max(1);
+    add_column_sums(&mut grads[weight + 1], dy.data, dy.width, dy.start);
+    gemm(
+        MatMut::new(&mut grads[weight], out, inner),
+        dy.view().t(),
+        MatRef::new(x, n, inner),
+        true,
+    );
+    gemm(
+        MatMut::new(dx, n, inner),
+        dy.view(),
+        MatRef::new(w, out, inner),
+        accumulate,
+    );
 }
 
 /// `dst[j] += Σ_rows m[row, start + j]` for a row-major `m` with `width` columns.
@@ -1127,7 +1195,7 @@ kernels::multiversion!(fn norm_backward_rows(dx: &mut [f32], dy: &[f32], xhat: &
 
 /// LayerNorm backward from x̂ and 1/σ: returns d input, adds `Σ dy·x̂` to `dgamma` and `Σ dy`
 /// to `dbeta`.
-fn norm_backward(
+pub(crate) fn norm_backward(
     dy: &[f32],
     xhat: &[f32],
     rstd: &[f32],
