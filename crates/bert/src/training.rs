@@ -290,8 +290,8 @@ impl BertModel {
     ///
     /// # Errors
     /// On an empty or zero length, a length sum other than `input_ids.len()`, a sequence longer
-    /// than `max_position_embeddings`, a token id outside the vocabulary, or an unsupported
-    /// device or dtype.
+    /// than `max_position_embeddings`, a token id outside the vocabulary, a dropout probability
+    /// outside [0, 1) in the config, or an unsupported device or dtype.
     pub fn forward_train(
         &self,
         input_ids: &[u32],
@@ -363,6 +363,17 @@ impl BertModel {
                 "token id {id} is outside the vocabulary of {}",
                 cfg.vocab_size
             );
+        }
+        for (name, p) in [
+            ("hidden_dropout_prob", cfg.hidden_dropout_prob),
+            (
+                "attention_probs_dropout_prob",
+                cfg.attention_probs_dropout_prob,
+            ),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                candle_core::bail!("{name} {p} is outside [0, 1)");
+            }
         }
         let dropout = |p: f64| {
             if dropout_seed.is_some() {
@@ -1552,5 +1563,7 @@ mod tests {
         assert!(model.forward_train(&[1; 17], &[17], 0, &sink).is_err());
         assert!(model.forward_eval(&[1, 99], &[2]).is_err());
         assert!(model.forward_eval(&[], &[]).is_err());
+        let (_, certain) = tiny(1.0);
+        assert!(certain.forward_train(&[1, 2], &[2], 0, &sink).is_err());
     }
 }
