@@ -331,15 +331,68 @@ pub(crate) fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// The mask of inverted dropout as a pure function of a seed and the element index: element
+/// `i` is kept when the top 32 bits of `mix(mix(seed) ^ i)` reach `p · 2³²`. Shared by this
+/// op and the training path, which recompute it in their backward passes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DropoutMask {
+    key: u64,
+    threshold: u64,
+    scale: f32,
+    active: bool,
+}
+
+impl DropoutMask {
+    pub(crate) fn new(p: f32, seed: u64) -> Self {
+        Self {
+            key: mix(seed),
+            threshold: (f64::from(p) * (1u64 << 32) as f64) as u64,
+            scale: 1.0 / (1.0 - p),
+            active: p > 0.0,
+        }
+    }
+
+    /// Whether element `index` is kept.
+    #[inline(always)]
+    pub(crate) fn keeps(&self, index: usize) -> bool {
+        !self.active || (mix(self.key ^ index as u64) >> 32) >= self.threshold
+    }
+
+    /// The factor element `index` is multiplied by: 0 or 1/(1−p).
+    #[inline(always)]
+    pub(crate) fn factor(&self, index: usize) -> f32 {
+        if self.keeps(index) {
+            self.scale
+        } else {
+            0.0
+        }
+    }
+
+    /// `x ← x ⊙ mask` for a buffer whose first element has index 0.
+    pub(crate) fn apply(&self, x: &mut [f32]) {
+        if !self.active {
+            return;
+        }
+        const CHUNK: usize = 1 << 14;
+        x.par_chunks_mut(CHUNK).enumerate().for_each(|(c, x)| {
+            for (i, v) in x.iter_mut().enumerate() {
+                *v *= self.factor(c * CHUNK + i);
+            }
+        });
+    }
+}
+
 impl Dropout {
-    /// `x ⊙ keep / (1 − p)` over the elements starting at index `start`.
+    /// `x ⊙ keep / (1 − p)` over the elements starting at index `start` (dropped values are 0,
+    /// whatever `x` holds).
     fn apply(&self, out: &mut [f32], x: &[f32], start: usize) {
-        let threshold = (f64::from(self.p) * (1u64 << 32) as f64) as u64;
-        let scale = 1.0 / (1.0 - self.p);
-        let key = mix(self.seed);
+        let mask = DropoutMask::new(self.p, self.seed);
         for (i, (o, &x)) in out.iter_mut().zip(x).enumerate() {
-            let keep = (mix(key ^ (start + i) as u64) >> 32) >= threshold;
-            *o = if keep { x * scale } else { 0.0 };
+            *o = if mask.keeps(start + i) {
+                x * mask.scale
+            } else {
+                0.0
+            };
         }
     }
 

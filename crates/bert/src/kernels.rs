@@ -42,7 +42,7 @@ pub(crate) fn rows_per_task(width: usize) -> usize {
 
 /// Dot product with 8 independent accumulators (vectorizes without reassociation flags).
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let (ra, rb) = (ca.remainder(), cb.remainder());
@@ -90,6 +90,28 @@ fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + inner.tanh())
 }
 
+#[inline(always)]
+fn relu(x: f32) -> f32 {
+    x.max(0.0)
+}
+
+#[inline(always)]
+fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// `act(x)` for one value (the training path's; the inference kernels pick the function once
+/// per call).
+#[inline(always)]
+pub(crate) fn activation(x: f32, act: HiddenAct) -> f32 {
+    match act {
+        HiddenAct::Gelu => gelu_erf(x),
+        HiddenAct::GeluTanh => gelu_tanh(x),
+        HiddenAct::Relu => relu(x),
+        HiddenAct::Silu => silu(x),
+    }
+}
+
 /// `x ← f(x + bias)` over whole rows of `rows`.
 #[inline(always)]
 fn bias_map_rows<F: Fn(f32) -> f32>(rows: &mut [f32], bias: &[f32], f: F) {
@@ -105,8 +127,8 @@ fn bias_act_rows_generic(rows: &mut [f32], bias: &[f32], act: HiddenAct) {
     match act {
         HiddenAct::Gelu => bias_map_rows(rows, bias, gelu_erf),
         HiddenAct::GeluTanh => bias_map_rows(rows, bias, gelu_tanh),
-        HiddenAct::Relu => bias_map_rows(rows, bias, |v| v.max(0.0)),
-        HiddenAct::Silu => bias_map_rows(rows, bias, |v| v / (1.0 + (-v).exp())),
+        HiddenAct::Relu => bias_map_rows(rows, bias, relu),
+        HiddenAct::Silu => bias_map_rows(rows, bias, silu),
     }
 }
 

@@ -21,8 +21,8 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor}
 use rayon::prelude::*;
 
 use crate::config::HiddenAct;
-use crate::grad_ops::{f32_slice, mix};
-use crate::kernels::{self, rows_per_task};
+use crate::grad_ops::{f32_slice, mix, DropoutMask};
+use crate::kernels::{self, dot, rows_per_task};
 use crate::matmul::{gemm, MatMut, MatRef};
 use crate::model::BertModel;
 
@@ -166,54 +166,10 @@ struct Dims {
     attention_dropout: f32,
 }
 
-/// Inverted dropout as a pure function of a seed and the element index (the same hash as
-/// [`crate::grad_ops`]'s dropout), so the backward pass recomputes the mask.
-#[derive(Debug, Clone, Copy)]
-struct Dropout {
-    key: u64,
-    threshold: u64,
-    scale: f32,
-    active: bool,
-}
-
-impl Dropout {
-    fn new(p: f32, seed: u64) -> Self {
-        Self {
-            key: mix(seed),
-            threshold: (f64::from(p) * (1u64 << 32) as f64) as u64,
-            scale: 1.0 / (1.0 - p),
-            active: p > 0.0,
-        }
-    }
-
-    /// The factor element `index` is multiplied by: 0 or 1/(1−p).
-    #[inline(always)]
-    fn factor(&self, index: usize) -> f32 {
-        if !self.active || (mix(self.key ^ index as u64) >> 32) >= self.threshold {
-            self.scale
-        } else {
-            0.0
-        }
-    }
-
-    /// `x ← x ⊙ mask` for a buffer whose first element has index 0.
-    fn apply(&self, x: &mut [f32]) {
-        if !self.active {
-            return;
-        }
-        const CHUNK: usize = 1 << 14;
-        x.par_chunks_mut(CHUNK).enumerate().for_each(|(c, x)| {
-            for (i, v) in x.iter_mut().enumerate() {
-                *v *= self.factor(c * CHUNK + i);
-            }
-        });
-    }
-}
-
 /// The dropout of one site (`site` 0 for the embeddings; layer `l`'s attention probabilities,
 /// attention output and feed-forward output at `3l + 1`, `3l + 2`, `3l + 3`).
-fn site_dropout(p: f32, seed: u64, site: usize) -> Dropout {
-    Dropout::new(p, mix(seed ^ mix(site as u64)))
+fn site_dropout(p: f32, seed: u64, site: usize) -> DropoutMask {
+    DropoutMask::new(p, mix(seed ^ mix(site as u64)))
 }
 
 /// What the backward pass of one layer reads.
@@ -304,7 +260,6 @@ impl BertModel {
         let (padded, shape) = padded_output(&tape, dims.hidden);
         let pass = TrainingPass {
             output: Mutex::new(Some(padded)),
-            longest: shape.dims()[1],
             shape,
             dims,
             tape,
@@ -429,8 +384,8 @@ fn padded_output(tape: &Tape, h: usize) -> (Vec<f32>, Shape) {
 /// The differentiable output of one pass: its backward pass is the encoder's.
 struct TrainingPass {
     output: Mutex<Option<Vec<f32>>>,
+    /// `(sequences, longest, hidden)`.
     shape: Shape,
-    longest: usize,
     dims: Dims,
     tape: Tape,
     params: Vec<Tensor>,
@@ -458,6 +413,7 @@ impl CustomOp1 for TrainingPass {
         let grad = grad.contiguous()?;
         let h = self.dims.hidden;
         let offsets = &self.tape.offsets;
+        let longest = self.shape.dims()[1];
         let mut dy = vec![0f32; offsets[offsets.len() - 1] * h];
         {
             let (storage, layout) = grad.storage_and_layout();
@@ -466,7 +422,7 @@ impl CustomOp1 for TrainingPass {
             };
             let g = f32_slice(s, layout)?;
             for (sq, w) in offsets.windows(2).enumerate() {
-                let from = sq * self.longest * h;
+                let from = sq * longest * h;
                 dy[w[0] * h..w[1] * h].copy_from_slice(&g[from..from + (w[1] - w[0]) * h]);
             }
         }
@@ -509,7 +465,7 @@ fn forward(
     let (emb_xhat, emb_rstd) = add_norm(
         &mut x,
         None,
-        Dropout::new(0.0, 0),
+        DropoutMask::new(0.0, 0),
         None,
         host.get(EMB_GAMMA)?,
         host.get(EMB_BETA)?,
@@ -641,7 +597,7 @@ fn add_row_bias(x: &mut [f32], bias: &[f32]) {
 fn add_norm(
     x: &mut [f32],
     bias: Option<&[f32]>,
-    drop: Dropout,
+    drop: DropoutMask,
     residual: Option<&[f32]>,
     gamma: &[f32],
     beta: &[f32],
@@ -702,19 +658,6 @@ fn normalize_row_generic(
 kernels::multiversion!(fn normalize_row(row: &mut [f32], xhat: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) -> f32 => normalize_row_generic);
 
 #[inline(always)]
-fn activation(x: f32, act: HiddenAct) -> f32 {
-    match act {
-        HiddenAct::Gelu => kernels::gelu_erf(x),
-        HiddenAct::GeluTanh => {
-            let inner = 0.797_884_6 * (x + 0.044_715 * x * x * x);
-            0.5 * x * (1.0 + inner.tanh())
-        }
-        HiddenAct::Relu => x.max(0.0),
-        HiddenAct::Silu => x / (1.0 + (-x).exp()),
-    }
-}
-
-#[inline(always)]
 fn activation_slope(x: f32, act: HiddenAct) -> f32 {
     match act {
         HiddenAct::Gelu => {
@@ -743,7 +686,7 @@ fn activation_slope(x: f32, act: HiddenAct) -> f32 {
 #[inline(always)]
 fn activate_chunk_generic(out: &mut [f32], x: &[f32], act: HiddenAct) {
     for (o, &x) in out.iter_mut().zip(x) {
-        *o = activation(x, act);
+        *o = kernels::activation(x, act);
     }
 }
 
@@ -813,24 +756,6 @@ fn scatter(m: &mut [f32], width: usize, col: usize, task: HeadTask, block: &[f32
 }
 
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-#[inline(always)]
 fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
 }
@@ -882,7 +807,7 @@ kernels::multiversion!(fn head_forward(q: &[f32], k: &[f32], v: &[f32], probs: &
 struct HeadJob {
     head_dim: usize,
     scale: f32,
-    drop: Dropout,
+    drop: DropoutMask,
     /// Index of the head's first probability (the dropout mask's index base).
     block: usize,
 }
@@ -892,7 +817,7 @@ fn attention_forward(
     qkv: &[f32],
     offsets: &[usize],
     d: Dims,
-    drop: Dropout,
+    drop: DropoutMask,
 ) -> (Vec<f32>, Vec<f32>) {
     let (h, hd) = (d.hidden, d.head_dim);
     let n = qkv.len() / (3 * h);
@@ -1084,7 +1009,7 @@ fn add_norm_backward(
     gamma: &[f32],
     dy: &[f32],
     (xhat, rstd): (&[f32], &[f32]),
-    drop: Dropout,
+    drop: DropoutMask,
 ) -> (Vec<f32>, Vec<f32>) {
     let (g, b) = two_mut(grads, gamma_index, gamma_index + 1);
     let d_residual = norm_backward(dy, xhat, rstd, gamma, g, b);
@@ -1296,7 +1221,7 @@ fn attention_backward(
     d_ctx: &[f32],
     offsets: &[usize],
     d: Dims,
-    drop: Dropout,
+    drop: DropoutMask,
 ) -> Vec<f32> {
     let (h, hd) = (d.hidden, d.head_dim);
     let n = qkv.len() / (3 * h);

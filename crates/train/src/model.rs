@@ -12,9 +12,8 @@ use sbert::{BertModel, Pooling, SentenceEmbedder, TokenizedText};
 use crate::{Result, TrainError};
 
 /// What one more padded encoder pass costs (inference, and training off the CPU), in padded
-/// tokens: the fixed
-/// work of a pass (a dense gradient of the word-embedding table, per-op dispatch, smaller
-/// matrix products). Measured: splitting 32 short STS texts (≈12 tokens) into two passes was
+/// tokens: the fixed work of a pass (a dense gradient of the word-embedding table, per-op
+/// dispatch, smaller matrix products). Measured: splitting 32 short STS texts (≈12 tokens) into two passes was
 /// 10 % slower, splitting 32 long ones (20–60 tokens) 15 % faster.
 const PASS_COST_TOKENS: usize = 128;
 
@@ -49,6 +48,16 @@ fn plan_passes(sorted_lengths: &[usize]) -> Vec<usize> {
     }
     sizes.reverse();
     sizes
+}
+
+/// The token ids of `texts` back to back, and the length of each.
+fn packed<'a>(texts: impl IntoIterator<Item = &'a TokenizedText>) -> (Vec<u32>, Vec<usize>) {
+    let (mut ids, mut lengths) = (Vec::new(), Vec::new());
+    for t in texts {
+        ids.extend_from_slice(&t.ids);
+        lengths.push(t.ids.len());
+    }
+    (ids, lengths)
 }
 
 /// The encoder as `Var`s (in a [`VarMap`] under Hugging Face tensor names), plus the folder's
@@ -193,8 +202,7 @@ impl TrainableModel {
             tok,
             |_| vec![EVAL_GROUP; groups],
             |g| {
-                let ids: Vec<u32> = g.iter().flat_map(|t| t.ids.iter().copied()).collect();
-                let lengths: Vec<usize> = g.iter().map(|t| t.ids.len()).collect();
+                let (ids, lengths) = packed(g.iter().copied());
                 let hidden = self.encoder.forward_eval(&ids, &lengths)?;
                 self.pool_packed(&hidden, &lengths)
             },
@@ -275,8 +283,7 @@ impl TrainableModel {
     /// The training pass on the CPU in f32: every text in one packed pass without padding
     /// ([`BertModel::forward_train`]), its encoder gradients collected in the model's sink.
     fn embed_packed(&self, tok: &[TokenizedText]) -> Result<Tensor> {
-        let ids: Vec<u32> = tok.iter().flat_map(|t| t.ids.iter().copied()).collect();
-        let lengths: Vec<usize> = tok.iter().map(|t| t.ids.len()).collect();
+        let (ids, lengths) = packed(tok);
         let seed = self.next_dropout_seed.fetch_add(1, Ordering::Relaxed);
         let hidden = self
             .encoder
