@@ -102,15 +102,11 @@ fn training_step(c: &mut Criterion) {
     let tok = model.tokenize(&texts).expect("tokenize");
     let lengths: Vec<usize> = tok.iter().map(|t| t.ids.len()).collect();
     let ids: Vec<u32> = tok.iter().flat_map(|t| t.ids.iter().copied()).collect();
-    let longest = lengths.iter().copied().max().unwrap_or(0);
-    let (mut padded, mut mask) = (vec![0u32; 32 * longest], vec![0u32; 32 * longest]);
-    for (row, t) in tok.iter().enumerate() {
-        padded[row * longest..row * longest + t.ids.len()].copy_from_slice(&t.ids);
-        mask[row * longest..row * longest + t.ids.len()].fill(1);
-    }
-    let dev = Device::Cpu;
-    let padded = Tensor::from_vec(padded, (32, longest), &dev).expect("ids");
-    let mask = Tensor::from_vec(mask, (32, longest), &dev).expect("mask");
+    // The same texts as one padded batch, as sentence-transformers pads them.
+    let embedder = SentenceEmbedder::from_dir(model_dir(), &Device::Cpu).expect("model");
+    let refs: Vec<&sbert::TokenizedText> = tok.iter().collect();
+    let batch = embedder.pad(&refs).expect("pad");
+    let (padded, mask) = (batch.input_ids, batch.attention_mask);
     let sink = sbert::bert::GradientSink::new();
     let mode = sbert::bert::Mode {
         train: true,
