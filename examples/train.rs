@@ -9,8 +9,8 @@
 
 use anyhow::{bail, Result};
 use sbert_train::{
-    read_nli, read_pairs, read_scored_pairs, Concat, DevSet, Objective, TrainConfig, TrainData,
-    TrainableModel, Trainer,
+    read_nli, read_pairs, read_scored_pairs, Concat, DevSet, Objective, OutputDir, TrainConfig,
+    TrainData, TrainableModel, Trainer,
 };
 
 fn main() -> Result<()> {
@@ -52,7 +52,12 @@ fn main() -> Result<()> {
     };
     let config = TrainConfig {
         batch_size,
-        output: Some(format!("target/example-{which}").into()),
+        // A new folder, or this example's own checkpoint from an earlier run.
+        output: Some(OutputDir::new(
+            format!("target/example-{which}"),
+            false,
+            &[],
+        )?),
         ..TrainConfig::default()
     };
     let trainer = Trainer::new(config, objective, model.dim())?;

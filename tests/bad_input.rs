@@ -169,3 +169,113 @@ fn long_text_is_truncated_and_reported() {
     assert!(out.inputs[0].truncated);
     assert!(!out.inputs[1].truncated);
 }
+
+#[test]
+fn a_config_with_fewer_layers_than_the_weights_is_an_error() {
+    let (_tmp, dir) = tiny_copy();
+    let cfg_path = dir.join("config.json");
+    let cfg = std::fs::read_to_string(&cfg_path).expect("read");
+    std::fs::write(
+        &cfg_path,
+        cfg.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1"),
+    )
+    .expect("write");
+    let msg = chain(&load(&dir).expect_err("unused layer"));
+    assert!(
+        msg.contains("2 encoder layers") && msg.contains("num_hidden_layers = 1"),
+        "{msg}"
+    );
+}
+
+/// Rewrites the safetensors header of `path` through `edit` (the data is kept as is).
+fn edit_header(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let bytes = std::fs::read(path).expect("read");
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).expect("json");
+    edit(&mut header);
+    let mut text = serde_json::to_vec(&header).expect("json");
+    while text.len() < n {
+        text.push(b' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(path, out).expect("write");
+}
+
+#[test]
+fn overlapping_tensors_and_gaps_in_safetensors_are_errors() {
+    let name = "encoder.layer.0.attention.self.query.bias";
+    let (_tmp, dir) = tiny_copy();
+    let path = dir.join("model.safetensors");
+    // Point one tensor at the bytes of the tensor before it: same size, overlapping data.
+    edit_header(&path, |h| {
+        let [start, end] = [0, 1].map(|i| h[name]["data_offsets"][i].as_u64().expect("off"));
+        h[name]["data_offsets"] = serde_json::json!([start - (end - start), start]);
+    });
+    let err = load(&dir).expect_err("overlap");
+    assert!(matches!(err, Error::Weights { .. }), "{err:?}");
+
+    let (_tmp, dir) = tiny_copy();
+    let path = dir.join("model.safetensors");
+    edit_header(&path, |h| {
+        h.as_object_mut().expect("object").remove(name);
+    });
+    let err = load(&dir).expect_err("gap");
+    assert!(matches!(err, Error::Weights { .. }), "{err:?}");
+}
+
+#[test]
+fn a_nan_weight_is_named_at_load() {
+    let (_tmp, dir) = tiny_copy();
+    let path = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&path).expect("read");
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).expect("json");
+    let name = "encoder.layer.1.output.dense.weight";
+    let at = 8 + n + header[name]["data_offsets"][0].as_u64().expect("off") as usize + 4 * 7;
+    bytes[at..at + 4].copy_from_slice(&f32::INFINITY.to_le_bytes());
+    std::fs::write(&path, bytes).expect("write");
+    let err = load(&dir).expect_err("inf weight");
+    assert!(
+        matches!(&err, Error::InvalidWeights { tensor, first: 7, count: 1, .. } if tensor == name),
+        "{err:?}"
+    );
+}
+
+/// Texts whose tokens the prefix shortcut must reproduce exactly: long runs of words,
+/// whitespace of every kind, punctuation, multi-byte and combining characters.
+fn long_texts() -> Vec<String> {
+    let words = "The café's naïve résumé — 東京 at 3.5 GHz, didn't it? Ωμέγα ΣΟΦΟΣ x\u{301}y ";
+    vec![
+        words.repeat(400),
+        format!("{}\t\n\u{3000}end", "word ".repeat(3000)),
+        format!("{}{}", "a".repeat(50_000), " b".repeat(400)),
+        format!("  {}  ", "punctuation!!! ...and,more; ".repeat(500)),
+        "x".repeat(30_000),
+        "short text".to_string(),
+    ]
+}
+
+#[test]
+fn long_texts_tokenize_as_the_whole_text_does() {
+    let model = load(&common::tiny_dir()).expect("load");
+    for text in long_texts() {
+        let got = model.tokenize(&[text.as_str()]).expect("tokenize");
+        let whole = model
+            .tokenizer()
+            .encode_fast(text.trim(), true)
+            .expect("whole");
+        assert_eq!(got[0].ids, whole.get_ids(), "{}…", &text[..20]);
+        assert_eq!(got[0].truncated, !whole.get_overflowing().is_empty());
+    }
+}
+
+#[test]
+fn a_huge_line_embeds_as_its_first_100_kb() {
+    let model = load(&common::tiny_dir()).expect("load");
+    let huge = "the quick brown fox jumps over the lazy dog. ".repeat(100_000); // 4.5 MB
+    let cut = &huge[..100_000];
+    let e = model.embed_vecs(&[huge.as_str(), cut]).expect("embed");
+    assert_eq!(e[0], e[1]);
+}

@@ -62,6 +62,27 @@ fn hub_id_resolves_offline_from_the_cache() {
         from_dir.embed_vecs(&texts).expect("embed")
     );
 
+    // A revision pinned to a full commit hash names its snapshot folder directly (no ref
+    // points at it), as huggingface_hub resolves `revision=<sha>`.
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    lay_out_cache(
+        cache.path(),
+        "sbert-test/pinned",
+        commit,
+        &common::tiny_dir(),
+    );
+    let repo = cache.path().join("models--sbert-test--pinned");
+    std::fs::write(
+        repo.join("refs/main"),
+        "ffffffffffffffffffffffffffffffffffffffff",
+    )
+    .expect("ref elsewhere");
+    let pinned = SentenceEmbedder::builder(format!("sbert-test/pinned@{commit}"))
+        .hf_cache_dir(cache.path())
+        .build()
+        .expect("pinned commit");
+    assert!(pinned.dir().ends_with(format!("snapshots/{commit}")));
+
     // An id the cache does not hold is a clear error naming it (no network in tests).
     let err = SentenceEmbedder::builder("sbert-test/absent")
         .hf_cache_dir(cache.path())

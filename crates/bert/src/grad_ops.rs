@@ -80,7 +80,7 @@ fn moments(row: &[f32], eps: f32) -> (f32, f32) {
     let n = row.len() as f32;
     let mean = row.iter().sum::<f32>() / n;
     let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    (mean, 1.0 / (var + eps).sqrt())
+    (mean, crate::kernels::inverse_std(var, eps))
 }
 
 impl CustomOp3 for LayerNorm {

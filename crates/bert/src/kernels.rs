@@ -197,6 +197,18 @@ pub(crate) struct NormParams<'a> {
     pub eps: f32,
 }
 
+/// 1/σ of a row whose mean squared deviation is `var`. NaN when `var` overflowed: a row whose
+/// squares exceed f32 would otherwise normalize to 0 and come out as `beta` for every input,
+/// a plausible but meaningless vector; NaN makes the overflow visible downstream.
+#[inline(always)]
+pub(crate) fn inverse_std(var: f32, eps: f32) -> f32 {
+    if var.is_finite() {
+        1.0 / (var + eps).sqrt()
+    } else {
+        f32::NAN
+    }
+}
+
 #[inline(always)]
 fn norm_rows_generic(x: &mut [f32], residual: &[f32], p: NormParams<'_>) {
     let width = p.bias.len();
@@ -217,7 +229,7 @@ fn norm_rows_generic(x: &mut [f32], residual: &[f32], p: NormParams<'_>) {
             }
         }
         var += acc.iter().sum::<f32>();
-        let inv = 1.0 / (var / width as f32 + p.eps).sqrt();
+        let inv = inverse_std(var / width as f32, p.eps);
         for ((v, &g), &b) in row.iter_mut().zip(p.gamma).zip(p.beta) {
             *v = *v * inv * g + b;
         }
@@ -391,6 +403,27 @@ mod tests {
                 "{mean} {var}"
             );
         }
+    }
+
+    #[test]
+    fn an_overflowing_row_normalizes_to_nan_not_to_beta() {
+        // Squares of 1e20 overflow f32: the row's variance is infinite.
+        let mut x: Vec<f32> = (0..20)
+            .map(|i| if i % 2 == 0 { 1e20 } else { -1e20 })
+            .collect();
+        x.extend((0..20).map(|i| i as f32));
+        let zeros = vec![0f32; 40];
+        let ones = vec![1f32; 20];
+        let beta = vec![0.5f32; 20];
+        let p = NormParams {
+            bias: &zeros[..20],
+            gamma: &ones,
+            beta: &beta,
+            eps: 1e-12,
+        };
+        bias_residual_layer_norm(&mut x, &zeros, p);
+        assert!(x[..20].iter().all(|v| v.is_nan()), "{:?}", &x[..20]);
+        assert!(x[20..].iter().all(|v| v.is_finite()));
     }
 
     #[test]

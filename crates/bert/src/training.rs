@@ -647,7 +647,7 @@ fn normalize_row_generic(
     let n = row.len() as f32;
     let mean = row.iter().sum::<f32>() / n;
     let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    let rstd = 1.0 / (var + eps).sqrt();
+    let rstd = crate::kernels::inverse_std(var, eps);
     for (((v, xh), &g), &b) in row.iter_mut().zip(xhat.iter_mut()).zip(gamma).zip(beta) {
         *xh = (*v - mean) * rstd;
         *v = *xh * g + b;

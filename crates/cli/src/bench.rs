@@ -139,8 +139,7 @@ fn read_corpus(path: Option<&PathBuf>) -> Result<Vec<String>> {
             .flat_map(|p| [p.sentence1, p.sentence2])
             .collect());
     }
-    let bytes = io::read_input(&path)?;
-    io::parse_texts(&bytes, InputFormat::Lines, &path.display().to_string())
+    io::read_texts(&path, InputFormat::Lines)
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {

@@ -192,8 +192,10 @@ fn print(
     }
     if let Some(path) = &args.chart {
         let title = "STS Spearman ρ × 100 by pooling";
-        std::fs::write(path, report::bar_chart_svg(title, &report.scores))
-            .with_context(|| format!("writing {}", path.display()))?;
+        sbert::output::write_file(
+            path,
+            report::bar_chart_svg(title, &report.scores).as_bytes(),
+        )?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())

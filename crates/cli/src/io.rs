@@ -1,10 +1,9 @@
 //! Reading texts and writing embeddings for the CLI.
 
-use std::fs::File;
-use std::io::{BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufWriter, Write};
+use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 /// How the input file is split into texts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -24,106 +23,56 @@ pub enum OutputFormat {
     Npy,
 }
 
-/// Reads all of `path` (`-` for standard input).
-pub fn read_input(path: &Path) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    if path == Path::new("-") {
-        std::io::stdin()
-            .lock()
-            .read_to_end(&mut bytes)
-            .context("reading standard input")?;
-    } else {
-        bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    }
-    Ok(bytes)
-}
-
-/// Splits the input into texts. Invalid UTF-8 is an error naming the line.
-pub fn parse_texts(bytes: &[u8], format: InputFormat, source: &str) -> Result<Vec<String>> {
-    let mut texts = Vec::new();
-    let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
-    // A final newline ends the last line; it does not start an empty one.
-    if lines.last().is_some_and(|l| l.is_empty()) {
-        lines.pop();
-    }
-    for (i, raw) in lines.into_iter().enumerate() {
-        let line_no = i + 1;
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let line = std::str::from_utf8(raw).map_err(|e| {
-            anyhow::anyhow!(
-                "{source}: line {line_no}: invalid UTF-8 at byte {} of the line",
-                e.valid_up_to()
-            )
-        })?;
-        match format {
-            InputFormat::Lines => texts.push(line.to_string()),
-            InputFormat::Jsonl => texts.push(parse_json_text(line).with_context(|| {
-                format!("{source}: line {line_no}: expected a JSON string or an object with a \"text\" string")
-            })?),
+impl From<InputFormat> for sbert::input::TextFormat {
+    fn from(f: InputFormat) -> Self {
+        match f {
+            InputFormat::Lines => sbert::input::TextFormat::Lines,
+            InputFormat::Jsonl => sbert::input::TextFormat::Jsonl,
         }
     }
-    Ok(texts)
 }
 
-fn parse_json_text(line: &str) -> Result<String> {
-    let value: serde_json::Value = serde_json::from_str(line)?;
-    match value {
-        serde_json::Value::String(s) => Ok(s),
-        serde_json::Value::Object(mut obj) => match obj.remove("text") {
-            Some(serde_json::Value::String(s)) => Ok(s),
-            Some(other) => bail!("\"text\" is {other}, not a string"),
-            None => bail!("the object has no \"text\" field"),
-        },
-        other => bail!("found {other}"),
-    }
+/// The texts of `path` (`-` for standard input) in `format`.
+pub fn read_texts(path: &Path, format: InputFormat) -> Result<Vec<String>> {
+    let source = if path == Path::new("-") {
+        "standard input".to_string()
+    } else {
+        path.display().to_string()
+    };
+    let bytes = sbert::input::read_bytes(path)?;
+    Ok(sbert::input::parse_texts(&bytes, format.into(), &source)?)
 }
 
-/// Writes to a file atomically (a temporary file renamed into place on success), or to stdout.
-pub struct Output {
-    writer: BufWriter<Box<dyn Write>>,
-    rename: Option<(PathBuf, PathBuf)>,
+/// Where output goes: standard output, or a file written through [`sbert::output::OutputFile`]
+/// (atomic for regular files, never replacing what is not a regular file).
+pub enum Output {
+    Stdout(BufWriter<std::io::StdoutLock<'static>>),
+    File(Box<sbert::output::OutputFile>),
 }
 
 impl Output {
     /// `-` is standard output.
     pub fn create(path: &Path) -> Result<Self> {
         if path == Path::new("-") {
-            let out: Box<dyn Write> = Box::new(std::io::stdout().lock());
-            return Ok(Self {
-                writer: BufWriter::new(out),
-                rename: None,
-            });
+            return Ok(Self::Stdout(BufWriter::new(std::io::stdout().lock())));
         }
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".partial");
-        let tmp = PathBuf::from(tmp);
-        let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        Ok(Self {
-            writer: BufWriter::new(Box::new(file)),
-            rename: Some((tmp, path.to_path_buf())),
-        })
+        Ok(Self::File(Box::new(sbert::output::OutputFile::create(
+            path,
+        )?)))
     }
 
     pub fn writer(&mut self) -> &mut dyn Write {
-        &mut self.writer
+        match self {
+            Self::Stdout(w) => w,
+            Self::File(f) => f,
+        }
     }
 
     /// Flushes and moves the file into place.
-    pub fn finish(mut self) -> Result<()> {
-        self.writer.flush().context("writing output")?;
-        if let Some((tmp, path)) = self.rename.take() {
-            std::fs::rename(&tmp, &path)
-                .with_context(|| format!("moving {} to {}", tmp.display(), path.display()))?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Output {
-    fn drop(&mut self) {
-        // Not finished: an error happened; leave no half-written file behind.
-        if let Some((tmp, _)) = &self.rename {
-            let _ = std::fs::remove_file(tmp);
+    pub fn finish(self) -> Result<()> {
+        match self {
+            Self::Stdout(mut w) => w.flush().context("writing standard output"),
+            Self::File(f) => Ok(f.finish()?),
         }
     }
 }
@@ -165,32 +114,6 @@ pub fn write_rows(out: &mut dyn Write, rows: &[Vec<f32>], format: OutputFormat) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lines_keep_empty_lines_and_strip_crlf() {
-        let texts = parse_texts(b"a\r\n\nb c\n", InputFormat::Lines, "in").expect("parse");
-        assert_eq!(texts, vec!["a", "", "b c"]);
-    }
-
-    #[test]
-    fn invalid_utf8_names_the_line() {
-        let err = parse_texts(b"fine\nbad \xff byte\n", InputFormat::Lines, "in.txt")
-            .expect_err("invalid");
-        assert_eq!(
-            err.to_string(),
-            "in.txt: line 2: invalid UTF-8 at byte 4 of the line"
-        );
-    }
-
-    #[test]
-    fn jsonl_takes_strings_and_text_objects() {
-        let input = b"\"one\\ntwo\"\n{\"text\": \"three\", \"id\": 3}\n";
-        let texts = parse_texts(input, InputFormat::Jsonl, "in").expect("parse");
-        assert_eq!(texts, vec!["one\ntwo", "three"]);
-        let err = parse_texts(b"{\"id\": 1}\n", InputFormat::Jsonl, "in").expect_err("no text");
-        assert!(format!("{err:#}").contains("line 1"), "{err:#}");
-        assert!(parse_texts(b"42\n", InputFormat::Jsonl, "in").is_err());
-    }
 
     #[test]
     fn npy_header_is_aligned() {

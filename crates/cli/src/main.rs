@@ -145,10 +145,13 @@ struct EmbedArgs {
     #[arg(long, short, default_value = "-", value_name = "PATH|-")]
     input: PathBuf,
     /// lines: one text per line (an empty line is the empty text); jsonl: one JSON string, or
-    /// object with a "text" field, per line (texts may then hold newlines).
+    /// object with a "text" field, per line (texts may then hold newlines; blank lines at the
+    /// end are ignored). Both accept a UTF-8 byte-order mark and CRLF line ends.
     #[arg(long, value_enum, default_value_t = InputFormat::Lines)]
     input_format: InputFormat,
-    /// Output file (written atomically), or - for standard output.
+    /// Output file, or - for standard output. A regular file is written atomically (a
+    /// temporary beside it, renamed into place when complete, keeping the old file's
+    /// permissions); a symbolic link is written through; a device or FIFO is written directly.
     #[arg(long, short, default_value = "-", value_name = "PATH|-")]
     output: PathBuf,
     /// jsonl: one JSON array of floats per line; npy: a float32 (N, D) NumPy array.
@@ -177,13 +180,8 @@ struct SimilarityArgs {
 const CHUNK: usize = 4096;
 
 fn embed(args: &EmbedArgs) -> Result<()> {
-    let source = if args.input.as_os_str() == "-" {
-        "standard input".to_string()
-    } else {
-        args.input.display().to_string()
-    };
     // Read and check the whole input before loading the model or creating the output.
-    let texts = io::parse_texts(&io::read_input(&args.input)?, args.input_format, &source)?;
+    let texts = io::read_texts(&args.input, args.input_format)?;
     let model = args.model.load(args.pooling.pooling.as_ref())?;
     let mut out = io::Output::create(&args.output)?;
     if args.format == OutputFormat::Npy {
@@ -215,8 +213,7 @@ fn embed(args: &EmbedArgs) -> Result<()> {
 fn similarity(args: &SimilarityArgs) -> Result<()> {
     let (a, b): (Vec<String>, Vec<String>) = match &args.pairs {
         Some(path) => {
-            let bytes = io::read_input(path)?;
-            let lines = io::parse_texts(&bytes, InputFormat::Lines, &path.display().to_string())?;
+            let lines = io::read_texts(path, InputFormat::Lines)?;
             let mut a = Vec::with_capacity(lines.len());
             let mut b = Vec::with_capacity(lines.len());
             for (i, line) in lines.iter().enumerate() {
@@ -248,8 +245,24 @@ fn similarity(args: &SimilarityArgs) -> Result<()> {
     Ok(())
 }
 
+/// On Ctrl-C, SIGTERM or SIGHUP: remove the temporaries of unfinished outputs (the targets stay
+/// as they were), then exit with 128 + the signal number, as a shell reports it.
+fn remove_temporaries_on_signals() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            sbert::output::remove_temporaries();
+            std::process::exit(128 + signal);
+        }
+    });
+}
+
 fn main() -> std::process::ExitCode {
     alloc::keep_freed_memory();
+    remove_temporaries_on_signals();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Embed(args) => embed(args),

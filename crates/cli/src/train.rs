@@ -1,13 +1,12 @@
 //! `sbert train`: fine-tune a sentence-transformers model.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use sbert_train::{
-    read_nli, read_pairs, read_scored_pairs, Concat, DevSet, Objective, TrainConfig, TrainData,
-    TrainableModel, Trainer,
+    read_nli, read_pairs, read_scored_pairs, Concat, DevSet, Objective, OutputDir, TrainConfig,
+    TrainData, TrainableModel, Trainer,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -58,9 +57,17 @@ pub struct TrainArgs {
     /// Use only these data rows of --dev (one 0-based index per line).
     #[arg(long, value_name = "FILE")]
     dev_rows: Option<PathBuf>,
-    /// Output model folder (the best checkpoint by dev score, else the final one).
+    /// Output model folder (the best checkpoint by dev score, else the final one). It must be
+    /// new, empty, or a checkpoint an earlier `sbert train` wrote (it holds
+    /// sbert_checkpoint.json); with --concat-ablation it receives one such folder per
+    /// concatenation.
     #[arg(long, short)]
     output: PathBuf,
+    /// Replace --output even when it is a folder of other files (everything in it is deleted
+    /// when the first checkpoint is saved). The root, the working directory and the folders
+    /// above it, the home folder and the folders holding the inputs are refused regardless.
+    #[arg(long)]
+    overwrite: bool,
     #[arg(long, default_value_t = 1)]
     epochs: usize,
     #[arg(long, default_value_t = 16)]
@@ -172,8 +179,25 @@ fn run_one(args: &TrainArgs, concat: &str, output: &Path) -> Result<()> {
 /// Trains once; returns the best dev score and the STSb test Spearman of the saved model.
 fn run_one_scored(args: &TrainArgs, concat: &str, output: &Path) -> Result<(Option<f64>, f64)> {
     if let Some(n) = args.threads {
+        if n == 0 {
+            bail!("--threads must be at least 1");
+        }
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
+    // Every file and folder the run reads must survive it.
+    let inputs: Vec<&Path> = [
+        Some(args.model.as_path()),
+        Some(args.train.as_path()),
+        args.rows.as_deref(),
+        args.dev.as_deref(),
+        args.dev_rows.as_deref(),
+        args.order.as_deref(),
+        args.sts_test.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let output = OutputDir::new(output, args.overwrite, &inputs)?;
     let rows = args.rows.as_deref().map(read_indices).transpose()?;
     let dev_rows = args.dev_rows.as_deref().map(read_indices).transpose()?;
     let objective = match args.loss {
@@ -226,11 +250,9 @@ fn run_one_scored(args: &TrainArgs, concat: &str, output: &Path) -> Result<(Opti
         seed: args.seed,
         order,
         eval_every: args.eval_every,
-        output: Some(output.to_path_buf()),
+        output: Some(output.clone()),
     };
-    if output.exists() && !output.is_dir() {
-        bail!("{} exists and is not a folder", output.display());
-    }
+    let output = output.path();
     let trainer = Trainer::new(config, objective, dim)?;
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template(
@@ -266,25 +288,14 @@ fn run_one_scored(args: &TrainArgs, concat: &str, output: &Path) -> Result<(Opti
     })?;
     bar.finish_and_clear();
     let csv_path = output.join("training_log.csv");
-    let mut csv = std::io::BufWriter::new(
-        std::fs::File::create(&csv_path)
-            .with_context(|| format!("creating {}", csv_path.display()))?,
-    );
-    writeln!(csv, "step,loss,lr,dev")?;
+    let mut csv = String::from("step,loss,lr,dev\n");
     for s in &report.steps {
-        writeln!(
-            csv,
-            "{},{},{},{}",
-            s.step,
-            s.loss,
-            s.lr,
-            s.dev.map(|d| d.to_string()).unwrap_or_default()
-        )?;
+        let dev = s.dev.map(|d| d.to_string()).unwrap_or_default();
+        csv.push_str(&format!("{},{},{},{dev}\n", s.step, s.loss, s.lr));
     }
-    csv.flush()?;
+    sbert::output::write_file(&csv_path, csv.as_bytes())?;
     let svg_path = output.join("training_curve.svg");
-    std::fs::write(&svg_path, curve_svg(&report.steps, args))
-        .with_context(|| format!("writing {}", svg_path.display()))?;
+    sbert::output::write_file(&svg_path, curve_svg(&report.steps, args).as_bytes())?;
     eprintln!(
         "trained {} steps in {:.1} s: {:.1} pairs/s; best dev {}; saved {} (curves: {}, {})",
         report.steps.len(),

@@ -341,3 +341,426 @@ fn train_writes_a_model_folder_that_embed_loads_and_names_bad_rows() {
         "{err}"
     );
 }
+
+/// Runs `sbert` with `dir` as its working directory.
+fn sbert_in(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sbert"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SBERT_MODEL")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sbert")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Every file under `dir` with its content, sorted.
+fn snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("list") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).expect("rel").display().to_string();
+                out.push((rel, std::fs::read(&p).expect("read")));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn write_sts(path: &std::path::Path) {
+    std::fs::write(
+        path,
+        "score\tsentence1\tsentence2\n5\tthe cat sat\tthe cat sits\n0.5\thello world\tred car\n",
+    )
+    .expect("write");
+}
+
+#[test]
+fn train_never_deletes_a_folder_it_did_not_create() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let proj = dir.path().join("proj");
+    std::fs::create_dir_all(proj.join("data")).expect("mkdir");
+    std::fs::create_dir_all(proj.join("src")).expect("mkdir");
+    write_sts(&proj.join("data/train.tsv"));
+    std::fs::write(proj.join("src/main.rs"), "fn main() {}\n").expect("write");
+    let before = snapshot(&proj);
+    let model = tiny();
+    let train = |cwd: &std::path::Path, out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "-m",
+            &model,
+            "--loss",
+            "cosine",
+            "--train",
+            "data/train.tsv",
+            "--batch-size",
+            "2",
+            "--output",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        sbert_in(cwd, &args)
+    };
+    // A folder of the user's files, the working directory, its parent, the root, the folder
+    // holding the training data: refused, nothing touched.
+    for (cwd, out) in [
+        (dir.path(), "proj"),
+        (&proj, "."),
+        (&proj, ".."),
+        (&proj, "/"),
+        (&proj, "data"),
+    ] {
+        let cwd = if cwd == dir.path() {
+            proj.as_path()
+        } else {
+            cwd
+        };
+        let out = if out == "proj" {
+            proj.to_str().expect("p")
+        } else {
+            out
+        };
+        let run = train(cwd, out, &[]);
+        assert!(!run.status.success(), "{out}: {}", stderr(&run));
+        assert!(
+            stderr(&run).contains("refusing to write"),
+            "{}",
+            stderr(&run)
+        );
+        assert_eq!(snapshot(&proj), before, "-o {out} changed the folder");
+    }
+    // Protected folders stay refused with --overwrite.
+    for out in [".", "..", "data"] {
+        let run = train(&proj, out, &["--overwrite"]);
+        assert!(!run.status.success(), "{out} --overwrite");
+        assert_eq!(snapshot(&proj), before);
+    }
+    // A new folder is ours; training into it again replaces our own checkpoint only.
+    let run = train(&proj, "model", &[]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(proj.join("model/sbert_checkpoint.json").is_file());
+    let run = train(&proj, "model", &[]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    // Saved files are readable by others, like any file the user creates (umask 022 here).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(proj.join("model/model.safetensors"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o044, 0o044, "mode {mode:o}");
+    }
+    // A folder of other files is replaced only when the user says so.
+    std::fs::create_dir_all(proj.join("old")).expect("mkdir");
+    std::fs::write(proj.join("old/notes.txt"), "mine").expect("write");
+    assert!(!train(&proj, "old", &[]).status.success());
+    assert!(proj.join("old/notes.txt").is_file());
+    let run = train(&proj, "old", &["--overwrite"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(!proj.join("old/notes.txt").exists());
+    assert!(proj.join("old/model.safetensors").is_file());
+    // No staging folders left anywhere.
+    let hidden: Vec<_> = std::fs::read_dir(&proj)
+        .expect("list")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
+}
+
+#[test]
+fn train_refuses_settings_out_of_range() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("train.tsv");
+    write_sts(&data);
+    let model = tiny();
+    for bad in [
+        ["--warmup-ratio", "5"],
+        ["--max-grad-norm", "0"],
+        ["--eval-every", "0"],
+        ["--threads", "0"],
+        ["--lr", "nan"],
+    ] {
+        let mut args = vec![
+            "train",
+            "-m",
+            &model,
+            "--loss",
+            "cosine",
+            "--train",
+            "train.tsv",
+            "-o",
+            "out",
+        ];
+        args.extend_from_slice(&bad);
+        let run = sbert_in(dir.path(), &args);
+        assert!(!run.status.success(), "{bad:?} accepted");
+        assert!(!dir.path().join("out").exists(), "{bad:?}");
+    }
+    let run = sbert_in(
+        dir.path(),
+        &[
+            "train",
+            "-m",
+            &model,
+            "--loss",
+            "mnrl",
+            "--scale",
+            "-5",
+            "--train",
+            "train.tsv",
+            "-o",
+            "out",
+        ],
+    );
+    assert!(!run.status.success(), "--scale -5 accepted");
+    std::fs::write(&data, "score\ts1\ts2\n7\ta\tb\n1\tc\td\n").expect("write");
+    let run = sbert_in(
+        dir.path(),
+        &[
+            "train",
+            "-m",
+            &model,
+            "--loss",
+            "cosine",
+            "--train",
+            "train.tsv",
+            "-o",
+            "out",
+        ],
+    );
+    assert!(
+        !run.status.success() && stderr(&run).contains("outside [0, 5]"),
+        "{}",
+        stderr(&run)
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn embed_output_keeps_links_permissions_and_devices() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = tiny();
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "the cat\nthe dog\n").expect("write");
+    let real = dir.path().join("real.jsonl");
+    std::fs::write(&real, "old\n").expect("write");
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::os::unix::fs::symlink(&real, dir.path().join("link.jsonl")).expect("symlink");
+    std::fs::hard_link(&real, dir.path().join("hard.jsonl")).expect("hard link");
+    let embed = |out: &str| {
+        sbert_in(
+            dir.path(),
+            &["embed", "-m", &model, "-i", "in.txt", "-o", out],
+        )
+    };
+
+    let run = embed("link.jsonl");
+    assert!(run.status.success(), "{}", stderr(&run));
+    let link_meta = std::fs::symlink_metadata(dir.path().join("link.jsonl")).expect("meta");
+    assert!(link_meta.file_type().is_symlink(), "the link stays a link");
+    let written = std::fs::read_to_string(&real).expect("read");
+    assert_eq!(written.lines().count(), 2);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("hard.jsonl")).expect("read"),
+        written,
+        "the hard link sees the new content"
+    );
+    let meta = std::fs::metadata(&real).expect("meta");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.nlink(), 2);
+
+    let run = embed("/dev/null");
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(std::fs::metadata("/dev/null")
+        .expect("meta")
+        .file_type()
+        .is_char_device());
+    if std::path::Path::new("/dev/full").exists() {
+        let run = embed("/dev/full");
+        assert!(!run.status.success(), "a full device must fail");
+        assert!(std::fs::metadata("/dev/full")
+            .expect("meta")
+            .file_type()
+            .is_char_device());
+    }
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+}
+
+#[test]
+fn concurrent_runs_to_one_output_each_write_a_whole_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = tiny();
+    let a: String = (0..3000).map(|i| format!("text number {i}\n")).collect();
+    let b: String = (0..2000).map(|i| format!("another text {i}\n")).collect();
+    std::fs::write(dir.path().join("a.txt"), &a).expect("write");
+    std::fs::write(dir.path().join("b.txt"), &b).expect("write");
+    let spawn = |input: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sbert"))
+            .args(["embed", "-m", &model, "-i", input, "-o", "out.jsonl"])
+            .current_dir(dir.path())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let (ra, rb) = (spawn("a.txt"), spawn("b.txt"));
+    let (ra, rb) = (
+        ra.wait_with_output().expect("wait"),
+        rb.wait_with_output().expect("wait"),
+    );
+    assert!(ra.status.success(), "{}", stderr(&ra));
+    assert!(rb.status.success(), "{}", stderr(&rb));
+    let out = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("read");
+    let n = out.lines().count();
+    assert!(n == 3000 || n == 2000, "{n} rows: a mix of both runs");
+    for line in out.lines() {
+        let row: Vec<f32> = serde_json::from_str(line).expect("valid json row");
+        assert_eq!(row.len(), 16);
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_removes_the_temporary_and_keeps_the_old_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input: String = (0..200_000)
+        .map(|i| format!("sentence {i} about cats\n"))
+        .collect();
+    std::fs::write(dir.path().join("in.txt"), input).expect("write");
+    std::fs::write(dir.path().join("out.jsonl"), "precious\n").expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sbert"))
+        .args(["embed", "-m", &tiny(), "-i", "in.txt", "-o", "out.jsonl"])
+        .current_dir(dir.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Wait for the temporary to appear: the run is then writing its output.
+    let started = std::time::Instant::now();
+    let temporary = loop {
+        let found = std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(|e| e.ok())
+            .find(|e| e.file_name().to_string_lossy().ends_with(".sbert-tmp"));
+        if let Some(t) = found {
+            break t.path();
+        }
+        assert!(started.elapsed().as_secs() < 120, "no temporary appeared");
+        assert!(
+            child.try_wait().expect("poll").is_none(),
+            "finished too early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = child.wait().expect("wait");
+    assert_eq!(exit.code(), Some(128 + 15), "{exit:?}");
+    assert!(!temporary.exists(), "temporary left behind");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out.jsonl")).expect("read"),
+        "precious\n"
+    );
+}
+
+/// Copies the tiny model to `dir` and sets one value of one tensor of its weights.
+fn tiny_with_weight(dir: &std::path::Path, tensor: &str, value: f32) -> PathBuf {
+    let src = PathBuf::from(tiny());
+    let dst = dir.join("model");
+    let mut stack = vec![src.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("list") {
+            let p = e.expect("entry").path();
+            let target = dst.join(p.strip_prefix(&src).expect("rel"));
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
+                std::fs::copy(&p, &target).expect("copy");
+            }
+        }
+    }
+    let weights = dst.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).expect("read");
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).expect("header");
+    let start = header[tensor]["data_offsets"][0].as_u64().expect("tensor") as usize;
+    let at = 8 + n + start;
+    bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    std::fs::write(&weights, bytes).expect("write");
+    dst
+}
+
+#[test]
+fn non_finite_weights_and_overflows_are_errors_not_numbers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let query = "encoder.layer.0.attention.self.query.weight";
+    let nan = tiny_with_weight(&dir.path().join("nan"), query, f32::NAN);
+    let nan = nan.to_str().expect("p");
+    for args in [
+        vec!["embed", "-m", nan],
+        vec!["similarity", "-m", nan, "a cat", "a dog"],
+    ] {
+        let run = sbert(&args, b"the cat\n");
+        assert!(!run.status.success(), "{args:?}");
+        assert!(stderr(&run).contains(query), "{}", stderr(&run));
+    }
+    // A finite weight with a flipped exponent bit is corruption too (in all-MiniLM-L6-v2 it
+    // gives every text the same vector): named at load, nothing embedded.
+    let huge = tiny_with_weight(&dir.path().join("huge"), query, 3.7e36);
+    let run = sbert(
+        &["embed", "-m", huge.to_str().expect("p")],
+        b"the cat sat\nthe dog ran\n",
+    );
+    assert!(
+        !run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    assert!(run.stdout.is_empty());
+    assert!(stderr(&run).contains(query), "{}", stderr(&run));
+}
+
+#[test]
+fn io_errors_name_the_cause_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for args in [
+        vec!["eval", "sts", "-m", &tiny(), "--data", "missing.tsv"],
+        vec!["embed", "-m", &tiny(), "-i", "missing.txt"],
+        vec!["embed", "-m", &tiny(), "-o", "no/such/folder/out.jsonl"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sbert"))
+            .args(&args)
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let _ = child.stdin.take().expect("stdin").write_all(b"a\n");
+        let run = child.wait_with_output().expect("wait");
+        let err = stderr(&run);
+        assert!(!run.status.success(), "{args:?}");
+        assert_eq!(err.matches("os error").count(), 1, "{args:?}: {err}");
+    }
+    let run = sbert(&["embed", "-m", &tiny(), "--pooling", "mean,,max"], b"a\n");
+    assert!(!run.status.success(), "an empty pooling entry is an error");
+}

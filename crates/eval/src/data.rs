@@ -30,7 +30,8 @@ impl StsDataset {
     /// Reads an STS file in either layout:
     ///
     /// * the TSV of `shared/data/*/`: a header line, then `score<TAB>sentence1<TAB>sentence2`,
-    ///   no quoting;
+    ///   no quoting (a first line whose score column is a number is read as data: the header
+    ///   is optional);
     /// * the original STS Benchmark `sts-*.csv`: no header, 7 or more tab-separated columns
     ///   (genre, file, year, id, score, sentence1, sentence2, [license columns…]).
     ///
@@ -45,6 +46,14 @@ impl StsDataset {
             path: path.to_path_buf(),
             source,
         })?;
+        Self::parse(bytes, path, name)
+    }
+
+    /// [`StsDataset::read`] on the bytes of a file; `path` names it in errors.
+    ///
+    /// # Errors
+    /// As [`StsDataset::read`], except for reading.
+    pub fn parse(bytes: Vec<u8>, path: &Path, name: Option<&str>) -> Result<Self, EvalError> {
         let text = String::from_utf8(bytes).map_err(|e| {
             let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
                 .iter()
@@ -63,8 +72,14 @@ impl StsDataset {
             .map(|(_, l)| l.split('\t').count())
             .unwrap_or(0);
         let original_stsb = first_cols >= 7;
-        if !original_stsb {
-            lines.next(); // header: score, sentence1, sentence2
+        // The header (score, sentence1, sentence2) is told from a first data row by its score
+        // column: a file without a header keeps its first pair.
+        let first_is_data = lines.peek().is_some_and(|(_, l)| {
+            let cols: Vec<&str> = l.split('\t').collect();
+            cols.len() == 3 && cols[0].trim().parse::<f64>().is_ok_and(f64::is_finite)
+        });
+        if !original_stsb && !first_is_data {
+            lines.next();
         }
         let (score_col, s1_col) = if original_stsb { (4, 5) } else { (0, 1) };
         let mut pairs = Vec::new();

@@ -146,6 +146,13 @@ pub fn evaluate(
                     .into_iter()
                     .map(f64::from)
                     .collect();
+                if let Some(index) = s.iter().position(|v| !v.is_finite()) {
+                    return Err(EvalError::NonFinite {
+                        dataset: ds.name.clone(),
+                        what: format!("{sim} similarity under pooling {pooling}"),
+                        index,
+                    });
+                }
                 let undefined = || EvalError::Undefined {
                     dataset: ds.name.clone(),
                     what: format!("{sim} similarity under pooling {pooling}"),

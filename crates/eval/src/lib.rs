@@ -47,7 +47,7 @@ pub use retrieval::{evaluate_retrieval, RetrievalScores, RetrievalTask};
 #[non_exhaustive]
 pub enum EvalError {
     /// A file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -83,6 +83,16 @@ pub enum EvalError {
         dataset: String,
         /// Which similarity.
         what: String,
+    },
+    /// A similarity came out NaN or infinite: a metric over it would be meaningless.
+    #[error("{dataset}: {what} holds a non-finite score (pair or query {index}, 0-based)")]
+    NonFinite {
+        /// The dataset.
+        dataset: String,
+        /// Which scores.
+        what: String,
+        /// The first offending position.
+        index: usize,
     },
     /// Loading or running the model failed.
     #[error(transparent)]

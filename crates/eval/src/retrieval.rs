@@ -85,6 +85,16 @@ pub fn evaluate_retrieval(
     let q = sbert::normalize(&model.embed(&task.queries)?.to_dtype(DType::F32)?)?;
     let c = sbert::normalize(&model.embed(&task.corpus)?.to_dtype(DType::F32)?)?;
     let sims: Vec<Vec<f32>> = q.matmul(&c.t()?)?.to_vec2()?;
+    if let Some(index) = sims
+        .iter()
+        .position(|row| !row.iter().all(|v| v.is_finite()))
+    {
+        return Err(EvalError::NonFinite {
+            dataset: "retrieval".into(),
+            what: "cosine similarity".into(),
+            index,
+        });
+    }
     let (mut r1, mut r10, mut mrr, mut a1, mut a10) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for (row, rel) in sims.iter().zip(&task.relevant) {
         let mut order: Vec<usize> = (0..row.len()).collect();

@@ -2,10 +2,10 @@
 
 /// Pearson's r of two equal-length samples, accumulated in f64.
 ///
-/// `None` when the lengths differ, there are fewer than 2 points, or either sample is constant
-/// (scipy returns NaN there; we make the caller decide).
+/// `None` when the lengths differ, there are fewer than 2 points, a value is NaN or infinite,
+/// or either sample is constant (scipy returns NaN there; we make the caller decide).
 pub fn pearson(x: &[f64], y: &[f64]) -> Option<f64> {
-    if x.len() != y.len() || x.len() < 2 {
+    if x.len() != y.len() || x.len() < 2 || !x.iter().chain(y).all(|v| v.is_finite()) {
         return None;
     }
     let n = x.len() as f64;
@@ -48,7 +48,8 @@ pub fn average_ranks(x: &[f64]) -> Vec<f64> {
 
 /// Spearman's ρ: Pearson's r of the average ranks. `None` as for [`pearson`].
 pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
-    if x.len() != y.len() {
+    // Ranks would turn a NaN into a plausible rank: refuse it here.
+    if x.len() != y.len() || !x.iter().chain(y).all(|v| v.is_finite()) {
         return None;
     }
     pearson(&average_ranks(x), &average_ranks(y))
@@ -101,5 +102,7 @@ mod tests {
         assert!(pearson(&[1., 1., 1.], &[1., 2., 3.]).is_none());
         assert!(spearman(&[1., 2.], &[1.]).is_none());
         assert!(spearman(&[], &[]).is_none());
+        assert!(spearman(&[1., f64::NAN, 3.], &[1., 2., 3.]).is_none());
+        assert!(pearson(&[1., 2., f64::INFINITY], &[1., 2., 3.]).is_none());
     }
 }

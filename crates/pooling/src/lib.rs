@@ -287,11 +287,14 @@ impl fmt::Display for Pooling {
 impl FromStr for Pooling {
     type Err = PoolingError;
 
-    /// Parses a comma-separated list of mode names, e.g. `"mean"` or `"cls,mean"`.
+    /// Parses a comma-separated list of mode names, e.g. `"mean"` or `"cls,mean"`. An empty
+    /// entry (`"mean,,max"`, a trailing comma) is an error, not skipped.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().is_empty() {
+            return Err(PoolingError::NoMode);
+        }
         let modes = s
             .split(',')
-            .filter(|part| !part.trim().is_empty())
             .map(PoolingMode::from_str)
             .collect::<Result<Vec<_>, _>>()?;
         Pooling::new(modes)
@@ -409,6 +412,15 @@ mod tests {
             assert!(err.contains(name), "{err}");
         }
         assert!(matches!("".parse::<Pooling>(), Err(PoolingError::NoMode)));
+        for bad in ["mean,,max", "mean,", ",cls"] {
+            assert!(
+                matches!(
+                    bad.parse::<Pooling>(),
+                    Err(PoolingError::UnknownMode { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -252,6 +252,8 @@ pub struct SentenceEmbedder {
     heads: Vec<Head>,
     max_seq_length: usize,
     do_lower_case: bool,
+    /// Whether long texts may be tokenized through a prefix (see `prefix::cuts_are_safe`).
+    cuts_are_safe: bool,
     batch_size: usize,
     max_batch_tokens: Option<usize>,
     device: Device,
@@ -307,7 +309,8 @@ impl SentenceEmbedder {
             .validate()
             .map_err(|e| Error::Unsupported(format!("{}: {e}", config_path.display())))?;
         let weights = weights_file(&transformer_dir)?;
-        let vb = crate::weights::load(&weights, opts.dtype, &opts.device)?;
+        let (vb, names) = crate::weights::load_with_names(&weights, opts.dtype, &opts.device)?;
+        crate::weights::check_layer_count(&weights, &names, config.num_hidden_layers)?;
         let encoder = BertModel::load(vb, &config).map_err(|source| Error::Weights {
             path: weights.clone(),
             source,
@@ -390,6 +393,7 @@ impl SentenceEmbedder {
             });
         }
 
+        let cuts_are_safe = crate::prefix::cuts_are_safe(&tokenizer);
         Ok(Self {
             dir: dir.to_path_buf(),
             tokenizer,
@@ -398,6 +402,7 @@ impl SentenceEmbedder {
             heads,
             max_seq_length,
             do_lower_case: sbert_cfg.do_lower_case,
+            cuts_are_safe,
             batch_size: opts.batch_size,
             max_batch_tokens: opts.max_batch_tokens,
             device: opts.device,
@@ -469,21 +474,19 @@ impl SentenceEmbedder {
         texts
             .iter()
             .map(|text| {
-                let text = text.as_ref().trim();
-                let lowered;
-                let text = if self.do_lower_case {
-                    lowered = text.to_lowercase();
-                    lowered.as_str()
-                } else {
-                    text
-                };
-                let enc = self
-                    .tokenizer
-                    .encode_fast(text, true)
-                    .map_err(Error::Tokenizer)?;
+                // A long text is tokenized through a prefix with the same first tokens, so its
+                // cost is bounded by what is kept (see `prefix`).
+                let (enc, truncated) = crate::prefix::encode_truncated(
+                    &self.tokenizer,
+                    text.as_ref().trim(),
+                    self.do_lower_case,
+                    self.max_seq_length,
+                    self.cuts_are_safe,
+                )
+                .map_err(Error::Tokenizer)?;
                 Ok(TokenizedText {
                     ids: enc.get_ids().to_vec(),
-                    truncated: !enc.get_overflowing().is_empty(),
+                    truncated,
                 })
             })
             .collect()
@@ -625,9 +628,13 @@ impl SentenceEmbedder {
                     &batch.attention_mask,
                 )?
             };
+            // MAX pooling would hide a NaN token (max ignores NaN), so check before pooling too.
+            check_finite_rows(&tokens.flatten_from(1)?, idx)?;
             for (k, pooling) in poolings.iter().enumerate() {
                 let pooled = pooling.pool(&tokens, &batch.attention_mask)?;
-                chunks[k].push(self.apply_heads(pooled)?);
+                let out = self.apply_heads(pooled)?;
+                check_finite_rows(&out, idx)?;
+                chunks[k].push(out);
             }
         }
 
@@ -740,6 +747,23 @@ impl SentenceEmbedder {
             token_type_ids: Tensor::zeros((b, t), DType::U32, &self.device)?,
         })
     }
+}
+
+/// Fails with [`Error::NonFiniteEmbedding`] naming the input of the first row of `x` (`(b, d)`)
+/// that holds a NaN or an infinity; `inputs[row]` is the row's input position. One reduction
+/// when every value is finite.
+fn check_finite_rows(x: &Tensor, inputs: &[usize]) -> Result<()> {
+    // x · 0 is 0 where x is finite and NaN where it is not.
+    let zeros = x.affine(0.0, 0.0)?;
+    let total = zeros.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+    if total == 0.0 {
+        return Ok(());
+    }
+    let rows = zeros.sum(1)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    let row = rows.iter().position(|v| *v != 0.0).unwrap_or(0);
+    Err(Error::NonFiniteEmbedding {
+        index: inputs.get(row).copied().unwrap_or(row),
+    })
 }
 
 enum HeadEntry {

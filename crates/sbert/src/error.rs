@@ -21,6 +21,59 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A file or folder could not be written.
+    #[error("cannot write {}", path.display())]
+    Write {
+        /// The file or folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing to a path would destroy something this crate did not create or was not asked
+    /// to replace (a folder, a device, a dangling link, a folder of the user's files).
+    #[error("refusing to write {}: {reason}", path.display())]
+    OutputRefused {
+        /// The path.
+        path: PathBuf,
+        /// Why, and what to do instead.
+        reason: String,
+    },
+    /// A weight of the model is NaN, infinite, or so large (beyond ±1e6) that it can only be
+    /// corruption: such a model computes NaN, or one meaningless vector for every input.
+    #[error("{}: tensor {tensor} holds {count} value(s) that are NaN, infinite or beyond ±1e6 (first at flat index {first}: {value}); the file is corrupt", path.display())]
+    InvalidWeights {
+        /// The safetensors file.
+        path: PathBuf,
+        /// The tensor's name in the file.
+        tensor: String,
+        /// How many of its values are out of range.
+        count: usize,
+        /// Flat index of the first.
+        first: usize,
+        /// Its value.
+        value: f32,
+    },
+    /// The embedding of an input came out NaN or infinite (an overflow inside the model):
+    /// an error instead of a meaningless vector.
+    #[error("the embedding of input {index} (0-based) is not finite: the model overflowed on it")]
+    NonFiniteEmbedding {
+        /// The input's position in the slice passed in.
+        index: usize,
+    },
+    /// A malformed line of an input file.
+    #[error("{source_name}: line {line}: {message}")]
+    Input {
+        /// The file, or "standard input".
+        source_name: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// An allocation sized by the input failed.
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
     /// A JSON file is malformed or lacks a required key.
     #[error("cannot parse {}", path.display())]
     Json {

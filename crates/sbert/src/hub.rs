@@ -67,8 +67,29 @@ mod cache {
         }
     }
 
+    /// Whether `rev` is a full commit hash (40 hex digits), which names a snapshot folder
+    /// directly instead of going through `refs/`.
+    fn is_commit(rev: &str) -> bool {
+        rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+
     pub(super) fn resolve(model: &str, dir: Option<&Path>) -> Result<PathBuf> {
         let cache = cache(dir);
+        if let Some((_, rev)) = model.split_once('@').filter(|(_, rev)| is_commit(rev)) {
+            // The hub cache keeps a pinned commit's files in snapshots/<commit>/ with no ref
+            // pointing at it (what huggingface_hub does for `revision=<sha>`).
+            let snapshot = cache
+                .path()
+                .join(repo(model).folder_name())
+                .join("snapshots")
+                .join(rev.to_ascii_lowercase());
+            if ["modules.json", "config.json"]
+                .iter()
+                .any(|m| snapshot.join(m).is_file())
+            {
+                return Ok(snapshot);
+            }
+        }
         let cached = cache.repo(repo(model));
         // A sentence-transformers repo has modules.json; a plain HF one only config.json.
         for marker in ["modules.json", "config.json"] {

@@ -62,6 +62,9 @@ mod embedder;
 mod error;
 mod folder;
 mod hub;
+pub mod input;
+pub mod output;
+mod prefix;
 mod similarity;
 mod weights;
 

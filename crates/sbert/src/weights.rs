@@ -13,17 +13,9 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use serde::Deserialize;
+use safetensors::tensor::Metadata;
 
 use crate::error::{Error, Result};
-
-/// The header entry of one tensor.
-#[derive(Debug, Deserialize)]
-struct Entry {
-    dtype: String,
-    shape: Vec<usize>,
-    data_offsets: [u64; 2],
-}
 
 /// Headers beyond this size are rejected as corrupt (real ones are a few hundred KiB at most).
 const MAX_HEADER: u64 = 100 << 20;
@@ -35,21 +27,53 @@ fn corrupt(path: &Path, msg: String) -> Error {
     }
 }
 
-fn dtype_of(name: &str) -> Option<DType> {
-    Some(match name {
-        "F32" => DType::F32,
-        "F16" => DType::F16,
-        "BF16" => DType::BF16,
-        "F64" => DType::F64,
-        "I64" => DType::I64,
-        "U32" => DType::U32,
-        "U8" => DType::U8,
+fn dtype_of(dtype: safetensors::Dtype) -> Option<DType> {
+    use safetensors::Dtype as S;
+    Some(match dtype {
+        S::F32 => DType::F32,
+        S::F16 => DType::F16,
+        S::BF16 => DType::BF16,
+        S::F64 => DType::F64,
+        S::I64 => DType::I64,
+        S::U32 => DType::U32,
+        S::U8 => DType::U8,
         _ => return None,
+    })
+}
+
+/// Largest magnitude accepted in a weight. Trained transformer weights stay within tens
+/// (all-MiniLM-L6-v2: 7.9); a value past this is a corrupted file (a flipped exponent bit),
+/// and one such value can make every input produce the same vector.
+const MAX_WEIGHT: f32 = 1e6;
+
+/// Fails with [`Error::InvalidWeights`] naming the tensor when `values` holds a NaN, an
+/// infinity or a magnitude beyond [`MAX_WEIGHT`].
+fn check_values(path: &Path, name: &str, values: &[f32]) -> Result<()> {
+    let valid = |v: &f32| v.abs() <= MAX_WEIGHT;
+    if values.iter().all(valid) {
+        return Ok(());
+    }
+    let first = values.iter().position(|v| !valid(v)).unwrap_or(0);
+    Err(Error::InvalidWeights {
+        path: path.to_path_buf(),
+        tensor: name.to_string(),
+        count: values.iter().filter(|v| !valid(v)).count(),
+        first,
+        value: values[first],
     })
 }
 
 /// Reads every tensor of the safetensors file `path`, converted to `dtype` on `device`.
 pub(crate) fn load(path: &Path, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
+    Ok(load_with_names(path, dtype, device)?.0)
+}
+
+/// [`load`], also returning the names of the tensors in the file.
+pub(crate) fn load_with_names(
+    path: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<(VarBuilder<'static>, Vec<String>)> {
     let io = |source| crate::folder::io_error(path, source);
     let mut file = File::open(path).map_err(io)?;
     let file_len = file.metadata().map_err(io)?.len();
@@ -69,50 +93,83 @@ pub(crate) fn load(path: &Path, dtype: DType, device: &Device) -> Result<VarBuil
     }
     let mut header = vec![0u8; header_len as usize];
     file.read_exact(&mut header).map_err(io)?;
-    let mut entries: HashMap<String, serde_json::Value> = serde_json::from_slice(&header)
+    // safetensors' own header type checks what its format promises: tensors laid out back to
+    // back from offset 0 without gaps or overlaps, each exactly its shape × dtype in size.
+    let metadata: Metadata = serde_json::from_slice(&header)
         .map_err(|e| corrupt(path, format!("invalid safetensors header: {e}")))?;
-    entries.remove("__metadata__");
     let data_start = 8 + header_len;
+    let data_len = metadata.data_len() as u64;
+    if data_start + data_len != file_len {
+        return Err(corrupt(
+            path,
+            format!(
+                "the header describes {data_len} data bytes but the file has {} (truncated or \
+                 corrupt)",
+                file_len - data_start
+            ),
+        ));
+    }
 
-    let mut tensors = HashMap::with_capacity(entries.len());
-    for (name, value) in entries {
-        let entry: Entry = serde_json::from_value(value)
-            .map_err(|e| corrupt(path, format!("tensor {name}: invalid header entry: {e}")))?;
-        let stored = dtype_of(&entry.dtype).ok_or_else(|| {
+    let infos = metadata.tensors();
+    let mut tensors = HashMap::with_capacity(infos.len());
+    for name in metadata.offset_keys() {
+        let info = infos[&name];
+        let stored = dtype_of(info.dtype).ok_or_else(|| {
             corrupt(
                 path,
-                format!("tensor {name}: unsupported dtype {}", entry.dtype),
+                format!("tensor {name}: unsupported dtype {:?}", info.dtype),
             )
         })?;
-        let [start, end] = entry.data_offsets;
-        let numel: usize = entry.shape.iter().product();
-        let bytes = (numel * stored.size_in_bytes()) as u64;
-        if end < start || end - start != bytes || data_start + end > file_len {
-            return Err(corrupt(
-                path,
-                format!(
-                    "tensor {name}: shape {:?} {} needs {bytes} bytes at [{start}, {end}) but the \
-                     file has {} data bytes (truncated or corrupt)",
-                    entry.shape,
-                    entry.dtype,
-                    file_len - data_start
-                ),
-            ));
-        }
+        let (start, end) = (info.data_offsets.0 as u64, info.data_offsets.1 as u64);
+        let numel: usize = info.shape.iter().product();
+        let entry_shape = info.shape.clone();
         file.seek(SeekFrom::Start(data_start + start)).map_err(io)?;
+        let bytes = end - start;
         let tensor = if stored == DType::F32 && cfg!(target_endian = "little") {
             // Read straight into the final f32 buffer: no second copy.
             let mut data = vec![0f32; numel];
             file.read_exact(bytemuck::cast_slice_mut(&mut data))
                 .map_err(io)?;
-            Tensor::from_vec(data, entry.shape, &Device::Cpu)?
+            check_values(path, &name, &data)?;
+            Tensor::from_vec(data, entry_shape, &Device::Cpu)?
         } else {
             let mut raw = vec![0u8; bytes as usize];
             file.read_exact(&mut raw).map_err(io)?;
-            Tensor::from_raw_buffer(&raw, stored, &entry.shape, &Device::Cpu)?
+            let t = Tensor::from_raw_buffer(&raw, stored, &entry_shape, &Device::Cpu)?;
+            if t.dtype().is_float() {
+                let values = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                check_values(path, &name, &values)?;
+            }
+            t
         };
         let tensor = tensor.to_dtype(dtype)?.to_device(device)?;
         tensors.insert(name, tensor);
     }
-    Ok(VarBuilder::from_tensors(tensors, dtype, device))
+    let names = tensors.keys().cloned().collect();
+    Ok((VarBuilder::from_tensors(tensors, dtype, device), names))
+}
+
+/// Fails when the file holds encoder layers beyond the config's `num_hidden_layers`
+/// (`encoder.layer.N.…` with N ≥ `layers`): the config does not describe these weights, and
+/// running a truncated encoder would give different embeddings without a word.
+pub(crate) fn check_layer_count(path: &Path, names: &[String], layers: usize) -> Result<()> {
+    let deepest = names
+        .iter()
+        .filter_map(|name| {
+            let rest = &name[name.find("encoder.layer.")? + "encoder.layer.".len()..];
+            rest.split('.').next()?.parse::<usize>().ok()
+        })
+        .max();
+    match deepest {
+        Some(d) if d >= layers => Err(Error::Weights {
+            path: path.to_path_buf(),
+            source: candle_core::Error::Msg(format!(
+                "the file holds {} encoder layers but config.json says num_hidden_layers = \
+                 {layers}; layers {layers}..{} would go unused (fix num_hidden_layers)",
+                d + 1,
+                d
+            )),
+        }),
+        _ => Ok(()),
+    }
 }

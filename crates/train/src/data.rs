@@ -59,18 +59,26 @@ pub struct PairExample {
     pub negative: Option<String>,
 }
 
-fn rows(path: &Path) -> Result<Vec<(usize, Vec<String>)>> {
+/// The data rows of a TSV file with their 1-based line numbers. The first line is a header
+/// unless `is_data` says it is a row of data (a file without a header keeps its first row).
+fn rows(path: &Path, is_data: fn(&[String]) -> bool) -> Result<Vec<(usize, Vec<String>)>> {
     let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let out: Vec<(usize, Vec<String>)> = text
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let mut out: Vec<(usize, Vec<String>)> = text
         .lines()
         .enumerate()
-        .skip(1) // header
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| (i + 1, l.split('\t').map(str::to_string).collect()))
         .collect();
+    if out
+        .first()
+        .is_some_and(|(line, cols)| *line == 1 && !is_data(cols))
+    {
+        out.remove(0);
+    }
     if out.is_empty() {
         return Err(TrainError::Invalid(format!(
             "{} has no data rows",
@@ -107,13 +115,14 @@ pub fn read_scored_pairs(path: impl AsRef<Path>) -> Result<Vec<ScoredPair>> {
         .collect())
 }
 
-/// Reads `premise<TAB>hypothesis<TAB>label` rows (entailment, neutral, contradiction).
+/// Reads `premise<TAB>hypothesis<TAB>label` rows (entailment, neutral, contradiction); the
+/// header line is optional (a first line with a label in its third column is data).
 ///
 /// # Errors
 /// As [`read_scored_pairs`], and an unknown label.
 pub fn read_nli(path: impl AsRef<Path>) -> Result<Vec<NliExample>> {
     let path = path.as_ref();
-    rows(path)?
+    rows(path, is_nli_row)?
         .into_iter()
         .map(|(line, cols)| {
             if cols.len() != 3 {
@@ -144,6 +153,11 @@ pub fn read_nli(path: impl AsRef<Path>) -> Result<Vec<NliExample>> {
         .collect()
 }
 
+/// Whether a row is an NLI example (its third column a label).
+fn is_nli_row(cols: &[String]) -> bool {
+    cols.len() == 3 && ["entailment", "neutral", "contradiction"].contains(&cols[2].trim())
+}
+
 /// The (premise, hypothesis) pairs of the entailment examples, in order.
 pub fn entailment_pairs(examples: Vec<NliExample>) -> Vec<PairExample> {
     examples
@@ -157,16 +171,16 @@ pub fn entailment_pairs(examples: Vec<NliExample>) -> Vec<PairExample> {
         .collect()
 }
 
-/// Reads `query<TAB>positive[<TAB>negative]` rows; an NLI file yields its entailment pairs.
+/// Reads `query<TAB>positive[<TAB>negative]` rows after a header line (required: free text
+/// cannot tell a header from data); an NLI file yields its entailment pairs.
 ///
 /// # Errors
 /// As [`read_scored_pairs`].
 pub fn read_pairs(path: impl AsRef<Path>) -> Result<Vec<PairExample>> {
     let path = path.as_ref();
-    let rows = rows(path)?;
-    let is_nli = rows.first().is_some_and(|(_, c)| {
-        c.len() == 3 && ["entailment", "neutral", "contradiction"].contains(&c[2].trim())
-    });
+    // Free text in every column: the first line is always the header.
+    let rows = rows(path, |_| false)?;
+    let is_nli = rows.first().is_some_and(|(_, c)| is_nli_row(c));
     if is_nli {
         return Ok(entailment_pairs(read_nli(path)?));
     }

@@ -58,12 +58,14 @@
 #![warn(missing_docs, missing_debug_implementations)]
 #![doc(test(attr(deny(warnings))))]
 
+mod checkpoint;
 mod data;
 mod model;
 mod objective;
 mod optim;
 mod trainer;
 
+pub use checkpoint::{OutputDir, MARKER as CHECKPOINT_MARKER};
 pub use data::{
     entailment_pairs, read_nli, read_pairs, read_scored_pairs, NliExample, NliLabel, PairExample,
     ScoredPair,
@@ -89,7 +91,7 @@ pub enum TrainError {
         message: String,
     },
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,

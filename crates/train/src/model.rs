@@ -9,6 +9,7 @@ use candle_nn::{VarBuilder, VarMap};
 use sbert::bert::{GradientSink, Mode};
 use sbert::{BertModel, Pooling, SentenceEmbedder, TokenizedText};
 
+use crate::checkpoint::OutputDir;
 use crate::{Result, TrainError};
 
 /// What one more padded encoder pass costs (inference, and training off the CPU), in padded
@@ -312,41 +313,53 @@ impl TrainableModel {
     }
 
     /// Saves the model as a sentence-transformers folder at `out`: `model.safetensors` with the
-    /// current weights under Hugging Face names, and every other file of the source folder.
-    /// Written to `out.partial` first and renamed into place, so an interrupted save never
-    /// leaves a half-written checkpoint; a previous checkpoint at `out` is replaced only then.
+    /// current weights under Hugging Face names, every other file of the source folder, and
+    /// the checkpoint marker [`crate::checkpoint::MARKER`]. The folder is assembled beside
+    /// `out` under a unique hidden name and moved into place only when complete, so an
+    /// interrupted save never leaves a half-written checkpoint and concurrent saves never mix;
+    /// a previous folder at `out` is replaced only then, and only as [`OutputDir`] allows.
     ///
     /// # Errors
-    /// On I/O errors.
-    pub fn save(&self, out: &Path) -> Result<()> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| TrainError::Io { path, source }
-        };
-        let mut partial = out.as_os_str().to_owned();
-        partial.push(".partial");
-        let partial = PathBuf::from(partial);
-        if partial.exists() {
-            std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
-        }
-        copy_tree(&self.dir, &partial, true)?;
-        let weights = partial.join("model.safetensors");
+    /// On I/O errors, or when the folder at `out` is no longer one that may be replaced.
+    pub fn save(&self, out: &OutputDir) -> Result<()> {
+        out.check()?;
+        let staged = sbert::output::StagedDir::new(out.path())?;
+        copy_tree(&self.dir, staged.path(), true)?;
+        let weights = staged.path().join("model.safetensors");
         self.varmap
             .save(&weights)
             .map_err(|source| sbert::Error::Weights {
                 path: weights.clone(),
                 source,
             })?;
-        if out.exists() {
-            std::fs::remove_dir_all(out).map_err(io(out))?;
-        }
-        std::fs::rename(&partial, out).map_err(io(out))?;
+        let marker = format!(
+            "{{\"written_by\": \"sbert-train {}\", \"base_model\": {}}}\n",
+            env!("CARGO_PKG_VERSION"),
+            serde_json::Value::String(self.dir.display().to_string())
+        );
+        let marker_path = staged.path().join(crate::checkpoint::MARKER);
+        std::fs::write(&marker_path, marker).map_err(|source| TrainError::Io {
+            path: marker_path.clone(),
+            source,
+        })?;
+        // safetensors writes through a private temporary file (mode 0600); give the weights
+        // the permissions of a file created normally, as the marker just was.
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| TrainError::Io { path, source }
+        };
+        let permissions = std::fs::metadata(&marker_path)
+            .map_err(io(&marker_path))?
+            .permissions();
+        std::fs::set_permissions(&weights, permissions).map_err(io(&weights))?;
+        staged.commit()?;
         Ok(())
     }
 }
 
 /// Copies `from` into `to`, recursively; with `skip_weights`, not `from/model.safetensors`
-/// (the encoder weights, written separately). Module weights (`2_Dense/…`) are copied.
+/// (the encoder weights, written separately). Module weights (`2_Dense/…`) are copied; the
+/// source's own checkpoint marker and this crate's temporaries are not.
 fn copy_tree(from: &Path, to: &Path, skip_weights: bool) -> Result<()> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -356,10 +369,17 @@ fn copy_tree(from: &Path, to: &Path, skip_weights: bool) -> Result<()> {
     for entry in std::fs::read_dir(from).map_err(io(from))? {
         let entry = entry.map_err(io(from))?;
         let path = entry.path();
-        let target = to.join(entry.file_name());
+        let name = entry.file_name();
+        let name_str = name.to_string_lossy();
+        if name_str == crate::checkpoint::MARKER
+            || (name_str.starts_with('.') && name_str.contains(".sbert-"))
+        {
+            continue;
+        }
+        let target = to.join(&name);
         if path.is_dir() {
             copy_tree(&path, &target, false)?;
-        } else if !(skip_weights && entry.file_name() == "model.safetensors") {
+        } else if !(skip_weights && name == "model.safetensors") {
             std::fs::copy(&path, &target).map_err(io(&path))?;
         }
     }

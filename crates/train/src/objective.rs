@@ -112,6 +112,32 @@ pub enum Objective {
     },
 }
 
+impl Objective {
+    /// Checks the objective's parameters.
+    ///
+    /// # Errors
+    /// [`TrainError::Invalid`] for a maximum score, scale or temperature that is not a positive
+    /// number (a temperature of 0 means the plain loss).
+    pub fn validate(&self) -> Result<()> {
+        let ok = match self {
+            Objective::Cosine { max_score } => max_score.is_finite() && *max_score > 0.0,
+            Objective::Softmax { concat } => !concat.0.is_empty(),
+            Objective::InBatchNegatives { scale, temperature } => {
+                scale.is_finite()
+                    && *scale > 0.0
+                    && temperature.is_none_or(|t| t.is_finite() && t >= 0.0)
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(TrainError::Invalid(format!(
+                "{self:?}: scores' maximum, scale and temperature must be positive numbers"
+            )))
+        }
+    }
+}
+
 /// Regression loss: `mean((cos(u, v) − labels)²)` for `u, v (n, d)`, `labels (n,)`.
 pub(crate) fn cosine_mse(u: &Tensor, v: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let cos = sbert::pairwise_cos_sim(u, v)?;

@@ -1,6 +1,5 @@
 //! The training loop: batches, AdamW, warm-up, clipping, evaluation, checkpoints.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -8,6 +7,7 @@ use candle_nn::{VarBuilder, VarMap};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
+use crate::checkpoint::OutputDir;
 use crate::data::{NliExample, PairExample, ScoredPair};
 use crate::model::TrainableModel;
 use crate::objective::{self, Objective};
@@ -35,8 +35,40 @@ pub struct TrainConfig {
     pub order: Option<Vec<usize>>,
     /// Evaluate on the dev set every this many steps (and at the end). Default: end only.
     pub eval_every: Option<usize>,
-    /// Where the (best) checkpoint goes.
-    pub output: Option<PathBuf>,
+    /// Where the (best) checkpoint goes, checked by [`OutputDir::new`] before training.
+    pub output: Option<OutputDir>,
+}
+
+impl TrainConfig {
+    /// Checks every setting's range.
+    ///
+    /// # Errors
+    /// [`TrainError::Invalid`] naming the setting and its range.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |what: &str| Err(TrainError::Invalid(what.to_string()));
+        if self.batch_size == 0 {
+            return invalid("batch size must be at least 1");
+        }
+        if self.epochs == 0 {
+            return invalid("epochs must be at least 1");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return invalid("learning rate must be a positive number");
+        }
+        if !(0.0..=1.0).contains(&self.warmup_ratio) {
+            return invalid("warm-up ratio must lie in [0, 1] (a share of the steps)");
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return invalid("weight decay must be a number ≥ 0");
+        }
+        if self.max_grad_norm.is_nan() || self.max_grad_norm <= 0.0 {
+            return invalid("max gradient norm must be > 0 (infinity turns clipping off)");
+        }
+        if self.eval_every == Some(0) {
+            return invalid("evaluation interval must be at least 1 step");
+        }
+        Ok(())
+    }
 }
 
 impl Default for TrainConfig {
@@ -152,11 +184,8 @@ impl Trainer {
     /// # Errors
     /// On a setting out of range.
     pub fn new(config: TrainConfig, objective: Objective, dim: usize) -> Result<Self> {
-        if config.batch_size == 0 || config.epochs == 0 || config.lr.is_nan() || config.lr <= 0.0 {
-            return Err(TrainError::Invalid(
-                "batch size, epochs and learning rate must be positive".into(),
-            ));
-        }
+        config.validate()?;
+        objective.validate()?;
         let head = match &objective {
             Objective::Softmax { concat } => {
                 let varmap = VarMap::new();
@@ -311,6 +340,22 @@ impl Trainer {
                 )));
             }
         }
+        if let (Objective::Cosine { max_score }, TrainData::Scored(rows)) = (&self.objective, data)
+        {
+            if let Some((i, p)) = rows
+                .iter()
+                .enumerate()
+                .find(|(_, p)| !(0.0..=*max_score).contains(&p.score))
+            {
+                return Err(TrainError::Invalid(format!(
+                    "training example {} (0-based) has score {} outside [0, {max_score}]",
+                    i, p.score
+                )));
+            }
+        }
+        if let Some(out) = &cfg.output {
+            out.check()?;
+        }
         let steps_per_epoch = n.div_ceil(cfg.batch_size);
         let total = steps_per_epoch * cfg.epochs;
         let warmup = (total as f64 * cfg.warmup_ratio).ceil() as usize;
@@ -448,16 +493,18 @@ mod tests {
     #[test]
     fn a_saved_checkpoint_reloads_with_its_dev_score_and_nan_keeps_it_intact() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let out = tmp.path().join("ckpt");
+        let out_path = tmp.path().join("ckpt");
+        let out = OutputDir::new(&out_path, false, &[]).expect("new folder");
         let model = TrainableModel::load(tiny_dir()).expect("load");
         let config = TrainConfig {
             epochs: 3,
             batch_size: 4,
             lr: 1e-3,
             eval_every: Some(2),
-            output: Some(out.clone()),
+            output: Some(out),
             ..TrainConfig::default()
         };
+        let out = out_path;
         let trainer = Trainer::new(config.clone(), Objective::Cosine { max_score: 5.0 }, 32)
             .expect("trainer");
         let data = TrainData::Scored(pairs());
@@ -470,10 +517,13 @@ mod tests {
         assert!(report.steps.iter().all(|s| s.loss.is_finite()));
         let best = report.best_dev.expect("dev score");
         assert!(out.join("model.safetensors").is_file() && out.join("modules.json").is_file());
-        assert!(
-            !tmp.path().join("ckpt.partial").exists(),
-            "no half-written checkpoint"
-        );
+        let mut names: Vec<String> = std::fs::read_dir(tmp.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["ckpt"], "no staging folder left behind");
+        assert!(OutputDir::is_checkpoint(&out));
 
         // The checkpoint is a model folder that sbert loads, and it scores what it was saved with.
         let reloaded = sbert::SentenceEmbedder::from_dir(&out, &Device::Cpu).expect("reload");
@@ -495,18 +545,22 @@ mod tests {
 
         // A non-finite loss stops training with a clear error; the checkpoint stays as it was.
         let before = std::fs::read(out.join("model.safetensors")).expect("read");
+        // A learning rate of 1e38 overflows the weights after the first step; without a dev
+        // set the run would save only at its end, which it never reaches.
+        let config = TrainConfig {
+            lr: 1e38,
+            eval_every: None,
+            ..config
+        };
         let broken =
-            Trainer::new(config, Objective::Cosine { max_score: 0.0 }, 32).expect("trainer");
+            Trainer::new(config, Objective::Cosine { max_score: 5.0 }, 32).expect("trainer");
         let err = broken
-            .train(&model, &data, Some(&dev), &mut |_| {})
+            .train(&model, &data, None, &mut |_| {})
             .expect_err("nan");
+        assert!(matches!(err, TrainError::NonFiniteLoss { .. }), "{err}");
         assert!(
-            matches!(err, TrainError::NonFiniteLoss { step: 1, .. }),
-            "{err}"
-        );
-        assert_eq!(
-            before,
-            std::fs::read(out.join("model.safetensors")).expect("read")
+            before == std::fs::read(out.join("model.safetensors")).expect("read"),
+            "the checkpoint changed"
         );
     }
 
