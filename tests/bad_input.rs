@@ -279,3 +279,120 @@ fn a_huge_line_embeds_as_its_first_100_kb() {
     let e = model.embed_vecs(&[huge.as_str(), cut]).expect("embed");
     assert_eq!(e[0], e[1]);
 }
+
+/// Found by the `model_folder` fuzz target: a control character inside a string of
+/// tokenizer.json's decoder made the tokenizers crate panic; it is a JSON error naming the file.
+#[test]
+fn a_tokenizer_json_with_a_raw_control_character_is_a_json_error() {
+    let (_tmp, dir) = tiny_copy();
+    let path = dir.join("tokenizer.json");
+    let text = std::fs::read_to_string(&path).expect("read");
+    let at = text.rfind("\"type\"").expect("a type key");
+    let broken = format!("{}\"ty\u{1}pe\"{}", &text[..at], &text[at + 6..]);
+    std::fs::write(&path, broken).expect("write");
+    let err = load(&dir).expect_err("control character");
+    assert!(matches!(err, Error::Json { .. }), "{err:?}");
+    assert!(err.to_string().contains("tokenizer.json"), "{err}");
+}
+
+#[test]
+fn every_malformed_model_file_is_a_typed_error_naming_it() {
+    for file in [
+        "config.json",
+        "modules.json",
+        "tokenizer.json",
+        "sentence_bert_config.json",
+        "2_Dense/config.json",
+    ] {
+        let (_tmp, dir) = tiny_copy();
+        std::fs::write(dir.join(file), "{ not json").expect("write");
+        let err = load(&dir).expect_err(file);
+        assert!(matches!(err, Error::Json { .. }), "{file}: {err:?}");
+        assert!(err.to_string().contains(file), "{file}: {err}");
+    }
+}
+
+#[test]
+fn a_missing_or_corrupt_dense_module_is_named() {
+    let (_tmp, dir) = tiny_copy();
+    std::fs::remove_file(dir.join("2_Dense/model.safetensors")).expect("rm");
+    let err = load(&dir).expect_err("missing dense weights");
+    assert!(matches!(err, Error::MissingFile(_)), "{err:?}");
+    assert!(err.to_string().contains("2_Dense"), "{err}");
+
+    let (_tmp, dir) = tiny_copy();
+    std::fs::write(
+        dir.join("2_Dense/model.safetensors"),
+        b"\x08\0\0\0\0\0\0\0{}garbage",
+    )
+    .expect("write");
+    let err = load(&dir).expect_err("corrupt dense weights");
+    assert!(matches!(err, Error::Weights { .. }), "{err:?}");
+    assert!(err.to_string().contains("2_Dense"), "{err}");
+}
+
+#[test]
+fn unknown_modules_vocabulary_mismatch_and_short_sequences_are_refused() {
+    let (_tmp, dir) = tiny_copy();
+    let modules = std::fs::read_to_string(dir.join("modules.json")).expect("read");
+    std::fs::write(
+        dir.join("modules.json"),
+        modules.replace("models.Dense", "models.LSTM"),
+    )
+    .expect("write");
+    let err = load(&dir).expect_err("unknown module");
+    assert!(
+        matches!(&err, Error::Unsupported(m) if m.contains("LSTM")),
+        "{err:?}"
+    );
+
+    let (_tmp, dir) = tiny_copy();
+    let cfg = std::fs::read_to_string(dir.join("config.json")).expect("read");
+    let vocab: usize = serde_json::from_str::<serde_json::Value>(&cfg).expect("json")["vocab_size"]
+        .as_u64()
+        .expect("vocab_size") as usize;
+    std::fs::write(
+        dir.join("config.json"),
+        cfg.replace(
+            &format!("\"vocab_size\": {vocab}"),
+            &format!("\"vocab_size\": {}", vocab - 10),
+        ),
+    )
+    .expect("write");
+    let msg = chain(&load(&dir).expect_err("vocabulary mismatch"));
+    assert!(
+        msg.contains("word_embeddings") || msg.contains("tokens"),
+        "{msg}"
+    );
+
+    let (_tmp, dir) = tiny_copy();
+    std::fs::write(
+        dir.join("sentence_bert_config.json"),
+        r#"{"max_seq_length": 1, "do_lower_case": false}"#,
+    )
+    .expect("write");
+    let err = load(&dir).expect_err("max_seq_length 1");
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+}
+
+#[test]
+fn an_integer_weight_tensor_is_refused() {
+    let (_tmp, dir) = tiny_copy();
+    let name = "encoder.layer.0.attention.self.query.bias";
+    edit_header(&dir.join("model.safetensors"), |h| {
+        h[name]["dtype"] = serde_json::json!("U32");
+    });
+    let msg = chain(&load(&dir).expect_err("integer weights"));
+    assert!(msg.contains(name) && msg.contains("U32"), "{msg}");
+}
+
+#[test]
+fn mismatched_pairs_and_an_empty_retrieval_task_are_errors() {
+    let model = load(&common::tiny_dir()).expect("load");
+    let err = model
+        .pairwise_similarity(&["a", "b"], &["c"], sbert::Similarity::Cosine)
+        .expect_err("lengths differ");
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    let empty = sbert_eval::RetrievalTask::from_pairs(std::iter::empty());
+    assert!(sbert_eval::evaluate_retrieval(&model, &empty).is_err());
+}

@@ -23,11 +23,15 @@ fn tiny_config() -> BertConfig {
     serde_json::from_str(&text).expect("parse config")
 }
 
-/// The largest absolute value of a tensor of any float dtype, as f64.
+/// The largest absolute value of a tensor of any float dtype, as f64; NaN when the tensor
+/// holds a NaN (a `max` reduction would skip it).
 fn max_abs(t: &Tensor) -> f64 {
     t.to_dtype(DType::F64)
-        .and_then(|t| t.abs()?.max_all()?.to_scalar::<f64>())
-        .expect("max |x|")
+        .and_then(|t| t.flatten_all()?.to_vec1::<f64>())
+        .expect("values")
+        .into_iter()
+        .map(f64::abs)
+        .fold(0.0, |m, v| if v.is_nan() || v > m { v } else { m })
 }
 
 fn tiny_encoder(cfg: &BertConfig) -> BertModel {
@@ -165,17 +169,8 @@ fn attention_probabilities_are_per_layer_and_head_and_ignore_padding() {
     }
     // The plain forward pass returns the same hidden states and keeps no attentions.
     let plain = encoder.forward(&ids, None, &mask).expect("forward");
-    let diff = (plain - &out.hidden_states)
-        .expect("sub")
-        .abs()
-        .expect("abs");
-    assert_eq!(
-        diff.max_all()
-            .expect("max")
-            .to_scalar::<f32>()
-            .expect("scalar"),
-        0.0
-    );
+    let diff = (plain - &out.hidden_states).expect("sub");
+    assert_eq!(max_abs(&diff), 0.0);
 }
 
 #[test]
@@ -199,11 +194,8 @@ fn training_mode_is_differentiable_and_dropout_acts_only_in_training() {
     let composite = encoder
         .forward_with_mode(&ids, None, &mask, train)
         .expect("forward");
-    let d = (&inference - &composite.hidden_states)
-        .expect("sub")
-        .abs()
-        .expect("abs");
-    assert!(d.max_all().expect("max").to_scalar::<f32>().expect("s") < 1e-5);
+    let d = (&inference - &composite.hidden_states).expect("sub");
+    assert!(max_abs(&d) < 1e-5);
 
     // Gradients flow to the weights through the training path.
     let varmap = candle_nn::VarMap::new();
@@ -255,13 +247,7 @@ fn training_mode_is_differentiable_and_dropout_acts_only_in_training() {
     );
     let c = encoder.forward(&ids, None, &mask).expect("f");
     let e = encoder.forward(&ids, None, &mask).expect("f");
-    let d = (&c - &e)
-        .expect("sub")
-        .abs()
-        .expect("abs")
-        .max_all()
-        .expect("m");
-    assert_eq!(d.to_scalar::<f32>().expect("s"), 0.0);
+    assert_eq!(max_abs(&(&c - &e).expect("sub")), 0.0);
 }
 
 #[test]
@@ -389,4 +375,42 @@ fn fused_training_ops_give_the_composite_gradients() {
         checked += 1;
     }
     assert!(checked > 20, "{checked} weights checked");
+}
+
+/// Eight threads share one freshly loaded model, so its first use (where the packed path
+/// builds its weight snapshot) happens concurrently; every thread gets exactly what one
+/// thread alone gets from another fresh model.
+#[test]
+fn eight_threads_share_one_model_and_get_one_threads_results() {
+    let texts: Vec<String> = (0..40)
+        .map(|i| {
+            format!(
+                "sentence {i} about the cat {}",
+                "and the dog ".repeat(i % 7)
+            )
+        })
+        .collect();
+    let alone = SentenceEmbedder::from_dir(common::tiny_dir(), &Device::Cpu)
+        .expect("load")
+        .embed_vecs(&texts)
+        .expect("embed");
+    let shared = SentenceEmbedder::from_dir(common::tiny_dir(), &Device::Cpu).expect("load");
+    let barrier = std::sync::Barrier::new(8);
+    let results: Vec<Vec<Vec<f32>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    shared.embed_vecs(&texts).expect("embed")
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    for (t, got) in results.iter().enumerate() {
+        assert!(got == &alone, "thread {t} differs from one thread alone");
+    }
 }

@@ -47,13 +47,14 @@ pub fn minilm() -> &'static SentenceEmbedder {
     })
 }
 
-/// max |a − b| over two equal-length vectors.
+/// max |a − b| over two equal-length vectors; NaN when any difference is NaN (`f32::max` would
+/// skip it), so that every `d <= tol` comparison fails on a NaN.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "vector lengths differ");
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+        .fold(0.0, |m, d| if d.is_nan() || d > m { d } else { m })
 }
 
 /// Asserts that two lists of vectors agree to `max_abs` and cosine ≥ `min_cos`, row by row.

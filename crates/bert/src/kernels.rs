@@ -357,6 +357,82 @@ pub(crate) fn packed_attention(
     out
 }
 
+/// `y ← y + a·x`.
+#[inline(always)]
+pub(crate) fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
+}
+
+#[inline(always)]
+fn norm_backward_rows_generic(
+    dx: &mut [f32],
+    dy: &[f32],
+    xhat: &[f32],
+    rstd: &[f32],
+    gamma: &[f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) {
+    let h = gamma.len();
+    for (((dx, dy), xh), &rs) in dx
+        .chunks_exact_mut(h)
+        .zip(dy.chunks_exact(h))
+        .zip(xhat.chunks_exact(h))
+        .zip(rstd)
+    {
+        let (mut sum_g, mut sum_gx) = (0f32, 0f32);
+        for k in 0..h {
+            let g = dy[k] * gamma[k];
+            sum_g += g;
+            sum_gx += g * xh[k];
+            dgamma[k] += dy[k] * xh[k];
+            dbeta[k] += dy[k];
+        }
+        let (mean_g, mean_gx) = (sum_g / h as f32, sum_gx / h as f32);
+        for k in 0..h {
+            dx[k] = rs * (dy[k] * gamma[k] - mean_g - xh[k] * mean_gx);
+        }
+    }
+}
+
+multiversion!(fn norm_backward_rows(dx: &mut [f32], dy: &[f32], xhat: &[f32], rstd: &[f32], gamma: &[f32], dgamma: &mut [f32], dbeta: &mut [f32]) => norm_backward_rows_generic);
+
+/// LayerNorm backward from x̂ and 1/σ: returns d input, adds `Σ dy·x̂` to `dgamma` and `Σ dy`
+/// to `dbeta`.
+pub(crate) fn norm_backward(
+    dy: &[f32],
+    xhat: &[f32],
+    rstd: &[f32],
+    gamma: &[f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) -> Vec<f32> {
+    let h = gamma.len();
+    let per = rows_per_task(h);
+    let mut dx = vec![0f32; dy.len()];
+    let (g, b) = dx
+        .par_chunks_mut(per * h)
+        .zip(dy.par_chunks(per * h))
+        .zip(xhat.par_chunks(per * h))
+        .zip(rstd.par_chunks(per))
+        .map(|(((dx, dy), xh), rs)| {
+            let (mut g, mut b) = (vec![0f32; h], vec![0f32; h]);
+            norm_backward_rows(dx, dy, xh, rs, gamma, &mut g, &mut b);
+            (g, b)
+        })
+        .reduce(
+            || (vec![0f32; h], vec![0f32; h]),
+            |(mut ga, mut ba), (gb, bb)| {
+                axpy(&mut ga, 1.0, &gb);
+                axpy(&mut ba, 1.0, &bb);
+                (ga, ba)
+            },
+        );
+    axpy(dgamma, 1.0, &g);
+    axpy(dbeta, 1.0, &b);
+    dx
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -469,6 +469,9 @@ impl BertModel {
 
 use candle_core::{CpuStorage, CustomOp1, InplaceOp1, InplaceOp2, Layout, Shape};
 
+/// Tensors per encoder layer in [`BertModel::parameters`].
+pub(crate) const LAYER_PARAMS: usize = 16;
+
 use crate::grad_ops::{f32_slice, f32_slice_mut};
 use crate::kernels::{self, AttentionShape, NormParams};
 
@@ -701,7 +704,8 @@ impl BertModel {
         Ok(x)
     }
 
-    /// Every weight, in the order the training path indexes them: the word, position and
+    /// Every weight, in the order the training path indexes them ([`LAYER_PARAMS`] per layer
+    /// after 5 embedding tensors): the word, position and
     /// token-type tables and the embedding LayerNorm, then per layer the query, key, value
     /// and attention-output weight/bias pairs, the attention LayerNorm, the intermediate and
     /// output weight/bias pairs and the output LayerNorm.
@@ -738,10 +742,7 @@ impl BertModel {
                 .map(Tensor::clone),
             );
         }
-        debug_assert_eq!(
-            params.len(),
-            5 + self.layers.len() * crate::training::LAYER_PARAMS
-        );
+        debug_assert_eq!(params.len(), 5 + self.layers.len() * LAYER_PARAMS);
         params
     }
 

@@ -22,9 +22,9 @@ use rayon::prelude::*;
 
 use crate::config::HiddenAct;
 use crate::grad_ops::{f32_slice, mix, DropoutMask};
-use crate::kernels::{self, dot, rows_per_task};
+use crate::kernels::{self, axpy, dot, norm_backward, rows_per_task};
 use crate::matmul::{gemm, MatMut, MatRef};
-use crate::model::BertModel;
+use crate::model::{BertModel, LAYER_PARAMS};
 
 // Parameter indices, in the order of `BertModel::parameters`.
 const WORD: usize = 0;
@@ -45,7 +45,6 @@ const FF_OUT_W: usize = 12;
 const FF_OUT_B: usize = 13;
 const LN2_GAMMA: usize = 14;
 const LN2_BETA: usize = 15;
-pub(crate) const LAYER_PARAMS: usize = 16;
 
 /// Where the gradients of [`BertModel::forward_train`] passes collect.
 ///
@@ -755,11 +754,6 @@ fn scatter(m: &mut [f32], width: usize, col: usize, task: HeadTask, block: &[f32
     }
 }
 
-#[inline(always)]
-fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
-}
-
 /// Softmax probabilities (into `probs`, `len × len`) and the context `(len, hd)` of one head.
 #[inline(always)]
 fn head_forward_generic(
@@ -1095,76 +1089,6 @@ fn add_column_sums(dst: &mut [f32], m: &[f32], width: usize, start: usize) {
     axpy(dst, 1.0, &sums);
 }
 
-#[inline(always)]
-fn norm_backward_rows_generic(
-    dx: &mut [f32],
-    dy: &[f32],
-    xhat: &[f32],
-    rstd: &[f32],
-    gamma: &[f32],
-    dgamma: &mut [f32],
-    dbeta: &mut [f32],
-) {
-    let h = gamma.len();
-    for (((dx, dy), xh), &rs) in dx
-        .chunks_exact_mut(h)
-        .zip(dy.chunks_exact(h))
-        .zip(xhat.chunks_exact(h))
-        .zip(rstd)
-    {
-        let (mut sum_g, mut sum_gx) = (0f32, 0f32);
-        for k in 0..h {
-            let g = dy[k] * gamma[k];
-            sum_g += g;
-            sum_gx += g * xh[k];
-            dgamma[k] += dy[k] * xh[k];
-            dbeta[k] += dy[k];
-        }
-        let (mean_g, mean_gx) = (sum_g / h as f32, sum_gx / h as f32);
-        for k in 0..h {
-            dx[k] = rs * (dy[k] * gamma[k] - mean_g - xh[k] * mean_gx);
-        }
-    }
-}
-
-kernels::multiversion!(fn norm_backward_rows(dx: &mut [f32], dy: &[f32], xhat: &[f32], rstd: &[f32], gamma: &[f32], dgamma: &mut [f32], dbeta: &mut [f32]) => norm_backward_rows_generic);
-
-/// LayerNorm backward from x̂ and 1/σ: returns d input, adds `Σ dy·x̂` to `dgamma` and `Σ dy`
-/// to `dbeta`.
-pub(crate) fn norm_backward(
-    dy: &[f32],
-    xhat: &[f32],
-    rstd: &[f32],
-    gamma: &[f32],
-    dgamma: &mut [f32],
-    dbeta: &mut [f32],
-) -> Vec<f32> {
-    let h = gamma.len();
-    let per = rows_per_task(h);
-    let mut dx = vec![0f32; dy.len()];
-    let (g, b) = dx
-        .par_chunks_mut(per * h)
-        .zip(dy.par_chunks(per * h))
-        .zip(xhat.par_chunks(per * h))
-        .zip(rstd.par_chunks(per))
-        .map(|(((dx, dy), xh), rs)| {
-            let (mut g, mut b) = (vec![0f32; h], vec![0f32; h]);
-            norm_backward_rows(dx, dy, xh, rs, gamma, &mut g, &mut b);
-            (g, b)
-        })
-        .reduce(
-            || (vec![0f32; h], vec![0f32; h]),
-            |(mut ga, mut ba), (gb, bb)| {
-                axpy(&mut ga, 1.0, &gb);
-                axpy(&mut ba, 1.0, &bb);
-                (ga, ba)
-            },
-        );
-    axpy(dgamma, 1.0, &g);
-    axpy(dbeta, 1.0, &b);
-    dx
-}
-
 /// The gradients of one head's q, k and v, `(len, hd)` each, written into `dq`, `dk`, `dv`.
 #[inline(always)]
 fn head_backward_generic(
@@ -1334,11 +1258,14 @@ mod tests {
         (ids, mask, weights)
     }
 
+    /// max |t|; NaN when `t` holds a NaN (a reduction with `max` would skip it).
     fn max_abs(t: &Tensor) -> f32 {
-        t.abs()
-            .and_then(|t| t.max_all())
-            .and_then(|t| t.to_scalar::<f32>())
-            .expect("max")
+        t.flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .expect("values")
+            .into_iter()
+            .map(f32::abs)
+            .fold(0.0, |m, v| if v.is_nan() || v > m { v } else { m })
     }
 
     #[test]

@@ -809,7 +809,20 @@ fn split_modules(
 /// their longest text).
 fn load_tokenizer(dir: &Path, max_seq_length: usize) -> Result<Tokenizer> {
     let path = folder::require_file(dir.join("tokenizer.json"))?;
-    let mut tokenizer = Tokenizer::from_file(&path).map_err(|source| Error::TokenizerLoad {
+    let bytes = std::fs::read(&path).map_err(|source| folder::io_error(&path, source))?;
+    // Malformed JSON is reported by serde_json, naming line and column; the tokenizers crate
+    // can panic on some of it (an `expect` in its decoder deserializer) instead of failing.
+    serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|source| Error::Json {
+        path: path.clone(),
+        source,
+    })?;
+    let parsed = std::panic::catch_unwind(|| Tokenizer::from_bytes(&bytes)).map_err(|_| {
+        Error::TokenizerLoad {
+            path: path.clone(),
+            source: "the tokenizers library panicked while reading this file".into(),
+        }
+    })?;
+    let mut tokenizer = parsed.map_err(|source| Error::TokenizerLoad {
         path: path.clone(),
         source,
     })?;

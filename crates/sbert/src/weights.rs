@@ -120,6 +120,19 @@ pub(crate) fn load_with_names(
                 format!("tensor {name}: unsupported dtype {:?}", info.dtype),
             )
         })?;
+        if !stored.is_float() {
+            // Integer buffers (`embeddings.position_ids` in older checkpoints) are not weights.
+            if name.ends_with("_ids") {
+                continue;
+            }
+            return Err(corrupt(
+                path,
+                format!(
+                    "tensor {name} has dtype {:?}; weights must be floating point",
+                    info.dtype
+                ),
+            ));
+        }
         let (start, end) = (info.data_offsets.0 as u64, info.data_offsets.1 as u64);
         let numel: usize = info.shape.iter().product();
         let entry_shape = info.shape.clone();
@@ -136,10 +149,8 @@ pub(crate) fn load_with_names(
             let mut raw = vec![0u8; bytes as usize];
             file.read_exact(&mut raw).map_err(io)?;
             let t = Tensor::from_raw_buffer(&raw, stored, &entry_shape, &Device::Cpu)?;
-            if t.dtype().is_float() {
-                let values = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-                check_values(path, &name, &values)?;
-            }
+            let values = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            check_values(path, &name, &values)?;
             t
         };
         let tensor = tensor.to_dtype(dtype)?.to_device(device)?;

@@ -565,6 +565,70 @@ mod tests {
     }
 
     #[test]
+    fn no_examples_and_settings_out_of_range_are_refused() {
+        let model = TrainableModel::load(tiny_dir()).expect("load");
+        let trainer = Trainer::new(
+            TrainConfig::default(),
+            Objective::Cosine { max_score: 5.0 },
+            32,
+        )
+        .expect("trainer");
+        let err = trainer
+            .train(&model, &TrainData::Scored(Vec::new()), None, &mut |_| {})
+            .expect_err("no examples");
+        assert!(matches!(err, TrainError::Invalid(_)), "{err}");
+        for bad in [
+            TrainConfig {
+                warmup_ratio: 5.0,
+                ..TrainConfig::default()
+            },
+            TrainConfig {
+                max_grad_norm: 0.0,
+                ..TrainConfig::default()
+            },
+            TrainConfig {
+                eval_every: Some(0),
+                ..TrainConfig::default()
+            },
+            TrainConfig {
+                lr: f64::NAN,
+                ..TrainConfig::default()
+            },
+            TrainConfig {
+                weight_decay: -1.0,
+                ..TrainConfig::default()
+            },
+            TrainConfig {
+                batch_size: 0,
+                ..TrainConfig::default()
+            },
+        ] {
+            assert!(
+                Trainer::new(bad.clone(), Objective::Cosine { max_score: 5.0 }, 32).is_err(),
+                "{bad:?}"
+            );
+        }
+        let mnrl = |scale, temperature| Objective::InBatchNegatives { scale, temperature };
+        for bad in [
+            mnrl(-5.0, None),
+            mnrl(0.0, None),
+            mnrl(20.0, Some(-1.0)),
+            mnrl(f64::INFINITY, None),
+        ] {
+            assert!(
+                Trainer::new(TrainConfig::default(), bad.clone(), 32).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(Trainer::new(
+            TrainConfig::default(),
+            Objective::Cosine { max_score: 0.0 },
+            32
+        )
+        .is_err());
+    }
+
+    #[test]
     fn decay_groups_follow_sentence_transformers() {
         assert!(no_decay(
             "encoder.layer.0.attention.output.LayerNorm.weight"
