@@ -1,27 +1,20 @@
-//! [`SentenceEmbedder`]: a loaded sentence-transformers model, and its builder.
+//! [`SentenceEmbedder`]: a loaded sentence-transformers model and its encoding pipeline
+//! (tokenize → batch → encode → pool → heads → input order).
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use sbert_bert::{BertConfig, BertModel};
 use sbert_pooling::{Pooling, PoolingConfig, PoolingMode};
-use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::Tokenizer;
 
+use crate::batching::{self, PaddedBatch};
+use crate::builder::EmbedderBuilder;
 use crate::error::{Error, Result};
-use crate::folder::{self, DenseConfig, ModuleEntry, SentenceBertConfig};
+use crate::folder::{self, HeadEntry, SentenceBertConfig};
+use crate::heads::{self, Dense, Head};
 use crate::similarity::{self, Similarity};
-
-/// Default number of texts per forward pass, as in sentence-transformers.
-pub const DEFAULT_BATCH_SIZE: usize = 32;
-
-/// What tokenization did to one input text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenizedText {
-    /// Token ids, special tokens included, after truncation. No padding.
-    pub ids: Vec<u32>,
-    /// Whether the text was longer than `max_seq_length` and lost its tail.
-    pub truncated: bool,
-}
+use crate::tokenize::{TextTokenizer, TokenizedText};
 
 /// Embeddings of a list of texts, with what tokenization did to each.
 #[derive(Debug, Clone)]
@@ -41,204 +34,6 @@ pub struct InputStats {
     pub truncated: bool,
 }
 
-/// A module applied after pooling.
-#[derive(Debug, Clone)]
-enum Head {
-    Dense(Dense),
-    Normalize,
-}
-
-/// sentence-transformers' `Dense`: `activation(x Wᵀ + b)`.
-#[derive(Debug, Clone)]
-struct Dense {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    activation: Activation,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Activation {
-    Identity,
-    Tanh,
-    Relu,
-    Sigmoid,
-    Gelu,
-}
-
-impl Dense {
-    fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
-        let cfg: DenseConfig = folder::read_json(&dir.join("config.json"))?;
-        let activation = match cfg
-            .activation_function
-            .rsplit('.')
-            .next()
-            .unwrap_or_default()
-        {
-            "Identity" => Activation::Identity,
-            "Tanh" => Activation::Tanh,
-            "ReLU" => Activation::Relu,
-            "Sigmoid" => Activation::Sigmoid,
-            "GELU" => Activation::Gelu,
-            other => {
-                return Err(Error::Unsupported(format!(
-                    "Dense activation {other:?} in {}",
-                    dir.join("config.json").display()
-                )))
-            }
-        };
-        let path = weights_file(dir)?;
-        let vb = crate::weights::load(&path, dtype, device)?;
-        let load = || -> candle_core::Result<(Tensor, Option<Tensor>)> {
-            let weight = vb.get((cfg.out_features, cfg.in_features), "linear.weight")?;
-            let bias = if cfg.bias {
-                Some(vb.get(cfg.out_features, "linear.bias")?)
-            } else {
-                None
-            };
-            Ok((weight, bias))
-        };
-        let (weight, bias) = load().map_err(|source| Error::Weights { path, source })?;
-        Ok(Self {
-            weight,
-            bias,
-            activation,
-        })
-    }
-
-    fn in_features(&self) -> usize {
-        self.weight.dims()[1]
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut y = x.matmul(&self.weight.t()?)?;
-        if let Some(bias) = &self.bias {
-            y = y.broadcast_add(bias)?;
-        }
-        Ok(match self.activation {
-            Activation::Identity => y,
-            Activation::Tanh => y.tanh()?,
-            Activation::Relu => y.relu()?,
-            Activation::Sigmoid => candle_nn::ops::sigmoid(&y)?,
-            Activation::Gelu => y.gelu_erf()?,
-        })
-    }
-}
-
-/// `model.safetensors` of a folder, or a clear error when only a PyTorch pickle is there.
-fn weights_file(dir: &Path) -> Result<PathBuf> {
-    let path = dir.join("model.safetensors");
-    if path.is_file() {
-        return Ok(path);
-    }
-    if dir.join("pytorch_model.bin").is_file() {
-        return Err(Error::Unsupported(format!(
-            "{} has only pytorch_model.bin; convert it to model.safetensors",
-            dir.display()
-        )));
-    }
-    Err(Error::MissingFile(path))
-}
-
-/// Builds a [`SentenceEmbedder`]; every setter states its default.
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct EmbedderBuilder {
-    model: String,
-    device: Device,
-    dtype: DType,
-    batch_size: usize,
-    max_batch_tokens: Option<usize>,
-    pooling: Option<Pooling>,
-    normalize: Option<bool>,
-    max_seq_length: Option<usize>,
-    hf_cache: Option<PathBuf>,
-}
-
-impl EmbedderBuilder {
-    fn new(model: &str) -> Self {
-        Self {
-            model: model.to_string(),
-            device: Device::Cpu,
-            dtype: DType::F32,
-            batch_size: DEFAULT_BATCH_SIZE,
-            max_batch_tokens: None,
-            pooling: None,
-            normalize: None,
-            max_seq_length: None,
-            hf_cache: None,
-        }
-    }
-
-    /// The device to run on. Default: `Device::Cpu`.
-    pub fn device(mut self, device: Device) -> Self {
-        self.device = device;
-        self
-    }
-
-    /// The dtype of the weights and computation. Default: `DType::F32`.
-    pub fn dtype(mut self, dtype: DType) -> Self {
-        self.dtype = dtype;
-        self
-    }
-
-    /// Texts per forward pass. Default: 32, as sentence-transformers. 0 is rejected by `build`.
-    pub fn batch_size(mut self, batch_size: usize) -> Self {
-        self.batch_size = batch_size;
-        self
-    }
-
-    /// Forms batches under a token budget instead of a fixed count (TEI's `max_batch_tokens`):
-    /// texts, longest first, join a batch while `texts × longest ≤ max_batch_tokens` (a text
-    /// longer than the budget gets a batch of its own). Default: `None` (batches of
-    /// [`EmbedderBuilder::batch_size`]).
-    pub fn max_batch_tokens(mut self, max_batch_tokens: Option<usize>) -> Self {
-        self.max_batch_tokens = max_batch_tokens;
-        self
-    }
-
-    /// Replaces the folder's pooling (`1_Pooling/config.json`). Default: the folder's.
-    pub fn pooling(mut self, pooling: impl Into<Pooling>) -> Self {
-        self.pooling = Some(pooling.into());
-        self
-    }
-
-    /// Forces L2 normalization on (`true`) or off (`false`). Default: as `modules.json` says
-    /// (normalized when it lists a `Normalize` module).
-    pub fn normalize(mut self, normalize: bool) -> Self {
-        self.normalize = Some(normalize);
-        self
-    }
-
-    /// Longest input in tokens, special tokens included. Default: `max_seq_length` of
-    /// `sentence_bert_config.json`, capped at the encoder's `max_position_embeddings`.
-    pub fn max_seq_length(mut self, max_seq_length: usize) -> Self {
-        self.max_seq_length = Some(max_seq_length);
-        self
-    }
-
-    /// The Hugging Face hub cache to resolve `owner/name` ids in. Default: `$HF_HUB_CACHE`,
-    /// else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
-    pub fn hf_cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.hf_cache = Some(dir.into());
-        self
-    }
-
-    /// Loads the model.
-    ///
-    /// # Errors
-    /// When the model cannot be found, a file is missing or malformed, the weights do not fit
-    /// the config, or an option is out of range.
-    pub fn build(self) -> Result<SentenceEmbedder> {
-        if self.batch_size == 0 {
-            return Err(Error::InvalidArgument(
-                "batch size must be at least 1".into(),
-            ));
-        }
-        let dir = crate::hub::resolve(&self.model, self.hf_cache.as_deref())?;
-        SentenceEmbedder::load(&dir, self)
-    }
-}
-
 /// A sentence-transformers model, loaded: tokenizer → BERT encoder → pooling → optional Dense
 /// → optional Normalize.
 ///
@@ -246,28 +41,15 @@ impl EmbedderBuilder {
 #[derive(Debug)]
 pub struct SentenceEmbedder {
     dir: PathBuf,
-    tokenizer: Tokenizer,
+    /// The encoder's safetensors file (in the Transformer module's folder).
+    weights: PathBuf,
+    tokenizer: TextTokenizer,
     encoder: BertModel,
     pooling: Pooling,
     heads: Vec<Head>,
-    max_seq_length: usize,
-    do_lower_case: bool,
-    /// Whether long texts may be tokenized through a prefix (see `prefix::cuts_are_safe`).
-    cuts_are_safe: bool,
     batch_size: usize,
     max_batch_tokens: Option<usize>,
     device: Device,
-}
-
-/// Tokenized texts right-padded to the longest of them: `(b, t)` each, `u32`.
-#[derive(Debug, Clone)]
-pub struct PaddedBatch {
-    /// Token ids, padding with the model's `pad_token_id`.
-    pub input_ids: Tensor,
-    /// 1 for real tokens, 0 for padding.
-    pub attention_mask: Tensor,
-    /// All zeros (single-sentence inputs).
-    pub token_type_ids: Tensor,
 }
 
 impl SentenceEmbedder {
@@ -287,12 +69,12 @@ impl SentenceEmbedder {
         EmbedderBuilder::new(model.as_ref())
     }
 
-    fn load(dir: &Path, opts: EmbedderBuilder) -> Result<Self> {
-        let modules = folder::read_modules(dir)?;
-        let (transformer_dir, pooling_dir, mut heads_entries) = match &modules {
-            Some(modules) => split_modules(dir, modules)?,
-            None => (dir.to_path_buf(), None, Vec::new()),
-        };
+    pub(crate) fn load(dir: &Path, opts: EmbedderBuilder) -> Result<Self> {
+        let folder::Layout {
+            transformer: transformer_dir,
+            pooling: pooling_dir,
+            heads: mut heads_entries,
+        } = folder::layout(dir)?;
 
         // The encoder.
         let config_path = folder::require_file(transformer_dir.join("config.json"))?;
@@ -308,7 +90,7 @@ impl SentenceEmbedder {
         config
             .validate()
             .map_err(|e| Error::Unsupported(format!("{}: {e}", config_path.display())))?;
-        let weights = weights_file(&transformer_dir)?;
+        let weights = folder::weights_file(&transformer_dir)?;
         let (vb, names) = crate::weights::load_with_names(&weights, opts.dtype, &opts.device)?;
         crate::weights::check_layer_count(&weights, &names, config.num_hidden_layers)?;
         let encoder = BertModel::load(vb, &config).map_err(|source| Error::Weights {
@@ -333,8 +115,9 @@ impl SentenceEmbedder {
                 "max_seq_length {max_seq_length} leaves no room for [CLS] and [SEP]"
             )));
         }
-        let tokenizer = load_tokenizer(&transformer_dir, max_seq_length)?;
-        let vocab = tokenizer.get_vocab_size(true);
+        let tokenizer =
+            TextTokenizer::load(&transformer_dir, max_seq_length, sbert_cfg.do_lower_case)?;
+        let vocab = tokenizer.inner().get_vocab_size(true);
         if vocab > config.vocab_size {
             return Err(Error::Unsupported(format!(
                 "the tokenizer has {vocab} tokens but the encoder's vocab_size is {}",
@@ -387,22 +170,19 @@ impl SentenceEmbedder {
                             dense.in_features()
                         )));
                     }
-                    width = dense.weight.dims()[0];
+                    width = dense.out_features();
                     Head::Dense(dense)
                 }
             });
         }
 
-        let cuts_are_safe = crate::prefix::cuts_are_safe(&tokenizer);
         Ok(Self {
             dir: dir.to_path_buf(),
+            weights,
             tokenizer,
             encoder,
             pooling,
             heads,
-            max_seq_length,
-            do_lower_case: sbert_cfg.do_lower_case,
-            cuts_are_safe,
             batch_size: opts.batch_size,
             max_batch_tokens: opts.max_batch_tokens,
             device: opts.device,
@@ -414,6 +194,12 @@ impl SentenceEmbedder {
         &self.dir
     }
 
+    /// The encoder's weights file: `model.safetensors` of the Transformer module's folder
+    /// (as `modules.json` places it).
+    pub fn weights_path(&self) -> &Path {
+        &self.weights
+    }
+
     /// The BERT encoder.
     pub fn encoder(&self) -> &BertModel {
         &self.encoder
@@ -421,7 +207,7 @@ impl SentenceEmbedder {
 
     /// The tokenizer, with sentence-transformers' truncation and no padding.
     pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
+        self.tokenizer.inner()
     }
 
     /// The pooling in use.
@@ -436,7 +222,7 @@ impl SentenceEmbedder {
 
     /// Longest input in tokens (special tokens included); longer texts are truncated.
     pub fn max_seq_length(&self) -> usize {
-        self.max_seq_length
+        self.tokenizer.max_seq_length()
     }
 
     /// Texts per forward pass.
@@ -455,13 +241,7 @@ impl SentenceEmbedder {
     }
 
     fn output_dim(&self, pooling: &Pooling) -> usize {
-        self.heads
-            .iter()
-            .rev()
-            .find_map(|h| match h {
-                Head::Dense(d) => Some(d.weight.dims()[0]),
-                Head::Normalize => None,
-            })
+        heads::output_width(&self.heads)
             .unwrap_or_else(|| pooling.output_dim(self.encoder.config().hidden_size))
     }
 
@@ -471,25 +251,7 @@ impl SentenceEmbedder {
     /// # Errors
     /// When the tokenizer fails.
     pub fn tokenize<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<TokenizedText>> {
-        texts
-            .iter()
-            .map(|text| {
-                // A long text is tokenized through a prefix with the same first tokens, so its
-                // cost is bounded by what is kept (see `prefix`).
-                let (enc, truncated) = crate::prefix::encode_truncated(
-                    &self.tokenizer,
-                    text.as_ref().trim(),
-                    self.do_lower_case,
-                    self.max_seq_length,
-                    self.cuts_are_safe,
-                )
-                .map_err(Error::Tokenizer)?;
-                Ok(TokenizedText {
-                    ids: enc.get_ids().to_vec(),
-                    truncated,
-                })
-            })
-            .collect()
+        self.tokenizer.tokenize(texts)
     }
 
     /// Embeds `texts`: `(n, dim)` in input order, in the model's dtype. An empty slice gives
@@ -583,10 +345,7 @@ impl SentenceEmbedder {
 
     fn check_heads_fit(&self, pooling: &Pooling) -> Result<()> {
         let width = pooling.output_dim(self.encoder.config().hidden_size);
-        match self.heads.iter().find_map(|h| match h {
-            Head::Dense(d) => Some(d.in_features()),
-            Head::Normalize => None,
-        }) {
+        match heads::input_width(&self.heads) {
             Some(in_features) if in_features != width => Err(Error::InvalidArgument(format!(
                 "the model's Dense module takes {in_features} features but pooling '{pooling}' gives {width}"
             ))),
@@ -638,12 +397,7 @@ impl SentenceEmbedder {
             }
         }
 
-        // Position in sorted order of each input: gathers the rows back into input order.
-        let mut inverse = vec![0u32; n];
-        for (sorted_pos, &i) in order.iter().enumerate() {
-            inverse[i] = sorted_pos as u32;
-        }
-        let inverse = Tensor::from_vec(inverse, n, &self.device)?;
+        let inverse = Tensor::from_vec(batching::inverse(&order), n, &self.device)?;
         chunks
             .into_iter()
             .map(|parts| {
@@ -659,29 +413,7 @@ impl SentenceEmbedder {
     /// chunks of `batch_size`, or under `max_batch_tokens` when set. Each batch is padded to its
     /// first (longest) text.
     pub fn plan_batches(&self, lengths: &[usize]) -> Vec<Vec<usize>> {
-        let mut order: Vec<usize> = (0..lengths.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
-        match self.max_batch_tokens {
-            None => order
-                .chunks(self.batch_size)
-                .map(<[usize]>::to_vec)
-                .collect(),
-            Some(budget) => {
-                let mut batches: Vec<Vec<usize>> = Vec::new();
-                let mut current: Vec<usize> = Vec::new();
-                for i in order {
-                    let longest = current.first().map_or(lengths[i], |&f| lengths[f]);
-                    if !current.is_empty() && (current.len() + 1) * longest > budget {
-                        batches.push(std::mem::take(&mut current));
-                    }
-                    current.push(i);
-                }
-                if !current.is_empty() {
-                    batches.push(current);
-                }
-                batches
-            }
-        }
+        batching::plan(lengths, self.batch_size, self.max_batch_tokens)
     }
 
     /// Applies the modules after pooling (Dense layers, then Normalize, as configured) to pooled
@@ -690,14 +422,8 @@ impl SentenceEmbedder {
     ///
     /// # Errors
     /// When the width does not fit a Dense module.
-    pub fn apply_heads(&self, mut x: Tensor) -> Result<Tensor> {
-        for head in &self.heads {
-            x = match head {
-                Head::Dense(d) => d.forward(&x)?,
-                Head::Normalize => similarity::normalize(&x)?,
-            };
-        }
-        Ok(x)
+    pub fn apply_heads(&self, x: Tensor) -> Result<Tensor> {
+        heads::apply(&self.heads, x)
     }
 
     /// Runs the packed (padding-free) encoder on a group of texts and lays the result out as
@@ -731,21 +457,8 @@ impl SentenceEmbedder {
     /// # Errors
     /// On a tensor allocation failure.
     pub fn pad(&self, texts: &[&TokenizedText]) -> Result<PaddedBatch> {
-        let b = texts.len();
-        let t = texts.iter().map(|x| x.ids.len()).max().unwrap_or(0);
         let pad_id = self.encoder.config().pad_token_id as u32;
-        let mut ids = vec![pad_id; b * t];
-        let mut mask = vec![0u32; b * t];
-        for (row, text) in texts.iter().enumerate() {
-            let len = text.ids.len();
-            ids[row * t..row * t + len].copy_from_slice(&text.ids);
-            mask[row * t..row * t + len].fill(1);
-        }
-        Ok(PaddedBatch {
-            input_ids: Tensor::from_vec(ids, (b, t), &self.device)?,
-            attention_mask: Tensor::from_vec(mask, (b, t), &self.device)?,
-            token_type_ids: Tensor::zeros((b, t), DType::U32, &self.device)?,
-        })
+        batching::pad(texts, pad_id, &self.device)
     }
 }
 
@@ -764,78 +477,6 @@ fn check_finite_rows(x: &Tensor, inputs: &[usize]) -> Result<()> {
     Err(Error::NonFiniteEmbedding {
         index: inputs.get(row).copied().unwrap_or(row),
     })
-}
-
-enum HeadEntry {
-    Dense(PathBuf),
-    Normalize,
-}
-
-/// Splits `modules.json` into the Transformer folder, the Pooling folder and the heads.
-fn split_modules(
-    dir: &Path,
-    modules: &[ModuleEntry],
-) -> Result<(PathBuf, Option<PathBuf>, Vec<HeadEntry>)> {
-    let mut transformer = None;
-    let mut pooling = None;
-    let mut heads = Vec::new();
-    for (pos, module) in modules.iter().enumerate() {
-        let path = dir.join(&module.path);
-        match (module.class(), pos) {
-            ("Transformer" | "BERT", 0) => transformer = Some(path),
-            ("Pooling", 1) => pooling = Some(path),
-            ("Dense", _) if pooling.is_some() => heads.push(HeadEntry::Dense(path)),
-            ("Normalize", _) if pooling.is_some() => heads.push(HeadEntry::Normalize),
-            (class, _) => {
-                return Err(Error::Unsupported(format!(
-                    "module {class} at position {pos} of {} (supported: Transformer, Pooling, \
-                     then Dense and Normalize)",
-                    dir.join("modules.json").display()
-                )))
-            }
-        }
-    }
-    let transformer = transformer.ok_or_else(|| {
-        Error::Unsupported(format!(
-            "{} does not start with a Transformer module",
-            dir.join("modules.json").display()
-        ))
-    })?;
-    Ok((transformer, pooling, heads))
-}
-
-/// Loads `tokenizer.json` and replaces its own truncation and padding with
-/// sentence-transformers' (truncate at `max_seq_length`, pad nothing: batches are padded to
-/// their longest text).
-fn load_tokenizer(dir: &Path, max_seq_length: usize) -> Result<Tokenizer> {
-    let path = folder::require_file(dir.join("tokenizer.json"))?;
-    let bytes = std::fs::read(&path).map_err(|source| folder::io_error(&path, source))?;
-    // Malformed JSON is reported by serde_json, naming line and column; the tokenizers crate
-    // can panic on some of it (an `expect` in its decoder deserializer) instead of failing.
-    serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|source| Error::Json {
-        path: path.clone(),
-        source,
-    })?;
-    let parsed = std::panic::catch_unwind(|| Tokenizer::from_bytes(&bytes)).map_err(|_| {
-        Error::TokenizerLoad {
-            path: path.clone(),
-            source: "the tokenizers library panicked while reading this file".into(),
-        }
-    })?;
-    let mut tokenizer = parsed.map_err(|source| Error::TokenizerLoad {
-        path: path.clone(),
-        source,
-    })?;
-    tokenizer.with_padding(None);
-    tokenizer
-        .with_truncation(Some(TruncationParams {
-            max_length: max_seq_length,
-            strategy: TruncationStrategy::LongestFirst,
-            stride: 0,
-            direction: TruncationDirection::Right,
-        }))
-        .map_err(|source| Error::TokenizerLoad { path, source })?;
-    Ok(tokenizer)
 }
 
 #[cfg(test)]

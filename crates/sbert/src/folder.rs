@@ -1,6 +1,6 @@
 //! Reading a sentence-transformers model folder: `modules.json` and the config of each module.
 //!
-//! The only module in this crate that touches the file system besides weight loading.
+//! With `weights.rs`, the only modules of this crate that read model files.
 
 use std::path::{Path, PathBuf};
 
@@ -112,4 +112,90 @@ pub(crate) fn read_modules(dir: &Path) -> Result<Option<Vec<ModuleEntry>>> {
     let mut modules: Vec<ModuleEntry> = read_json(&path)?;
     modules.sort_by_key(|m| m.idx);
     Ok(Some(modules))
+}
+
+/// `model.safetensors` of a folder, or a clear error when only a PyTorch pickle is there.
+pub(crate) fn weights_file(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join("model.safetensors");
+    if path.is_file() {
+        return Ok(path);
+    }
+    if dir.join("pytorch_model.bin").is_file() {
+        return Err(Error::Unsupported(format!(
+            "{} has only pytorch_model.bin; convert it to model.safetensors",
+            dir.display()
+        )));
+    }
+    Err(Error::MissingFile(path))
+}
+
+/// A module after pooling, as `modules.json` lists it.
+pub(crate) enum HeadEntry {
+    /// A `Dense` module and its folder.
+    Dense(PathBuf),
+    /// `Normalize`.
+    Normalize,
+}
+
+/// Where a model folder keeps each part.
+pub(crate) struct Layout {
+    /// The Transformer module's folder (config.json, weights, tokenizer).
+    pub transformer: PathBuf,
+    /// The Pooling module's folder, if `modules.json` lists one.
+    pub pooling: Option<PathBuf>,
+    /// The modules after pooling, in order.
+    pub heads: Vec<HeadEntry>,
+}
+
+/// The layout of the folder `dir`: from `modules.json` when present, else a plain Hugging Face
+/// model (the folder itself is the Transformer; no Pooling folder, no heads).
+pub(crate) fn layout(dir: &Path) -> Result<Layout> {
+    Ok(match read_modules(dir)? {
+        Some(modules) => {
+            let (transformer, pooling, heads) = split_modules(dir, &modules)?;
+            Layout {
+                transformer,
+                pooling,
+                heads,
+            }
+        }
+        None => Layout {
+            transformer: dir.to_path_buf(),
+            pooling: None,
+            heads: Vec::new(),
+        },
+    })
+}
+
+/// Splits `modules.json` into the Transformer folder, the Pooling folder and the heads.
+fn split_modules(
+    dir: &Path,
+    modules: &[ModuleEntry],
+) -> Result<(PathBuf, Option<PathBuf>, Vec<HeadEntry>)> {
+    let mut transformer = None;
+    let mut pooling = None;
+    let mut heads = Vec::new();
+    for (pos, module) in modules.iter().enumerate() {
+        let path = dir.join(&module.path);
+        match (module.class(), pos) {
+            ("Transformer" | "BERT", 0) => transformer = Some(path),
+            ("Pooling", 1) => pooling = Some(path),
+            ("Dense", _) if pooling.is_some() => heads.push(HeadEntry::Dense(path)),
+            ("Normalize", _) if pooling.is_some() => heads.push(HeadEntry::Normalize),
+            (class, _) => {
+                return Err(Error::Unsupported(format!(
+                    "module {class} at position {pos} of {} (supported: Transformer, Pooling, \
+                     then Dense and Normalize)",
+                    dir.join("modules.json").display()
+                )))
+            }
+        }
+    }
+    let transformer = transformer.ok_or_else(|| {
+        Error::Unsupported(format!(
+            "{} does not start with a Transformer module",
+            dir.join("modules.json").display()
+        ))
+    })?;
+    Ok((transformer, pooling, heads))
 }

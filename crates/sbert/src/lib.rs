@@ -58,23 +58,27 @@
 #![warn(missing_docs, missing_debug_implementations)]
 #![doc(test(attr(deny(warnings))))]
 
+mod batching;
+mod builder;
 mod embedder;
 mod error;
 mod folder;
+mod heads;
 mod hub;
 pub mod input;
 pub mod output;
 mod prefix;
 mod similarity;
+mod tokenize;
 mod weights;
 
-pub use embedder::{
-    EmbedderBuilder, Embeddings, InputStats, PaddedBatch, SentenceEmbedder, TokenizedText,
-    DEFAULT_BATCH_SIZE,
-};
+pub use batching::PaddedBatch;
+pub use builder::{EmbedderBuilder, DEFAULT_BATCH_SIZE};
+pub use embedder::{Embeddings, InputStats, SentenceEmbedder};
 pub use error::{Error, Result};
 pub use folder::{DenseConfig, ModuleEntry, SentenceBertConfig};
 pub use similarity::{cos_sim, cosine, normalize, pairwise_cos_sim, Similarity};
+pub use tokenize::TokenizedText;
 
 pub use sbert_bert::{self as bert, BertConfig, BertModel};
 pub use sbert_pooling::{self as pooling, Pooling, PoolingConfig, PoolingError, PoolingMode};

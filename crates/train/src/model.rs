@@ -95,7 +95,7 @@ impl TrainableModel {
         let mut varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let encoder = BertModel::load(vb, &config)?;
-        let weights = dir.join("model.safetensors");
+        let weights = frozen.weights_path().to_path_buf();
         varmap
             .load(&weights)
             .map_err(|source| sbert::Error::Weights {

@@ -1,0 +1,109 @@
+//! Tokenizing as sentence-transformers does: strip, lower-case if asked, add the special
+//! tokens, truncate at `max_seq_length`, pad nothing (batches are padded later).
+
+use std::path::Path;
+
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::error::{Error, Result};
+use crate::folder;
+
+/// What tokenization did to one input text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenizedText {
+    /// Token ids, special tokens included, after truncation. No padding.
+    pub ids: Vec<u32>,
+    /// Whether the text was longer than `max_seq_length` and lost its tail.
+    pub truncated: bool,
+}
+
+/// `tokenizer.json` with sentence-transformers' settings.
+#[derive(Debug)]
+pub(crate) struct TextTokenizer {
+    tokenizer: Tokenizer,
+    max_seq_length: usize,
+    do_lower_case: bool,
+    /// Whether long texts may be tokenized through a prefix (see `prefix::cuts_are_safe`).
+    cuts_are_safe: bool,
+}
+
+impl TextTokenizer {
+    /// Loads `dir/tokenizer.json` for texts of at most `max_seq_length` tokens.
+    pub(crate) fn load(dir: &Path, max_seq_length: usize, do_lower_case: bool) -> Result<Self> {
+        let tokenizer = load_tokenizer(dir, max_seq_length)?;
+        let cuts_are_safe = crate::prefix::cuts_are_safe(&tokenizer);
+        Ok(Self {
+            tokenizer,
+            max_seq_length,
+            do_lower_case,
+            cuts_are_safe,
+        })
+    }
+
+    /// The tokenizer, with sentence-transformers' truncation and no padding.
+    pub(crate) fn inner(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Longest output in tokens, special tokens included.
+    pub(crate) fn max_seq_length(&self) -> usize {
+        self.max_seq_length
+    }
+
+    /// Tokenizes each text; see the module docs.
+    pub(crate) fn tokenize<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<TokenizedText>> {
+        texts
+            .iter()
+            .map(|text| {
+                // A long text is tokenized through a prefix with the same first tokens, so its
+                // cost is bounded by what is kept (see `prefix`).
+                let (enc, truncated) = crate::prefix::encode_truncated(
+                    &self.tokenizer,
+                    text.as_ref().trim(),
+                    self.do_lower_case,
+                    self.max_seq_length,
+                    self.cuts_are_safe,
+                )
+                .map_err(Error::Tokenizer)?;
+                Ok(TokenizedText {
+                    ids: enc.get_ids().to_vec(),
+                    truncated,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Loads `tokenizer.json` and replaces its own truncation and padding with
+/// sentence-transformers' (truncate at `max_seq_length`, pad nothing: batches are padded to
+/// their longest text).
+fn load_tokenizer(dir: &Path, max_seq_length: usize) -> Result<Tokenizer> {
+    let path = folder::require_file(dir.join("tokenizer.json"))?;
+    let bytes = std::fs::read(&path).map_err(|source| folder::io_error(&path, source))?;
+    // Malformed JSON is reported by serde_json, naming line and column; the tokenizers crate
+    // can panic on some of it (an `expect` in its decoder deserializer) instead of failing.
+    serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|source| Error::Json {
+        path: path.clone(),
+        source,
+    })?;
+    let parsed = std::panic::catch_unwind(|| Tokenizer::from_bytes(&bytes)).map_err(|_| {
+        Error::TokenizerLoad {
+            path: path.clone(),
+            source: "the tokenizers library panicked while reading this file".into(),
+        }
+    })?;
+    let mut tokenizer = parsed.map_err(|source| Error::TokenizerLoad {
+        path: path.clone(),
+        source,
+    })?;
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length: max_seq_length,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction: TruncationDirection::Right,
+        }))
+        .map_err(|source| Error::TokenizerLoad { path, source })?;
+    Ok(tokenizer)
+}
