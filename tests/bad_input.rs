@@ -396,3 +396,21 @@ fn mismatched_pairs_and_an_empty_retrieval_task_are_errors() {
     let empty = sbert_eval::RetrievalTask::from_pairs(std::iter::empty());
     assert!(sbert_eval::evaluate_retrieval(&model, &empty).is_err());
 }
+
+/// Found by the `model_folder` fuzz target: a post-processor template naming a special token
+/// that tokenizer.json does not define loaded fine and panicked on the first text.
+#[test]
+fn a_template_naming_an_undefined_special_token_is_a_load_error() {
+    let (_tmp, dir) = tiny_copy();
+    let path = dir.join("tokenizer.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+    let special = json["post_processor"]["special_tokens"]
+        .as_object_mut()
+        .expect("special tokens");
+    let sep = special.remove("[SEP]").expect("[SEP]");
+    special.insert("[SEP_".into(), sep);
+    std::fs::write(&path, serde_json::to_string(&json).expect("json")).expect("write");
+    let err = load(&dir).expect_err("inconsistent template");
+    assert!(matches!(err, Error::TokenizerLoad { .. }), "{err:?}");
+}

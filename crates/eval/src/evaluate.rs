@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use sbert::{DType, Pooling, SentenceEmbedder, Similarity, Tensor};
+use sbert::{DType, Device, Pooling, Similarity, Tensor, TextEmbedder};
 use serde::Serialize;
 
 use crate::data::StsDataset;
@@ -74,7 +74,7 @@ const CHUNK: usize = 256;
 /// When encoding fails, or a dataset's gold scores (or a similarity) are constant, which leaves
 /// the correlation undefined.
 pub fn evaluate(
-    model: &SentenceEmbedder,
+    model: &(impl TextEmbedder + ?Sized),
     datasets: &[StsDataset],
     poolings: &[Pooling],
     progress: &mut dyn FnMut(usize, usize),
@@ -113,7 +113,7 @@ pub fn evaluate(
     for (c, chunk) in order.chunks(CHUNK).enumerate() {
         let texts: Vec<&str> = chunk.iter().map(|&i| unique[i]).collect();
         for (k, t) in model
-            .embed_poolings(&texts, &poolings)?
+            .embed_texts_pooled(&texts, &poolings)?
             .into_iter()
             .enumerate()
         {
@@ -126,13 +126,16 @@ pub fn evaluate(
         .map(|p| Tensor::cat(p, 0))
         .collect::<Result<_, _>>()?;
     let encode_time = encode_start.elapsed();
+    let device = embeddings
+        .first()
+        .map_or(Device::Cpu, |e| e.device().clone());
 
     let mut scores = Vec::new();
     for ds in datasets {
         let rows = |pick: fn(&crate::data::StsPair) -> &str| -> Result<Tensor, EvalError> {
             let idx: Vec<u32> = ds.pairs.iter().map(|p| position[index[pick(p)]]).collect();
             let n = idx.len();
-            Ok(Tensor::from_vec(idx, n, model.device())?)
+            Ok(Tensor::from_vec(idx, n, &device)?)
         };
         let (i1, i2) = (rows(|p| &p.sentence1)?, rows(|p| &p.sentence2)?);
         let gold = ds.scores();

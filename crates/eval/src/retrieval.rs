@@ -1,6 +1,6 @@
 //! Retrieval evaluation: every query must find its relevant documents among the whole corpus.
 
-use sbert::{DType, SentenceEmbedder};
+use sbert::{DType, TextEmbedder};
 use serde::Serialize;
 
 use crate::EvalError;
@@ -73,7 +73,7 @@ pub struct RetrievalScores {
 /// # Errors
 /// On an empty task or when encoding fails.
 pub fn evaluate_retrieval(
-    model: &SentenceEmbedder,
+    model: &(impl TextEmbedder + ?Sized),
     task: &RetrievalTask,
 ) -> Result<RetrievalScores, EvalError> {
     if task.queries.is_empty() || task.corpus.is_empty() {
@@ -82,8 +82,10 @@ pub fn evaluate_retrieval(
             what: "an empty query list or corpus".into(),
         });
     }
-    let q = sbert::normalize(&model.embed(&task.queries)?.to_dtype(DType::F32)?)?;
-    let c = sbert::normalize(&model.embed(&task.corpus)?.to_dtype(DType::F32)?)?;
+    let queries: Vec<&str> = task.queries.iter().map(String::as_str).collect();
+    let corpus: Vec<&str> = task.corpus.iter().map(String::as_str).collect();
+    let q = sbert::normalize(&model.embed_texts(&queries)?.to_dtype(DType::F32)?)?;
+    let c = sbert::normalize(&model.embed_texts(&corpus)?.to_dtype(DType::F32)?)?;
     let sims: Vec<Vec<f32>> = q.matmul(&c.t()?)?.to_vec2()?;
     if let Some(index) = sims
         .iter()

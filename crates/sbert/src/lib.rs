@@ -69,6 +69,7 @@ pub mod input;
 pub mod output;
 mod prefix;
 mod similarity;
+mod text_embedder;
 mod tokenize;
 mod weights;
 
@@ -78,6 +79,7 @@ pub use embedder::{Embeddings, InputStats, SentenceEmbedder};
 pub use error::{Error, Result};
 pub use folder::{DenseConfig, ModuleEntry, SentenceBertConfig};
 pub use similarity::{cos_sim, cosine, normalize, pairwise_cos_sim, Similarity};
+pub use text_embedder::TextEmbedder;
 pub use tokenize::TokenizedText;
 
 pub use sbert_bert::{self as bert, BertConfig, BertModel};

@@ -31,6 +31,25 @@ impl TextTokenizer {
     /// Loads `dir/tokenizer.json` for texts of at most `max_seq_length` tokens.
     pub(crate) fn load(dir: &Path, max_seq_length: usize, do_lower_case: bool) -> Result<Self> {
         let tokenizer = load_tokenizer(dir, max_seq_length)?;
+        // The tokenizers crate accepts some inconsistent files (a post-processor template
+        // naming a special token it does not define) and panics on the first encode; one probe
+        // encode here turns that into a load error.
+        let probe = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tokenizer.encode_fast("probe text", true)
+        }));
+        let path = dir.join("tokenizer.json");
+        match probe {
+            Ok(Ok(_)) => {}
+            Ok(Err(source)) => return Err(Error::TokenizerLoad { path, source }),
+            Err(_) => {
+                return Err(Error::TokenizerLoad {
+                    path,
+                    source: "the file is inconsistent: the tokenizers library panicked encoding \
+                             a probe text (a post-processor naming an undefined special token?)"
+                        .into(),
+                })
+            }
+        }
         let cuts_are_safe = crate::prefix::cuts_are_safe(&tokenizer);
         Ok(Self {
             tokenizer,

@@ -357,6 +357,21 @@ impl TrainableModel {
     }
 }
 
+/// Evaluation and search see the model as it is now: inference-mode passes (no dropout) over
+/// the current weights, pooled and normalized as the folder says.
+impl sbert::TextEmbedder for TrainableModel {
+    fn embed_texts(&self, texts: &[&str]) -> sbert::Result<Tensor> {
+        self.embed(texts, false).map_err(|e| match e {
+            TrainError::Model(e) => e,
+            other => sbert::Error::InvalidArgument(other.to_string()),
+        })
+    }
+
+    fn pooling(&self) -> &Pooling {
+        TrainableModel::pooling(self)
+    }
+}
+
 /// Copies `from` into `to`, recursively; with `skip_weights`, not `from/model.safetensors`
 /// (the encoder weights, written separately). Module weights (`2_Dense/…`) are copied; the
 /// source's own checkpoint marker and this crate's temporaries are not.

@@ -274,20 +274,22 @@ impl Trainer {
         const CHUNK: usize = 64;
         match dev {
             DevSet::Sts(rows) => {
-                let mut cos = Vec::with_capacity(rows.len());
-                for chunk in rows.chunks(CHUNK) {
-                    let texts: Vec<&str> = chunk
+                // The same STS evaluation as `sbert eval sts`: each distinct sentence once,
+                // Spearman of cosine against gold.
+                let dataset = sbert_eval::StsDataset {
+                    name: "dev".into(),
+                    path: std::path::PathBuf::new(),
+                    pairs: rows
                         .iter()
-                        .map(|r| r.a.as_str())
-                        .chain(chunk.iter().map(|r| r.b.as_str()))
-                        .collect();
-                    let e = model.embed(&texts, false)?;
-                    let n = chunk.len();
-                    let c = sbert::pairwise_cos_sim(&e.narrow(0, 0, n)?, &e.narrow(0, n, n)?)?;
-                    cos.extend(c.to_vec1::<f32>()?.into_iter().map(f64::from));
-                }
-                let gold: Vec<f64> = rows.iter().map(|r| f64::from(r.score)).collect();
-                Ok(100.0 * sbert_eval::stats::spearman(&cos, &gold).unwrap_or(0.0))
+                        .map(|r| sbert_eval::StsPair {
+                            score: f64::from(r.score),
+                            sentence1: r.a.clone(),
+                            sentence2: r.b.clone(),
+                        })
+                        .collect(),
+                };
+                let report = sbert_eval::evaluate(model, &[dataset], &[], &mut |_, _| {})?;
+                Ok(report.scores[0].spearman)
             }
             DevSet::Nli(rows) => {
                 let Objective::Softmax { concat } = &self.objective else {
@@ -626,6 +628,47 @@ mod tests {
             32
         )
         .is_err());
+    }
+
+    /// STS and retrieval evaluation take a model in training as they take a loaded one; before
+    /// any step both embed the same, so they score the same.
+    #[test]
+    fn evaluation_takes_a_model_in_training_and_a_loaded_one_alike() {
+        let model = TrainableModel::load(tiny_dir()).expect("load");
+        let loaded = sbert::SentenceEmbedder::from_dir(tiny_dir(), &Device::Cpu).expect("load");
+        let dataset = sbert_eval::StsDataset {
+            name: "pairs".into(),
+            path: std::path::PathBuf::new(),
+            pairs: pairs()
+                .into_iter()
+                .map(|p| sbert_eval::StsPair {
+                    score: f64::from(p.score),
+                    sentence1: p.a,
+                    sentence2: p.b,
+                })
+                .collect(),
+        };
+        let sets = [dataset];
+        let training = sbert_eval::evaluate(&model, &sets, &[], &mut |_, _| {}).expect("eval");
+        let frozen = sbert_eval::evaluate(&loaded, &sets, &[], &mut |_, _| {}).expect("eval");
+        assert!((training.scores[0].spearman - frozen.scores[0].spearman).abs() < 1e-9);
+        let trainer = Trainer::new(
+            TrainConfig::default(),
+            Objective::Cosine { max_score: 5.0 },
+            32,
+        )
+        .expect("trainer");
+        let rows = pairs();
+        let dev = trainer
+            .evaluate(&model, &DevSet::Sts(rows.clone()))
+            .expect("dev");
+        assert!((dev - frozen.scores[0].spearman).abs() < 1e-9);
+        let task = sbert_eval::RetrievalTask::from_pairs(
+            rows.iter().map(|r| (r.a.as_str(), r.b.as_str())),
+        );
+        let r1 = sbert_eval::evaluate_retrieval(&model, &task).expect("retrieval");
+        let r2 = sbert_eval::evaluate_retrieval(&loaded, &task).expect("retrieval");
+        assert!((r1.mrr_at_10 - r2.mrr_at_10).abs() < 1e-9);
     }
 
     #[test]
