@@ -207,43 +207,18 @@ fn model_name(model: &ModelArgs) -> String {
 }
 
 fn retrieval(args: &RetrievalArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&args.data)
-        .with_context(|| format!("reading {}", args.data.display()))?;
-    let rows: Vec<Vec<&str>> = text
-        .lines()
-        .skip(1)
-        .map(|l| l.split('\t').collect())
-        .collect();
-    for (i, r) in rows.iter().enumerate() {
-        if r.len() != 3 {
-            bail!(
-                "{}: line {}: expected 3 columns, found {}",
-                args.data.display(),
-                i + 2,
-                r.len()
-            );
-        }
-    }
+    let rows = sbert_eval::read_nli(&args.data)?;
     let order: Vec<usize> = match &args.rows {
-        Some(p) => std::fs::read_to_string(p)
-            .with_context(|| format!("reading {}", p.display()))?
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                l.trim()
-                    .parse::<usize>()
-                    .with_context(|| format!("{}: bad index {l:?}", p.display()))
-            })
-            .collect::<Result<_>>()?,
+        Some(p) => crate::io::read_indices(p)?,
         None => (0..rows.len()).collect(),
     };
     let mut pairs = Vec::new();
     for i in order {
         let r = rows
             .get(i)
-            .with_context(|| format!("row {i} out of range"))?;
-        if r[2].trim() == "entailment" {
-            pairs.push((r[0], r[1]));
+            .with_context(|| format!("row index {i} out of range ({} rows)", rows.len()))?;
+        if r.label == sbert_eval::NliLabel::Entailment {
+            pairs.push((r.premise.as_str(), r.hypothesis.as_str()));
         }
     }
     let task = sbert_eval::RetrievalTask::from_pairs(pairs);

@@ -43,6 +43,22 @@ pub fn read_texts(path: &Path, format: InputFormat) -> Result<Vec<String>> {
     Ok(sbert::input::parse_texts(&bytes, format.into(), &source)?)
 }
 
+/// A list of 0-based indices, one per line (blank lines skipped), as `--rows` and `--order`
+/// take them.
+pub fn read_indices(path: &Path) -> Result<Vec<usize>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            l.trim()
+                .parse()
+                .with_context(|| format!("{}: line {}: not an index: {l:?}", path.display(), i + 1))
+        })
+        .collect()
+}
+
 /// Where output goes: standard output, or a file written through [`sbert::output::OutputFile`]
 /// (atomic for regular files, never replacing what is not a regular file).
 pub enum Output {

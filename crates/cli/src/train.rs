@@ -99,20 +99,6 @@ pub struct TrainArgs {
     threads: Option<usize>,
 }
 
-fn read_indices(path: &Path) -> Result<Vec<usize>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            l.trim()
-                .parse()
-                .with_context(|| format!("{}: line {}: not an index: {l:?}", path.display(), i + 1))
-        })
-        .collect()
-}
-
 fn select<T: Clone>(
     all: Vec<T>,
     rows: Option<&Vec<usize>>,
@@ -198,8 +184,16 @@ fn run_one_scored(args: &TrainArgs, concat: &str, output: &Path) -> Result<(Opti
     .flatten()
     .collect();
     let output = OutputDir::new(output, args.overwrite, &inputs)?;
-    let rows = args.rows.as_deref().map(read_indices).transpose()?;
-    let dev_rows = args.dev_rows.as_deref().map(read_indices).transpose()?;
+    let rows = args
+        .rows
+        .as_deref()
+        .map(crate::io::read_indices)
+        .transpose()?;
+    let dev_rows = args
+        .dev_rows
+        .as_deref()
+        .map(crate::io::read_indices)
+        .transpose()?;
     let objective = match args.loss {
         Loss::Cosine => Objective::Cosine { max_score: 5.0 },
         Loss::Softmax => Objective::Softmax {
@@ -236,7 +230,11 @@ fn run_one_scored(args: &TrainArgs, concat: &str, output: &Path) -> Result<(Opti
             None,
         )?)),
     };
-    let order = args.order.as_deref().map(read_indices).transpose()?;
+    let order = args
+        .order
+        .as_deref()
+        .map(crate::io::read_indices)
+        .transpose()?;
     let model = TrainableModel::load(&args.model)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let dim = model.dim();

@@ -801,3 +801,71 @@ fn batch_size_zero_is_refused_and_empty_input_gives_no_rows() {
     let bytes = std::fs::read(&npy).expect("npy");
     assert!(String::from_utf8_lossy(&bytes).contains("'shape': (0, 16)"));
 }
+
+#[test]
+fn eval_retrieval_reads_nli_rows_and_names_bad_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("nli.tsv");
+    std::fs::write(
+        &data,
+        "premise\thypothesis\tlabel\nthe cat sat\ta cat sits\tentailment\nred car\tblue sky\tneutral\n\
+         the dog ran\ta dog runs\tentailment\n",
+    )
+    .expect("write");
+    let rows = dir.path().join("rows.txt");
+    std::fs::write(&rows, "2\n0\n").expect("write");
+    let run = sbert(
+        &[
+            "eval",
+            "retrieval",
+            "-m",
+            &tiny(),
+            "--data",
+            data.to_str().expect("p"),
+            "--rows",
+            rows.to_str().expect("p"),
+            "--json",
+        ],
+        b"",
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    let s: serde_json::Value = serde_json::from_slice(&run.stdout).expect("json");
+    assert_eq!(s["queries"], 2);
+    assert_eq!(s["corpus"], 2);
+    std::fs::write(&rows, "7\n").expect("write");
+    let run = sbert(
+        &[
+            "eval",
+            "retrieval",
+            "-m",
+            &tiny(),
+            "--data",
+            data.to_str().expect("p"),
+            "--rows",
+            rows.to_str().expect("p"),
+        ],
+        b"",
+    );
+    assert!(
+        !run.status.success() && stderr(&run).contains("row index 7"),
+        "{}",
+        stderr(&run)
+    );
+    std::fs::write(&data, "premise\thypothesis\tlabel\na\tb\tmaybe\n").expect("write");
+    let run = sbert(
+        &[
+            "eval",
+            "retrieval",
+            "-m",
+            &tiny(),
+            "--data",
+            data.to_str().expect("p"),
+        ],
+        b"",
+    );
+    assert!(
+        !run.status.success() && stderr(&run).contains("line 2"),
+        "{}",
+        stderr(&run)
+    );
+}

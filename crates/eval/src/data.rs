@@ -141,6 +141,123 @@ impl StsDataset {
     }
 }
 
+/// An NLI label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NliLabel {
+    /// The hypothesis follows from the premise.
+    Entailment,
+    /// Neither follows nor contradicts.
+    Neutral,
+    /// The hypothesis contradicts the premise.
+    Contradiction,
+}
+
+impl NliLabel {
+    /// Class index, in sentence-transformers' NLI example order.
+    pub fn index(self) -> u32 {
+        match self {
+            NliLabel::Contradiction => 0,
+            NliLabel::Entailment => 1,
+            NliLabel::Neutral => 2,
+        }
+    }
+}
+
+/// A premise, a hypothesis and their label (NLI layout `premise, hypothesis, label`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NliExample {
+    /// Premise.
+    pub premise: String,
+    /// Hypothesis.
+    pub hypothesis: String,
+    /// Label.
+    pub label: NliLabel,
+}
+
+/// The rows of a tab-separated file (no quoting; blank lines skipped; a UTF-8 byte-order mark
+/// dropped) with their 1-based line numbers. The first line is a header unless `is_data` says
+/// it is a row of data, so a file without a header keeps its first row.
+///
+/// # Errors
+/// A missing or unreadable file (invalid UTF-8 included), or a file with no data rows.
+pub fn read_tsv(
+    path: &Path,
+    is_data: fn(&[String]) -> bool,
+) -> Result<Vec<(usize, Vec<String>)>, EvalError> {
+    let text = std::fs::read_to_string(path).map_err(|source| EvalError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let mut out: Vec<(usize, Vec<String>)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| (i + 1, l.split('\t').map(str::to_string).collect()))
+        .collect();
+    if out
+        .first()
+        .is_some_and(|(line, cols)| *line == 1 && !is_data(cols))
+    {
+        out.remove(0);
+    }
+    if out.is_empty() {
+        return Err(EvalError::Empty(path.to_path_buf()));
+    }
+    Ok(out)
+}
+
+fn bad(path: &Path, line: usize, message: String) -> EvalError {
+    EvalError::Format {
+        path: path.to_path_buf(),
+        line,
+        message,
+    }
+}
+
+/// Reads `premise<TAB>hypothesis<TAB>label` rows (entailment, neutral, contradiction); the
+/// header line is optional (a first line with a label in its third column is data).
+///
+/// # Errors
+/// As [`read_tsv`], a row without 3 columns (naming file and line), and an unknown label.
+pub fn read_nli(path: impl AsRef<Path>) -> Result<Vec<NliExample>, EvalError> {
+    let path = path.as_ref();
+    read_tsv(path, is_nli_row)?
+        .into_iter()
+        .map(|(line, cols)| {
+            if cols.len() != 3 {
+                return Err(bad(
+                    path,
+                    line,
+                    format!("expected 3 columns, found {}", cols.len()),
+                ));
+            }
+            let label = match cols[2].trim() {
+                "entailment" => NliLabel::Entailment,
+                "neutral" => NliLabel::Neutral,
+                "contradiction" => NliLabel::Contradiction,
+                other => {
+                    return Err(bad(
+                        path,
+                        line,
+                        format!("label {other:?} is not entailment, neutral or contradiction"),
+                    ))
+                }
+            };
+            Ok(NliExample {
+                premise: cols[0].clone(),
+                hypothesis: cols[1].clone(),
+                label,
+            })
+        })
+        .collect()
+}
+
+/// Whether a row is an NLI example (its third column a label).
+pub fn is_nli_row(cols: &[String]) -> bool {
+    cols.len() == 3 && ["entailment", "neutral", "contradiction"].contains(&cols[2].trim())
+}
+
 /// The STS sets of the SBERT paper's Table 1, as (name, path relative to the data folder).
 pub const SUITE: [(&str, &str); 7] = [
     ("STS12", "sts12/test.tsv"),

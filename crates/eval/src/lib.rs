@@ -38,7 +38,10 @@ pub mod stats;
 
 use std::path::PathBuf;
 
-pub use data::{read_sets, StsDataset, StsPair, POOLING_SETS, SUITE};
+pub use data::{
+    is_nli_row, read_nli, read_sets, read_tsv, NliExample, NliLabel, StsDataset, StsPair,
+    POOLING_SETS, SUITE,
+};
 pub use evaluate::{evaluate, Correlations, StsReport, StsScores};
 pub use retrieval::{evaluate_retrieval, RetrievalScores, RetrievalTask};
 

@@ -1,6 +1,9 @@
-//! Training data: the TSV layouts of `shared/data` (header line, tab-separated, no quoting).
+//! Training data: the TSV layouts of `shared/data` (tab-separated, no quoting), read through
+//! `sbert-eval`'s readers.
 
 use std::path::Path;
+
+pub use sbert_eval::{read_nli, NliExample, NliLabel};
 
 use crate::{Result, TrainError};
 
@@ -15,39 +18,6 @@ pub struct ScoredPair {
     pub score: f32,
 }
 
-/// An NLI label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum NliLabel {
-    /// The hypothesis follows from the premise.
-    Entailment,
-    /// Neither follows nor contradicts.
-    Neutral,
-    /// The hypothesis contradicts the premise.
-    Contradiction,
-}
-
-impl NliLabel {
-    /// Class index, in sentence-transformers' NLI example order.
-    pub fn index(self) -> u32 {
-        match self {
-            NliLabel::Contradiction => 0,
-            NliLabel::Entailment => 1,
-            NliLabel::Neutral => 2,
-        }
-    }
-}
-
-/// A premise, a hypothesis and their label (NLI layout `premise, hypothesis, label`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct NliExample {
-    /// Premise.
-    pub premise: String,
-    /// Hypothesis.
-    pub hypothesis: String,
-    /// Label.
-    pub label: NliLabel,
-}
-
 /// A (query, positive) pair for in-batch negatives, with an optional hard negative.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PairExample {
@@ -57,35 +27,6 @@ pub struct PairExample {
     pub positive: String,
     /// A hard negative for this pair.
     pub negative: Option<String>,
-}
-
-/// The data rows of a TSV file with their 1-based line numbers. The first line is a header
-/// unless `is_data` says it is a row of data (a file without a header keeps its first row).
-fn rows(path: &Path, is_data: fn(&[String]) -> bool) -> Result<Vec<(usize, Vec<String>)>> {
-    let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let mut out: Vec<(usize, Vec<String>)> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| (i + 1, l.split('\t').map(str::to_string).collect()))
-        .collect();
-    if out
-        .first()
-        .is_some_and(|(line, cols)| *line == 1 && !is_data(cols))
-    {
-        out.remove(0);
-    }
-    if out.is_empty() {
-        return Err(TrainError::Invalid(format!(
-            "{} has no data rows",
-            path.display()
-        )));
-    }
-    Ok(out)
 }
 
 fn bad(path: &Path, line: usize, message: String) -> TrainError {
@@ -115,49 +56,6 @@ pub fn read_scored_pairs(path: impl AsRef<Path>) -> Result<Vec<ScoredPair>> {
         .collect())
 }
 
-/// Reads `premise<TAB>hypothesis<TAB>label` rows (entailment, neutral, contradiction); the
-/// header line is optional (a first line with a label in its third column is data).
-///
-/// # Errors
-/// As [`read_scored_pairs`], and an unknown label.
-pub fn read_nli(path: impl AsRef<Path>) -> Result<Vec<NliExample>> {
-    let path = path.as_ref();
-    rows(path, is_nli_row)?
-        .into_iter()
-        .map(|(line, cols)| {
-            if cols.len() != 3 {
-                return Err(bad(
-                    path,
-                    line,
-                    format!("expected 3 columns, found {}", cols.len()),
-                ));
-            }
-            let label = match cols[2].trim() {
-                "entailment" => NliLabel::Entailment,
-                "neutral" => NliLabel::Neutral,
-                "contradiction" => NliLabel::Contradiction,
-                other => {
-                    return Err(bad(
-                        path,
-                        line,
-                        format!("label {other:?} is not entailment, neutral or contradiction"),
-                    ))
-                }
-            };
-            Ok(NliExample {
-                premise: cols[0].clone(),
-                hypothesis: cols[1].clone(),
-                label,
-            })
-        })
-        .collect()
-}
-
-/// Whether a row is an NLI example (its third column a label).
-fn is_nli_row(cols: &[String]) -> bool {
-    cols.len() == 3 && ["entailment", "neutral", "contradiction"].contains(&cols[2].trim())
-}
-
 /// The (premise, hypothesis) pairs of the entailment examples, in order.
 pub fn entailment_pairs(examples: Vec<NliExample>) -> Vec<PairExample> {
     examples
@@ -179,8 +77,8 @@ pub fn entailment_pairs(examples: Vec<NliExample>) -> Vec<PairExample> {
 pub fn read_pairs(path: impl AsRef<Path>) -> Result<Vec<PairExample>> {
     let path = path.as_ref();
     // Free text in every column: the first line is always the header.
-    let rows = rows(path, |_| false)?;
-    let is_nli = rows.first().is_some_and(|(_, c)| is_nli_row(c));
+    let rows = sbert_eval::read_tsv(path, |_| false)?;
+    let is_nli = rows.first().is_some_and(|(_, c)| sbert_eval::is_nli_row(c));
     if is_nli {
         return Ok(entailment_pairs(read_nli(path)?));
     }
