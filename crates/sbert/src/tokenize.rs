@@ -101,10 +101,16 @@ fn load_tokenizer(dir: &Path, max_seq_length: usize) -> Result<Tokenizer> {
     let bytes = std::fs::read(&path).map_err(|source| folder::io_error(&path, source))?;
     // Malformed JSON is reported by serde_json, naming line and column; the tokenizers crate
     // can panic on some of it (an `expect` in its decoder deserializer) instead of failing.
-    serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|source| Error::Json {
+    let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
         path: path.clone(),
         source,
     })?;
+    if let Some(problem) = json.get("post_processor").and_then(template_problem) {
+        return Err(Error::TokenizerLoad {
+            path,
+            source: problem.into(),
+        });
+    }
     let parsed = std::panic::catch_unwind(|| Tokenizer::from_bytes(&bytes)).map_err(|_| {
         Error::TokenizerLoad {
             path: path.clone(),
@@ -125,4 +131,35 @@ fn load_tokenizer(dir: &Path, max_seq_length: usize) -> Result<Tokenizer> {
         }))
         .map_err(|source| Error::TokenizerLoad { path, source })?;
     Ok(tokenizer)
+}
+
+/// What is wrong with a post-processor's templates, if anything: a template that names a
+/// special token its `special_tokens` do not define (the tokenizers crate loads such a file
+/// and panics on the first encode).
+fn template_problem(processor: &serde_json::Value) -> Option<String> {
+    match processor.get("type").and_then(serde_json::Value::as_str) {
+        Some("TemplateProcessing") => {
+            let defined = processor
+                .get("special_tokens")
+                .and_then(serde_json::Value::as_object);
+            ["single", "pair"]
+                .iter()
+                .filter_map(|key| processor.get(*key).and_then(serde_json::Value::as_array))
+                .flatten()
+                .filter_map(|piece| piece.get("SpecialToken")?.get("id")?.as_str())
+                .find(|id| !defined.is_some_and(|d| d.contains_key(*id)))
+                .map(|id| {
+                    format!(
+                        "the post-processor's template uses special token {id:?}, which its \
+                         special_tokens do not define"
+                    )
+                })
+        }
+        Some("Sequence") => processor
+            .get("processors")
+            .and_then(serde_json::Value::as_array)?
+            .iter()
+            .find_map(template_problem),
+        _ => None,
+    }
 }
