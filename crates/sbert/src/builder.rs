@@ -1,4 +1,5 @@
-//! [`EmbedderBuilder`]: the knobs of a [`SentenceEmbedder`], each with sentence-transformers'
+//! [`EmbedderBuilder`]: the knobs of a [`crate::SentenceEmbedder`], each with
+//! sentence-transformers'
 //! default.
 
 use std::path::PathBuf;
@@ -6,13 +7,11 @@ use std::path::PathBuf;
 use candle_core::{DType, Device};
 use sbert_pooling::Pooling;
 
-use crate::embedder::SentenceEmbedder;
-use crate::error::{Error, Result};
-
 /// Default number of texts per forward pass, as in sentence-transformers.
 pub const DEFAULT_BATCH_SIZE: usize = 32;
 
-/// Builds a [`SentenceEmbedder`]; every setter states its default.
+/// Builds a [`crate::SentenceEmbedder`] ([`EmbedderBuilder::build`]); every setter states its
+/// default.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct EmbedderBuilder {
@@ -94,20 +93,5 @@ impl EmbedderBuilder {
     pub fn hf_cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.hf_cache = Some(dir.into());
         self
-    }
-
-    /// Loads the model.
-    ///
-    /// # Errors
-    /// When the model cannot be found, a file is missing or malformed, the weights do not fit
-    /// the config, or an option is out of range.
-    pub fn build(self) -> Result<SentenceEmbedder> {
-        if self.batch_size == 0 {
-            return Err(Error::InvalidArgument(
-                "batch size must be at least 1".into(),
-            ));
-        }
-        let dir = crate::hub::resolve(&self.model, self.hf_cache.as_deref())?;
-        SentenceEmbedder::load(&dir, self)
     }
 }

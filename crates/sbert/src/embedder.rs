@@ -34,6 +34,23 @@ pub struct InputStats {
     pub truncated: bool,
 }
 
+impl EmbedderBuilder {
+    /// Loads the model.
+    ///
+    /// # Errors
+    /// When the model cannot be found, a file is missing or malformed, the weights do not fit
+    /// the config, or an option is out of range.
+    pub fn build(self) -> Result<SentenceEmbedder> {
+        if self.batch_size == 0 {
+            return Err(Error::InvalidArgument(
+                "batch size must be at least 1".into(),
+            ));
+        }
+        let dir = crate::hub::resolve(&self.model, self.hf_cache.as_deref())?;
+        SentenceEmbedder::load(&dir, self)
+    }
+}
+
 /// A sentence-transformers model, loaded: tokenizer → BERT encoder → pooling → optional Dense
 /// → optional Normalize.
 ///
