@@ -13,7 +13,17 @@
 //!
 //! [`Trainer`] runs AdamW (no decay on biases and LayerNorm), linear warm-up then decay,
 //! gradient-norm clipping, dropout in training mode, a seeded (or replayed) batch order, and
-//! saves checkpoints in the sentence-transformers folder format, atomically.
+//! saves checkpoints in the sentence-transformers folder format, atomically. Where a run may
+//! write is decided before it starts ([`OutputDir`]): a new or empty folder, or a checkpoint an
+//! earlier run wrote; any other folder only when the caller says `overwrite`.
+//!
+//! # Device and dtype
+//!
+//! Training runs on the CPU in f32, by construction: [`TrainableModel::load`] takes no device
+//! or dtype, loads the encoder weights as f32 `Var`s on the CPU, and runs the packed training
+//! pass with its hand-written backward pass there (the trainer's classifier head and optimizer
+//! state live there too). GPU training would need a second backward path; inference on a GPU is
+//! `sbert::SentenceEmbedder` with a CUDA or Metal device.
 //!
 //! # Example
 //!
