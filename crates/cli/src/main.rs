@@ -189,7 +189,16 @@ fn embed(args: &EmbedArgs) -> Result<()> {
             .write_all(&io::npy_header(texts.len(), model.dim()))?;
     }
     for (c, chunk) in texts.chunks(CHUNK).enumerate() {
-        let encoded = model.encode(chunk)?;
+        let encoded = model.encode(chunk).map_err(|e| match e {
+            // The library counts within the chunk; the user counts lines of the input.
+            sbert::Error::NonFiniteEmbedding { index } => anyhow::anyhow!(
+                "the embedding of text {} (line {} of the input) is not finite: the model \
+                 overflowed on it",
+                c * CHUNK + index + 1,
+                c * CHUNK + index + 1
+            ),
+            other => other.into(),
+        })?;
         let rows: Vec<Vec<f32>> = encoded.embeddings.to_dtype(sbert::DType::F32)?.to_vec2()?;
         io::write_rows(out.writer(), &rows, args.format)?;
         if args.verbose {
