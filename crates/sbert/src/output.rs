@@ -490,6 +490,32 @@ mod tests {
         Ok(())
     }
 
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_fifo_is_written_directly_and_stays_a_fifo() -> Result<()> {
+        use std::os::unix::fs::FileTypeExt;
+        let _serial = serial();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("pipe");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read_to_string(fifo).expect("read fifo"))
+        };
+        write_file(&fifo, b"through the pipe")?;
+        assert_eq!(reader.join().expect("reader"), "through the pipe");
+        assert!(std::fs::metadata(&fifo)
+            .expect("meta")
+            .file_type()
+            .is_fifo());
+        assert_eq!(entries(dir.path()), vec!["pipe"]);
+        Ok(())
+    }
+
     #[test]
     fn temporaries_are_unique_and_removed_on_demand() -> Result<()> {
         let _serial = serial();
