@@ -522,6 +522,96 @@ mod tests {
     }
 
     #[test]
+    fn attention_over_several_keys_matches_a_plain_loop() {
+        // Two sequences (3 and 2 tokens) back to back, 2 heads of dim 3, with a QKV bias.
+        let shape = AttentionShape {
+            heads: 2,
+            head_dim: 3,
+        };
+        let (h, offsets) = (6, [0usize, 3, 5]);
+        let qkv: Vec<f32> = (0..5 * 3 * h).map(|i| (i as f32 * 0.37).sin()).collect();
+        let bias: Vec<f32> = (0..3 * h).map(|i| (i as f32 * 0.11).cos() * 0.5).collect();
+        let out = packed_attention(&qkv, &bias, &offsets, shape);
+        let x = |t: usize, part: usize, head: usize, d: usize| {
+            let c = part * h + head * 3 + d;
+            f64::from(qkv[t * 3 * h + c]) + f64::from(bias[c])
+        };
+        for s in 0..2 {
+            let tokens = offsets[s]..offsets[s + 1];
+            for head in 0..2 {
+                for i in tokens.clone() {
+                    let scores: Vec<f64> = tokens
+                        .clone()
+                        .map(|j| {
+                            (0..3)
+                                .map(|d| x(i, 0, head, d) * x(j, 1, head, d))
+                                .sum::<f64>()
+                                / 3f64.sqrt()
+                        })
+                        .collect();
+                    let max = scores.iter().copied().fold(f64::MIN, f64::max);
+                    let weights: Vec<f64> = scores.iter().map(|v| (v - max).exp()).collect();
+                    let total: f64 = weights.iter().sum();
+                    for d in 0..3 {
+                        let want: f64 = tokens
+                            .clone()
+                            .zip(&weights)
+                            .map(|(j, w)| w / total * x(j, 2, head, d))
+                            .sum();
+                        let got = f64::from(out[i * h + head * 3 + d]);
+                        assert!(
+                            (got - want).abs() < 1e-5,
+                            "token {i} head {head}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn layer_norm_with_bias_residual_gamma_and_beta_matches_a_plain_loop() {
+        let width = 20;
+        let x: Vec<f32> = (0..3 * width)
+            .map(|i| (i as f32 * 0.53).sin() * 3.0)
+            .collect();
+        let residual: Vec<f32> = (0..3 * width).map(|i| (i as f32 * 0.29).cos()).collect();
+        let bias: Vec<f32> = (0..width).map(|i| i as f32 * 0.05 - 0.4).collect();
+        let gamma: Vec<f32> = (0..width)
+            .map(|i| 0.5 + (i as f32 * 0.7).sin().abs())
+            .collect();
+        let beta: Vec<f32> = (0..width).map(|i| (i as f32 * 0.9).cos() * 0.3).collect();
+        let mut out = x.clone();
+        let p = NormParams {
+            bias: &bias,
+            gamma: &gamma,
+            beta: &beta,
+            eps: 1e-12,
+        };
+        bias_residual_layer_norm(&mut out, &residual, p);
+        for r in 0..3 {
+            let row: Vec<f64> = (0..width)
+                .map(|c| {
+                    f64::from(x[r * width + c])
+                        + f64::from(residual[r * width + c])
+                        + f64::from(bias[c])
+                })
+                .collect();
+            let mean = row.iter().sum::<f64>() / width as f64;
+            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / width as f64;
+            for c in 0..width {
+                let want = (row[c] - mean) / (var + 1e-12).sqrt() * f64::from(gamma[c])
+                    + f64::from(beta[c]);
+                let got = f64::from(out[r * width + c]);
+                assert!(
+                    (got - want).abs() < 1e-5,
+                    "row {r} col {c}: {got} vs {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn few_rows_product_matches_a_plain_loop() {
         let (rows, inner, out) = (3, 37, 70);
         let x: Vec<f32> = (0..rows * inner).map(|v| (v as f32 * 0.3).sin()).collect();
