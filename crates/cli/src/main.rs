@@ -192,9 +192,8 @@ fn embed(args: &EmbedArgs) -> Result<()> {
         let encoded = model.encode(chunk).map_err(|e| match e {
             // The library counts within the chunk; the user counts lines of the input.
             sbert::Error::NonFiniteEmbedding { index } => anyhow::anyhow!(
-                "the embedding of text {} (line {} of the input) is not finite: the model \
+                "the embedding of text {} of the input (1-based) is not finite: the model \
                  overflowed on it",
-                c * CHUNK + index + 1,
                 c * CHUNK + index + 1
             ),
             other => other.into(),

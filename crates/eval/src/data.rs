@@ -54,40 +54,16 @@ impl StsDataset {
     /// # Errors
     /// As [`StsDataset::read`], except for reading.
     pub fn parse(bytes: Vec<u8>, path: &Path, name: Option<&str>) -> Result<Self, EvalError> {
-        let text = String::from_utf8(bytes).map_err(|e| {
-            let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count();
-            EvalError::Format {
-                path: path.to_path_buf(),
-                line,
-                message: "invalid UTF-8".into(),
-            }
-        })?;
-        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-        let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l)).peekable();
-        let first_cols = lines
-            .peek()
-            .map(|(_, l)| l.split('\t').count())
-            .unwrap_or(0);
-        let original_stsb = first_cols >= 7;
         // The header (score, sentence1, sentence2) is told from a first data row by its score
-        // column: a file without a header keeps its first pair.
-        let first_is_data = lines.peek().is_some_and(|(_, l)| {
-            let cols: Vec<&str> = l.split('\t').collect();
-            cols.len() == 3 && cols[0].trim().parse::<f64>().is_ok_and(f64::is_finite)
-        });
-        if !original_stsb && !first_is_data {
-            lines.next();
-        }
+        // column: a file without a header keeps its first pair. The original layout has none.
+        let rows = tsv_rows(bytes, path, |cols| {
+            cols.len() >= 7
+                || (cols.len() == 3 && cols[0].trim().parse::<f64>().is_ok_and(f64::is_finite))
+        })?;
+        let original_stsb = rows.first().is_some_and(|(_, cols)| cols.len() >= 7);
         let (score_col, s1_col) = if original_stsb { (4, 5) } else { (0, 1) };
-        let mut pairs = Vec::new();
-        for (line, row) in lines {
-            if row.trim().is_empty() {
-                continue;
-            }
-            let cols: Vec<&str> = row.split('\t').collect();
+        let mut pairs = Vec::with_capacity(rows.len());
+        for (line, mut cols) in rows {
             let ok = if original_stsb {
                 cols.len() >= 7
             } else {
@@ -95,33 +71,34 @@ impl StsDataset {
             };
             if !ok {
                 let want = if original_stsb { "7 or more" } else { "3" };
-                return Err(EvalError::Format {
-                    path: path.to_path_buf(),
+                return Err(bad(
+                    path,
                     line,
-                    message: format!(
+                    format!(
                         "expected {want} tab-separated columns, found {}",
                         cols.len()
                     ),
-                });
+                ));
             }
             let score: f64 = cols[score_col]
                 .trim()
                 .parse()
                 .ok()
                 .filter(|s: &f64| s.is_finite())
-                .ok_or_else(|| EvalError::Format {
-                    path: path.to_path_buf(),
-                    line,
-                    message: format!("score {:?} is not a number", cols[score_col]),
+                .ok_or_else(|| {
+                    bad(
+                        path,
+                        line,
+                        format!("score {:?} is not a number", cols[score_col]),
+                    )
                 })?;
+            let sentence2 = std::mem::take(&mut cols[s1_col + 1]);
+            let sentence1 = std::mem::take(&mut cols[s1_col]);
             pairs.push(StsPair {
                 score,
-                sentence1: cols[s1_col].to_string(),
-                sentence2: cols[s1_col + 1].to_string(),
+                sentence1,
+                sentence2,
             });
-        }
-        if pairs.is_empty() {
-            return Err(EvalError::Empty(path.to_path_buf()));
         }
         let name = name.map(str::to_string).unwrap_or_else(|| {
             path.file_stem()
@@ -179,14 +156,30 @@ pub struct NliExample {
 /// it is a row of data, so a file without a header keeps its first row.
 ///
 /// # Errors
-/// A missing or unreadable file (invalid UTF-8 included), or a file with no data rows.
+/// A missing or unreadable file, invalid UTF-8 (naming the line), or a file with no data rows.
 pub fn read_tsv(
     path: &Path,
     is_data: fn(&[String]) -> bool,
 ) -> Result<Vec<(usize, Vec<String>)>, EvalError> {
-    let text = std::fs::read_to_string(path).map_err(|source| EvalError::Io {
+    let bytes = std::fs::read(path).map_err(|source| EvalError::Io {
         path: path.to_path_buf(),
         source,
+    })?;
+    tsv_rows(bytes, path, is_data)
+}
+
+/// [`read_tsv`] on the bytes of a file; `path` names it in errors (invalid UTF-8 by line).
+fn tsv_rows(
+    bytes: Vec<u8>,
+    path: &Path,
+    is_data: impl Fn(&[String]) -> bool,
+) -> Result<Vec<(usize, Vec<String>)>, EvalError> {
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        bad(path, line, "invalid UTF-8".into())
     })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut out: Vec<(usize, Vec<String>)> = text
