@@ -9,18 +9,21 @@
 //!   (`bert.embeddings.word_embeddings.weight` or `embeddings.word_embeddings.weight`).
 //! * A missing tensor or a tensor of the wrong shape is an error that names the tensor and both
 //!   shapes (candle's `VarBuilder` reports them).
-//! * The forward pass is differentiable when [`Mode::train`] is set, with dropout active, so the
-//!   same model can be fine-tuned: on the CPU in f32 LayerNorm, GELU, the attention softmax and
-//!   dropout are fused ops with hand-written backward passes (dropout masks replay from
-//!   [`Mode::dropout_seed`]); elsewhere they are composite candle ops. Inference uses fused
-//!   kernels and no dropout.
-//! * [`BertModel::forward_train`] is the fast training pass on the CPU in f32: sequences
-//!   packed back to back without padding, activations kept per layer, and a hand-written
-//!   backward pass that writes every weight's gradient into a [`GradientSink`] (drained into
-//!   candle's `GradStore` after `loss.backward()`). Same arithmetic as the graph above,
-//!   checked against it gradient by gradient; about three times faster.
+//! * The weights travel by name ([`BertWeights`]: embeddings, then per layer query, key, value,
+//!   attention output, LayerNorms, feed-forward), one layout that also serves the packed pass's
+//!   host view and its gradients.
+//! * [`BertModel::forward`] runs the candle graph over a padded batch on any device; with
+//!   [`Mode::train`] it is differentiable through candle's autograd, with seeded dropout.
+//! * [`BertModel::forward_packed`] is the fast CPU f32 pass: sequences back to back without
+//!   padding, fused kernels, attention per sequence. [`BertModel::forward_train`] is the same
+//!   pass recording its activations, returned as one differentiable tensor whose hand-written
+//!   backward pass writes every weight's gradient into a [`GradientSink`] (drained into
+//!   candle's `GradStore` after `loss.backward()`); checked against the graph gradient by
+//!   gradient.
 //! * [`BertModel::forward_with_attentions`] also returns the attention probabilities of every
 //!   layer and head, `(batch, heads, seq, seq)` each.
+//! * The [`Encoder`] trait is what the sentence pipeline needs of an encoder; a second
+//!   architecture implements it.
 //!
 //! # Example
 //!
@@ -51,12 +54,16 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod config;
-mod grad_ops;
-mod kernels;
-mod matmul;
+mod cpu;
+mod encoder;
+mod graph;
 mod model;
-mod training;
+mod packed;
+mod params;
 
 pub use config::{BertConfig, HiddenAct};
-pub use model::{BertModel, BertOutput, Mode};
-pub use training::GradientSink;
+pub use encoder::Encoder;
+pub use graph::{BertOutput, Mode};
+pub use model::BertModel;
+pub use packed::training::GradientSink;
+pub use params::{BertParams, BertWeights, EmbeddingParams, LayerParams, Linear, Norm};

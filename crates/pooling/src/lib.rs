@@ -271,6 +271,142 @@ impl Pooling {
     }
 }
 
+impl Pooling {
+    /// Pools token embeddings of sequences stored back to back, `(Σ lengths, dim)` (as a packed
+    /// encoder pass returns them), into `(lengths.len(), dim × modes)`, in the embeddings'
+    /// dtype: the same vectors as [`Pooling::pool`] over the padded batch, without padding.
+    /// Differentiable with respect to the embeddings.
+    ///
+    /// # Errors
+    /// When a length is 0 or the lengths do not sum to the number of rows.
+    pub fn pool_packed(
+        &self,
+        token_embeddings: &Tensor,
+        lengths: &[usize],
+    ) -> Result<Tensor, PoolingError> {
+        let (rows, _) = token_embeddings.dims2()?;
+        if lengths.contains(&0) || lengths.iter().sum::<usize>() != rows {
+            return Err(candle_core::Error::Msg(format!(
+                "lengths {lengths:?} do not partition {rows} token rows into non-empty sequences"
+            ))
+            .into());
+        }
+        let segments = Segments::new(lengths);
+        let pooled = self
+            .modes
+            .iter()
+            .map(|m| m.pool_packed(token_embeddings, &segments))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(if pooled.len() == 1 {
+            pooled.into_iter().next().expect("one mode")
+        } else {
+            Tensor::cat(&pooled, 1)?
+        })
+    }
+}
+
+/// The sequences of a packed batch: where each starts and how long it is.
+struct Segments<'a> {
+    lengths: &'a [usize],
+    starts: Vec<usize>,
+}
+
+impl<'a> Segments<'a> {
+    fn new(lengths: &'a [usize]) -> Self {
+        let starts = lengths
+            .iter()
+            .scan(0, |next, &len| {
+                let start = *next;
+                *next += len;
+                Some(start)
+            })
+            .collect();
+        Self { lengths, starts }
+    }
+
+    /// `(sequences, rows)`: row weights `weight(position)` within each sequence, 0 elsewhere,
+    /// so that a product with the rows sums each sequence.
+    fn weights(
+        &self,
+        rows: usize,
+        like: &Tensor,
+        weight: impl Fn(usize) -> f64,
+    ) -> candle_core::Result<Tensor> {
+        let mut m = vec![0f64; self.lengths.len() * rows];
+        for (s, (&start, &len)) in self.starts.iter().zip(self.lengths).enumerate() {
+            for p in 0..len {
+                m[s * rows + start + p] = weight(p);
+            }
+        }
+        Tensor::from_vec(m, (self.lengths.len(), rows), like.device())?.to_dtype(like.dtype())
+    }
+
+    /// One row index per sequence.
+    fn rows(
+        &self,
+        like: &Tensor,
+        pick: impl Fn(usize, usize) -> usize,
+    ) -> candle_core::Result<Tensor> {
+        let rows: Vec<u32> = self
+            .starts
+            .iter()
+            .zip(self.lengths)
+            .map(|(&start, &len)| pick(start, len) as u32)
+            .collect();
+        Tensor::from_vec(rows, self.lengths.len(), like.device())
+    }
+}
+
+impl PoolingMode {
+    /// [`PoolingMode::pool`] for packed `(rows, dim)` token embeddings.
+    fn pool_packed(self, tokens: &Tensor, seg: &Segments<'_>) -> candle_core::Result<Tensor> {
+        let (rows, dim) = tokens.dims2()?;
+        let column = |v: Vec<f64>| -> candle_core::Result<Tensor> {
+            Tensor::from_vec(v, (seg.lengths.len(), 1), tokens.device())?.to_dtype(tokens.dtype())
+        };
+        let lengths = || seg.lengths.iter().map(|&l| l as f64);
+        match self {
+            PoolingMode::Cls => tokens.index_select(&seg.rows(tokens, |start, _| start)?, 0),
+            PoolingMode::LastToken => {
+                tokens.index_select(&seg.rows(tokens, |start, len| start + len - 1)?, 0)
+            }
+            PoolingMode::Mean | PoolingMode::MeanSqrtLen => {
+                let sum = seg.weights(rows, tokens, |_| 1.0)?.matmul(tokens)?;
+                let denom: Vec<f64> = if self == PoolingMode::Mean {
+                    lengths().collect()
+                } else {
+                    lengths().map(f64::sqrt).collect()
+                };
+                sum.broadcast_div(&column(denom)?)
+            }
+            PoolingMode::WeightedMean => {
+                let sum = seg
+                    .weights(rows, tokens, |p| (p + 1) as f64)?
+                    .matmul(tokens)?;
+                let total = lengths().map(|l| l * (l + 1.0) / 2.0).collect();
+                sum.broadcast_div(&column(total)?)
+            }
+            PoolingMode::Max => {
+                // Each sequence's rows laid out to the longest, the rest pointing at a row of
+                // −1e9 (sentence-transformers' padding value), then the max over positions.
+                let longest = seg.lengths.iter().copied().max().unwrap_or(0);
+                let mut gather = Vec::with_capacity(seg.lengths.len() * longest);
+                for (&start, &len) in seg.starts.iter().zip(seg.lengths) {
+                    gather.extend((start..start + len).map(|r| r as u32));
+                    gather.extend(std::iter::repeat_n(rows as u32, longest - len));
+                }
+                let fill = (Tensor::ones((1, dim), tokens.dtype(), tokens.device())? * -1e9)?;
+                let gather =
+                    Tensor::from_vec(gather, seg.lengths.len() * longest, tokens.device())?;
+                Tensor::cat(&[tokens, &fill], 0)?
+                    .index_select(&gather, 0)?
+                    .reshape((seg.lengths.len(), longest, dim))?
+                    .max(1)
+            }
+        }
+    }
+}
+
 impl From<PoolingMode> for Pooling {
     fn from(mode: PoolingMode) -> Self {
         Self::single(mode)
@@ -326,6 +462,44 @@ mod tests {
             .expect("pool")
             .to_vec2()
             .expect("vec")
+    }
+
+    #[test]
+    fn packed_rows_pool_as_the_padded_batch_does_every_mode_at_once() {
+        let lengths = [3usize, 1, 4, 2];
+        let (b, t, dim) = (lengths.len(), 4, 5);
+        let dev = &Device::Cpu;
+        let padded = Tensor::randn(0f32, 2.0, (b, t, dim), dev).expect("randn");
+        let mut mask = vec![0u32; b * t];
+        let mut rows = Vec::new();
+        for (s, &len) in lengths.iter().enumerate() {
+            mask[s * t..s * t + len].fill(1);
+            rows.extend((s * t..s * t + len).map(|r| r as u32));
+        }
+        let mask = Tensor::from_vec(mask, (b, t), dev).expect("mask");
+        let rows = Tensor::from_vec(rows, lengths.iter().sum::<usize>(), dev).expect("rows");
+        let packed = padded
+            .reshape((b * t, dim))
+            .and_then(|x| x.index_select(&rows, 0))
+            .expect("packed");
+        let all = Pooling::new(PoolingMode::ALL).expect("all");
+        let want = all.pool(&padded, &mask).expect("pool");
+        let got = all.pool_packed(&packed, &lengths).expect("pool_packed");
+        assert_eq!(got.dims(), &[b, dim * 6]);
+        let diff: Vec<f32> = (&got - &want)
+            .and_then(|d| d.abs()?.flatten_all()?.to_vec1())
+            .expect("diff");
+        assert!(diff.iter().all(|d| *d < 1e-5), "{diff:?}");
+    }
+
+    #[test]
+    fn packed_lengths_that_do_not_partition_the_rows_are_errors() {
+        let tokens = Tensor::zeros((5, 2), DType::F32, &Device::Cpu).expect("zeros");
+        let mean = Pooling::single(PoolingMode::Mean);
+        assert!(mean.pool_packed(&tokens, &[2, 3]).is_ok());
+        for bad in [&[2usize, 2][..], &[5, 0], &[6], &[]] {
+            assert!(mean.pool_packed(&tokens, bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use sbert_bert::{BertConfig, BertModel};
+use sbert_bert::{BertConfig, BertModel, Encoder};
 use sbert_pooling::{Pooling, PoolingConfig, PoolingMode};
 use tokenizers::Tokenizer;
 
@@ -222,6 +222,39 @@ impl SentenceEmbedder {
         &self.encoder
     }
 
+    /// The same pipeline (tokenizer, pooling, heads) around another encoder of the same shape:
+    /// the same weights as `Var`s for training, for instance.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `encoder` differs from the current one in hidden size,
+    /// vocabulary size, positions, device or dtype.
+    pub fn with_encoder(mut self, encoder: BertModel) -> Result<Self> {
+        let (old, new) = (self.encoder.config(), encoder.config());
+        let same = old.hidden_size == new.hidden_size
+            && old.vocab_size == new.vocab_size
+            && old.max_position_embeddings == new.max_position_embeddings
+            && encoder.device().same_device(&self.device)
+            && encoder.dtype() == self.encoder.dtype();
+        if !same {
+            return Err(Error::InvalidArgument(format!(
+                "an encoder of hidden size {}, vocabulary {}, {} positions on {:?} in {:?} cannot \
+                 replace one of {}, {}, {} on {:?} in {:?}",
+                new.hidden_size,
+                new.vocab_size,
+                new.max_position_embeddings,
+                encoder.device().location(),
+                encoder.dtype(),
+                old.hidden_size,
+                old.vocab_size,
+                old.max_position_embeddings,
+                self.device.location(),
+                self.encoder.dtype()
+            )));
+        }
+        self.encoder = encoder;
+        Ok(self)
+    }
+
     /// The tokenizer, with sentence-transformers' truncation and no padding.
     pub fn tokenizer(&self) -> &Tokenizer {
         self.tokenizer.inner()
@@ -391,23 +424,48 @@ impl SentenceEmbedder {
         let batches = self.plan_batches(&lengths);
         let order: Vec<usize> = batches.concat();
 
+        let encoder: &dyn Encoder = &self.encoder;
         let mut chunks: Vec<Vec<Tensor>> = vec![Vec::new(); poolings.len()];
         for idx in &batches {
             let group: Vec<&TokenizedText> = idx.iter().map(|&i| &tokenized[i]).collect();
-            let batch = self.pad(&group)?;
-            let tokens = if self.encoder.supports_packed() {
-                self.forward_packed(&group)?
+            let lengths: Vec<usize> = group.iter().map(|t| t.ids.len()).collect();
+            // Token embeddings and how to pool them: packed `(Σ lengths, h)` rows, or a padded
+            // `(b, t, h)` batch with its mask.
+            let (tokens, mask) = if encoder.supports_packed() {
+                let ids: Vec<u32> = group.iter().flat_map(|t| t.ids.iter().copied()).collect();
+                (encoder.forward_packed(&ids, &lengths)?, None)
             } else {
-                self.encoder.forward(
+                let batch = self.pad(&group)?;
+                let tokens = encoder.forward_padded(
                     &batch.input_ids,
                     Some(&batch.token_type_ids),
                     &batch.attention_mask,
-                )?
+                )?;
+                (tokens.flatten_to(1)?, Some(batch.attention_mask))
             };
             // MAX pooling would hide a NaN token (max ignores NaN), so check before pooling too.
-            check_finite_rows(&tokens.flatten_from(1)?, idx)?;
+            let row_inputs: Vec<usize> = match &mask {
+                None => idx
+                    .iter()
+                    .zip(&lengths)
+                    .flat_map(|(&i, &len)| std::iter::repeat_n(i, len))
+                    .collect(),
+                Some(_) => {
+                    let t = tokens.dim(0)? / idx.len().max(1);
+                    idx.iter()
+                        .flat_map(|&i| std::iter::repeat_n(i, t))
+                        .collect()
+                }
+            };
+            check_finite_rows(&tokens, &row_inputs)?;
             for (k, pooling) in poolings.iter().enumerate() {
-                let pooled = pooling.pool(&tokens, &batch.attention_mask)?;
+                let pooled = match &mask {
+                    None => pooling.pool_packed(&tokens, &lengths)?,
+                    Some(mask) => {
+                        let (b, t) = mask.dims2()?;
+                        pooling.pool(&tokens.reshape((b, t, ()))?, mask)?
+                    }
+                };
                 let out = self.apply_heads(pooled)?;
                 check_finite_rows(&out, idx)?;
                 chunks[k].push(out);
@@ -441,32 +499,6 @@ impl SentenceEmbedder {
     /// When the width does not fit a Dense module.
     pub fn apply_heads(&self, x: Tensor) -> Result<Tensor> {
         heads::apply(&self.heads, x)
-    }
-
-    /// Runs the packed (padding-free) encoder on a group of texts and lays the result out as
-    /// right-padded `(b, t, h)` with zero rows at padding, for pooling.
-    fn forward_packed(&self, texts: &[&TokenizedText]) -> Result<Tensor> {
-        let lengths: Vec<usize> = texts.iter().map(|x| x.ids.len()).collect();
-        let ids: Vec<u32> = texts.iter().flat_map(|x| x.ids.iter().copied()).collect();
-        let hidden = self.encoder.forward_packed(&ids, &lengths)?; // (n, h)
-        let (n, h) = hidden.dims2()?;
-        let (b, t) = (lengths.len(), lengths.iter().copied().max().unwrap_or(0));
-        if lengths.iter().all(|&l| l == t) {
-            return Ok(hidden.reshape((b, t, h))?);
-        }
-        // Row n is an extra zero row that every padding slot points at.
-        let mut gather = Vec::with_capacity(b * t);
-        let mut offset = 0u32;
-        for &len in &lengths {
-            gather.extend(offset..offset + len as u32);
-            gather.extend(std::iter::repeat_n(n as u32, t - len));
-            offset += len as u32;
-        }
-        let zero = Tensor::zeros((1, h), hidden.dtype(), hidden.device())?;
-        let gather = Tensor::from_vec(gather, b * t, hidden.device())?;
-        Ok(Tensor::cat(&[&hidden, &zero], 0)?
-            .index_select(&gather, 0)?
-            .reshape((b, t, h))?)
     }
 
     /// Right-pads tokenized texts to the longest of them, on the model's device.

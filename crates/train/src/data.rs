@@ -3,20 +3,9 @@
 
 use std::path::Path;
 
-pub use sbert_eval::{read_nli, NliExample, NliLabel};
+pub use sbert_eval::{read_nli, NliExample, NliLabel, StsPair};
 
 use crate::{Result, TrainError};
-
-/// A sentence pair with a similarity score (STS layout `score, sentence1, sentence2`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScoredPair {
-    /// First sentence.
-    pub a: String,
-    /// Second sentence.
-    pub b: String,
-    /// The gold score as written in the file (0–5 for STS).
-    pub score: f32,
-}
 
 /// A (query, positive) pair for in-batch negatives, with an optional hard negative.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,23 +26,14 @@ fn bad(path: &Path, line: usize, message: String) -> TrainError {
     }
 }
 
-/// Reads `score<TAB>sentence1<TAB>sentence2` rows.
+/// Reads `score<TAB>sentence1<TAB>sentence2` rows (the STS reader of `sbert-eval`: same
+/// layouts, same errors).
 ///
 /// # Errors
 /// A missing file, a row without 3 columns or with a non-numeric score (naming file and line),
 /// or no rows.
-pub fn read_scored_pairs(path: impl AsRef<Path>) -> Result<Vec<ScoredPair>> {
-    // The STS reader of sbert-eval: same layout, same errors.
-    let ds = sbert_eval::StsDataset::read(path, None)?;
-    Ok(ds
-        .pairs
-        .into_iter()
-        .map(|p| ScoredPair {
-            a: p.sentence1,
-            b: p.sentence2,
-            score: p.score as f32,
-        })
-        .collect())
+pub fn read_scored_pairs(path: impl AsRef<Path>) -> Result<Vec<StsPair>> {
+    Ok(sbert_eval::StsDataset::read(path, None)?.pairs)
 }
 
 /// The (premise, hypothesis) pairs of the entailment examples, in order.

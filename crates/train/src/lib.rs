@@ -31,11 +31,11 @@
 //! load `models/all-MiniLM-L6-v2`, see `examples/train.rs`):
 //!
 //! ```
-//! use sbert_train::{Objective, ScoredPair, TrainConfig, TrainData, TrainableModel, Trainer};
+//! use sbert_train::{Objective, StsPair, TrainConfig, TrainData, TrainableModel, Trainer};
 //!
 //! # fn main() -> Result<(), sbert_train::TrainError> {
 //! let model = TrainableModel::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/tiny"))?;
-//! let pair = |a: &str, b: &str, score| ScoredPair { a: a.into(), b: b.into(), score };
+//! let pair = |a: &str, b: &str, score| StsPair { score, sentence1: a.into(), sentence2: b.into() };
 //! let data = TrainData::Scored(vec![
 //!     pair("a man plays a guitar", "a man is playing guitar", 4.8),
 //!     pair("a cat sleeps", "the stock market fell", 0.2),
@@ -78,7 +78,7 @@ mod trainer;
 pub use checkpoint::{OutputDir, MARKER as CHECKPOINT_MARKER};
 pub use data::{
     entailment_pairs, read_nli, read_pairs, read_scored_pairs, NliExample, NliLabel, PairExample,
-    ScoredPair,
+    StsPair,
 };
 pub use model::TrainableModel;
 pub use objective::{Concat, ConcatPart, Objective};

@@ -2,75 +2,28 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::PoisonError;
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use sbert::bert::{GradientSink, Mode};
+use sbert::bert::{BertParams, GradientSink};
 use sbert::{BertModel, Pooling, SentenceEmbedder, TokenizedText};
 
 use crate::checkpoint::OutputDir;
 use crate::{Result, TrainError};
 
-/// What one more padded encoder pass costs (inference, and training off the CPU), in padded
-/// tokens: the fixed work of a pass (a dense gradient of the word-embedding table, per-op
-/// dispatch, smaller matrix products). Measured: splitting 32 short STS texts (≈12 tokens) into two passes was
-/// 10 % slower, splitting 32 long ones (20–60 tokens) 15 % faster.
-const PASS_COST_TOKENS: usize = 128;
-
-/// Texts per packed evaluation pass in [`TrainableModel::embed`] (no padding, so only memory
-/// bounds it).
-const EVAL_GROUP: usize = 64;
-
-/// Splits texts sorted by decreasing token count into contiguous groups, one encoder pass
-/// each, minimizing padded tokens (`group size × its longest text`) plus
-/// [`PASS_COST_TOKENS`] per pass. Returns the group sizes.
-fn plan_passes(sorted_lengths: &[usize]) -> Vec<usize> {
-    let n = sorted_lengths.len();
-    // best[j]: the cheapest plan for the first j texts, and the start of its last group.
-    let mut best = vec![(0usize, 0usize); n + 1];
-    for j in 1..=n {
-        best[j] = (0..j)
-            .map(|i| {
-                (
-                    best[i].0 + (j - i) * sorted_lengths[i] + PASS_COST_TOKENS,
-                    i,
-                )
-            })
-            .min()
-            .unwrap_or((0, 0));
-    }
-    let mut sizes = Vec::new();
-    let mut j = n;
-    while j > 0 {
-        let i = best[j].1;
-        sizes.push(j - i);
-        j = i;
-    }
-    sizes.reverse();
-    sizes
-}
-
-/// The token ids of `texts` back to back, and the length of each.
-fn packed<'a>(texts: impl IntoIterator<Item = &'a TokenizedText>) -> (Vec<u32>, Vec<usize>) {
-    let (mut ids, mut lengths) = (Vec::new(), Vec::new());
-    for t in texts {
-        ids.extend_from_slice(&t.ids);
-        lengths.push(t.ids.len());
-    }
-    (ids, lengths)
-}
-
-/// The encoder as `Var`s (in a [`VarMap`] under Hugging Face tensor names), plus the folder's
-/// tokenizer, pooling and normalization.
+/// A sentence-transformers model whose encoder weights are trainable variables (in a
+/// [`VarMap`] under Hugging Face tensor names), inside the folder's own pipeline: tokenizer,
+/// pooling, Dense and Normalize modules. Training runs on the CPU in f32.
 pub struct TrainableModel {
     dir: PathBuf,
-    frozen: SentenceEmbedder,
+    /// The folder's pipeline around the trainable encoder.
+    embedder: SentenceEmbedder,
     varmap: VarMap,
-    encoder: BertModel,
     /// Dropout seed of the next training-mode forward pass (each pass takes its own).
     next_dropout_seed: AtomicU64,
-    /// Encoder gradients of the CPU training passes, until [`TrainableModel::collect_gradients`].
+    /// Encoder gradients of the training passes, until [`TrainableModel::collect_gradients`].
     sink: GradientSink,
 }
 
@@ -85,52 +38,57 @@ impl std::fmt::Debug for TrainableModel {
 
 impl TrainableModel {
     /// Loads the sentence-transformers folder `dir` (CPU, f32) with trainable encoder weights.
+    /// The weights are read once; each becomes a variable under its Hugging Face name.
     ///
     /// # Errors
-    /// When the folder does not load, or its weights do not cover every encoder tensor.
+    /// When the folder does not load.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        let frozen = SentenceEmbedder::from_dir(&dir, &Device::Cpu)?;
-        let config = frozen.encoder().config().clone();
-        let mut varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let encoder = BertModel::load(vb, &config)?;
-        let weights = frozen.weights_path().to_path_buf();
-        varmap
-            .load(&weights)
-            .map_err(|source| sbert::Error::Weights {
-                path: weights.clone(),
-                source,
-            })?;
-        Ok(Self {
-            dir,
-            frozen,
-            varmap,
-            encoder,
-            next_dropout_seed: AtomicU64::new(0),
-            sink: GradientSink::new(),
-        })
+        let embedder = SentenceEmbedder::builder(dir.to_string_lossy())
+            .device(Device::Cpu)
+            .dtype(DType::F32)
+            .build()?;
+        let config = embedder.encoder().config().clone();
+        let varmap = VarMap::new();
+        {
+            let mut vars = varmap.data().lock().unwrap_or_else(PoisonError::into_inner);
+            let names = BertParams::hf_names(config.num_hidden_layers);
+            for (name, weight) in names.iter().zip(embedder.encoder().weights().iter()) {
+                vars.insert(name.clone(), Var::from_tensor(weight)?);
+            }
+        }
+        Self::around(dir, embedder, varmap, &config)
     }
 
     /// Builds a model from a config and a var map that already holds its weights (tests and
     /// from-scratch training), with the tokenizer, pooling and heads of the folder `dir`.
     ///
     /// # Errors
-    /// When the folder does not load or a tensor is missing from `varmap`.
+    /// When the folder does not load, or a tensor is missing from `varmap` or has another shape
+    /// than `config` implies.
     pub fn with_varmap(
         dir: impl AsRef<Path>,
         varmap: VarMap,
         config: &sbert::BertConfig,
     ) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        let frozen = SentenceEmbedder::from_dir(&dir, &Device::Cpu)?;
+        let embedder = SentenceEmbedder::from_dir(&dir, &Device::Cpu)?;
+        Self::around(dir, embedder, varmap, config)
+    }
+
+    /// The pipeline of `embedder` around an encoder whose weights are the variables of `varmap`.
+    fn around(
+        dir: PathBuf,
+        embedder: SentenceEmbedder,
+        varmap: VarMap,
+        config: &sbert::BertConfig,
+    ) -> Result<Self> {
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let encoder = BertModel::load(vb, config)?;
         Ok(Self {
             dir,
-            frozen,
+            embedder: embedder.with_encoder(encoder)?,
             varmap,
-            encoder,
             next_dropout_seed: AtomicU64::new(0),
             sink: GradientSink::new(),
         })
@@ -148,17 +106,22 @@ impl TrainableModel {
 
     /// The trainable encoder.
     pub fn encoder(&self) -> &BertModel {
-        &self.encoder
+        self.embedder.encoder()
+    }
+
+    /// The folder's pipeline around the trainable encoder: inference over the current weights.
+    pub fn embedder(&self) -> &SentenceEmbedder {
+        &self.embedder
     }
 
     /// Width of the embeddings (after pooling and any Dense module).
     pub fn dim(&self) -> usize {
-        self.frozen.dim()
+        self.embedder.dim()
     }
 
     /// The pooling of the folder.
     pub fn pooling(&self) -> &Pooling {
-        self.frozen.pooling()
+        self.embedder.pooling()
     }
 
     /// Tokenizes as sentence-transformers does (see [`SentenceEmbedder::tokenize`]).
@@ -166,131 +129,39 @@ impl TrainableModel {
     /// # Errors
     /// When the tokenizer fails.
     pub fn tokenize<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<TokenizedText>> {
-        Ok(self.frozen.tokenize(texts)?)
+        Ok(self.embedder.tokenize(texts)?)
     }
 
     /// Embeds `texts` through the trainable encoder: `(n, dim)`, pooled, then through the
-    /// folder's Dense and Normalize modules. With `train`, dropout is active and the result is
-    /// differentiable.
+    /// folder's Dense and Normalize modules.
     ///
-    /// Training on the CPU in f32 runs every text in one packed pass, with no padding at all,
-    /// whose encoder gradients go to the model's sink: call
-    /// [`TrainableModel::collect_gradients`] after `backward` ([`crate::Trainer`] does).
-    /// Otherwise the texts are sorted by length and run in one or more passes through candle's
-    /// graph, each padded to its own longest text (split where the padding saved outweighs the
-    /// cost of another pass), and the rows come back in input order. Padding does not change
-    /// the result (the mask hides it), only the cost: an NLI batch mixes long premises with
-    /// short hypotheses, and one padded batch would run every hypothesis at premise length.
+    /// With `train`, dropout is active and the result is differentiable: every text runs in
+    /// one packed pass without padding ([`BertModel::forward_train`]), whose encoder gradients
+    /// go to the model's sink: call [`TrainableModel::collect_gradients`] after `backward`
+    /// ([`crate::Trainer`] does). Without, it is the folder's inference pipeline over the
+    /// current weights.
     ///
     /// # Errors
     /// When tokenization or a tensor op fails.
     pub fn embed<S: AsRef<str>>(&self, texts: &[S], train: bool) -> Result<Tensor> {
         let tok = self.tokenize(texts)?;
-        let packed = !tok.is_empty() && self.encoder.supports_fast_training();
-        if train && packed {
-            self.embed_packed(&tok)
-        } else if packed {
-            self.embed_eval(&tok)
-        } else {
-            self.embed_padded(&tok, train)
+        if !train || tok.is_empty() {
+            return Ok(self.embedder.embed(texts)?);
         }
-    }
-
-    /// Inference on the CPU in f32: length-sorted packed passes over the current weights.
-    fn embed_eval(&self, tok: &[TokenizedText]) -> Result<Tensor> {
-        let groups = tok.len().div_ceil(EVAL_GROUP);
-        self.in_sorted_groups(
-            tok,
-            |_| vec![EVAL_GROUP; groups],
-            |g| {
-                let (ids, lengths) = packed(g.iter().copied());
-                let hidden = self.encoder.forward_eval(&ids, &lengths)?;
-                self.pool_packed(&hidden, &lengths)
-            },
-        )
-    }
-
-    /// Other devices and dtypes: length-sorted passes through candle's graph, each padded to
-    /// its longest text.
-    fn embed_padded(&self, tok: &[TokenizedText], train: bool) -> Result<Tensor> {
-        self.in_sorted_groups(tok, plan_passes, |g| {
-            let batch = self.frozen.pad(g)?;
-            let (ids, mask) = (&batch.input_ids, &batch.attention_mask);
-            let mode = Mode {
-                train,
-                dropout_seed: self.next_dropout_seed.fetch_add(1, Ordering::Relaxed),
-                ..Mode::default()
-            };
-            let hidden = self
-                .encoder
-                .forward_with_mode(ids, None, mask, mode)?
-                .hidden_states;
-            Ok(self
-                .pooling()
-                .pool(&hidden, mask)
-                .map_err(sbert::Error::from)?)
-        })
-    }
-
-    /// Sorts `tok` by decreasing length, cuts it into groups of the sizes `plan` gives for the
-    /// sorted lengths, pools each group with `run`, and returns the rows in input order, through
-    /// the folder's Dense and Normalize modules.
-    fn in_sorted_groups(
-        &self,
-        tok: &[TokenizedText],
-        plan: impl FnOnce(&[usize]) -> Vec<usize>,
-        run: impl Fn(&[&TokenizedText]) -> Result<Tensor>,
-    ) -> Result<Tensor> {
-        let mut order: Vec<usize> = (0..tok.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(tok[i].ids.len()));
-        let lengths: Vec<usize> = order.iter().map(|&i| tok[i].ids.len()).collect();
-        let mut parts = Vec::new();
-        let mut start = 0;
-        for size in plan(&lengths) {
-            let end = (start + size).min(order.len());
-            if end == start {
-                break;
-            }
-            let group: Vec<&TokenizedText> = order[start..end].iter().map(|&i| &tok[i]).collect();
-            parts.push(run(&group)?);
-            start = end;
+        let (mut ids, mut lengths) = (Vec::new(), Vec::with_capacity(tok.len()));
+        for t in &tok {
+            ids.extend_from_slice(&t.ids);
+            lengths.push(t.ids.len());
         }
-        let sorted = Tensor::cat(&parts, 0)?;
-        // Row i of the result is the text at position inverse[i] of the sorted order.
-        let mut inverse = vec![0u32; order.len()];
-        for (position, &i) in order.iter().enumerate() {
-            inverse[i] = position as u32;
-        }
-        let inverse = Tensor::from_vec(inverse, order.len(), sorted.device())?;
-        let pooled = sorted.index_select(&inverse, 0)?;
-        // Dense and Normalize modules as the folder configures them (Dense weights stay fixed).
-        Ok(self.frozen.apply_heads(pooled)?)
-    }
-
-    /// Pools the padded output `(n, longest, h)` of a packed pass over texts of `lengths`.
-    fn pool_packed(&self, hidden: &Tensor, lengths: &[usize]) -> Result<Tensor> {
-        let longest = hidden.dim(1)?;
-        let mut mask = vec![0u32; lengths.len() * longest];
-        for (row, &len) in mask.chunks_exact_mut(longest).zip(lengths) {
-            row[..len].fill(1);
-        }
-        let mask = Tensor::from_vec(mask, (lengths.len(), longest), hidden.device())?;
-        Ok(self
-            .pooling()
-            .pool(hidden, &mask)
-            .map_err(sbert::Error::from)?)
-    }
-
-    /// The training pass on the CPU in f32: every text in one packed pass without padding
-    /// ([`BertModel::forward_train`]), its encoder gradients collected in the model's sink.
-    fn embed_packed(&self, tok: &[TokenizedText]) -> Result<Tensor> {
-        let (ids, lengths) = packed(tok);
         let seed = self.next_dropout_seed.fetch_add(1, Ordering::Relaxed);
         let hidden = self
-            .encoder
+            .encoder()
             .forward_train(&ids, &lengths, seed, &self.sink)?;
-        let pooled = self.pool_packed(&hidden, &lengths)?;
-        Ok(self.frozen.apply_heads(pooled)?)
+        let pooled = self
+            .pooling()
+            .pool_packed(&hidden, &lengths)
+            .map_err(sbert::Error::from)?;
+        Ok(self.embedder.apply_heads(pooled)?)
     }
 
     /// Moves the encoder gradients of the training passes since the last call into `grads`
@@ -414,51 +285,25 @@ mod tests {
             .fold(0.0, |m, v| if v.is_nan() || v > m { v } else { m }))
     }
 
+    /// Inference through the trainable model is the folder's pipeline over the current
+    /// weights, and the weights were read once into variables that the encoder uses.
     #[test]
-    fn passes_split_only_where_padding_outweighs_a_pass() {
-        // Similar lengths: one pass.
-        assert_eq!(plan_passes(&[14; 32]), vec![32]);
-        // Long premises and short hypotheses: two passes.
-        let mut mixed = vec![60; 16];
-        mixed.extend([12; 16]);
-        assert_eq!(plan_passes(&mixed), vec![16, 16]);
-        assert!(plan_passes(&[]).is_empty());
-    }
-
-    /// Passes sorted by length come back in input order and equal the inference embedder.
-    #[test]
-    fn embed_in_sorted_sub_batches_keeps_input_order() -> Result<()> {
+    fn inference_reads_the_current_variables() -> Result<()> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/tiny");
         let model = TrainableModel::load(&dir)?;
-        // Long texts (truncated at the tiny model's 16 tokens) between one- and two-word ones.
-        let texts: Vec<String> = (0..2 * EVAL_GROUP + 13)
-            .map(|i| match i % 3 {
-                0 => "the cat sat on the mat and a dog ran ".repeat(3)[..30 + i % 61].to_string(),
-                1 => "cat".to_string(),
-                _ => "a dog".to_string(),
-            })
-            .collect();
-        let mut lengths: Vec<usize> = model
-            .tokenize(&texts)?
-            .iter()
-            .map(|t| t.ids.len())
-            .collect();
-        lengths.sort_by(|a, b| b.cmp(a));
-        assert!(
-            plan_passes(&lengths).len() > 1,
-            "the texts need several passes"
+        let frozen = SentenceEmbedder::from_dir(&dir, &Device::Cpu)?;
+        let texts = ["the cat sat on the mat and a dog ran", "cat", "a dog"];
+        let before = model.embed(&texts, false)?;
+        assert!(max_abs(&(&before - frozen.embed(&texts)?)?)? < 1e-6);
+        let word =
+            &model.varmap().data().lock().expect("lock")["embeddings.word_embeddings.weight"];
+        assert_eq!(
+            word.as_tensor().id(),
+            model.encoder().weights().embeddings.word.id()
         );
-        // Packed evaluation passes of EVAL_GROUP texts (three here), and padded graph passes.
-        let tok = model.tokenize(&texts)?;
-        let reference = model.frozen.embed(&texts)?;
-        for ours in [
-            model.embed(&texts, false)?,
-            model.embed_padded(&tok, false)?,
-        ] {
-            assert_eq!(ours.dims(), reference.dims());
-            let diff = max_abs(&(&ours - &reference)?)?;
-            assert!(diff < 1e-5, "max |Δ| {diff}");
-        }
+        word.set(&(word.as_tensor() * 2.0)?)?;
+        let after = model.embed(&texts, false)?;
+        assert!(max_abs(&(&after - &before)?)? > 1e-3);
         Ok(())
     }
 
@@ -479,14 +324,29 @@ mod tests {
             "cat",
             "two dogs run",
         ];
-        let tok = model.tokenize(&texts)?;
         let weights = Tensor::randn(0f32, 1.0, (texts.len(), model.dim()), &Device::Cpu)?;
         let loss = |e: &Tensor| -> Result<Tensor> { Ok((e * &weights)?.sum_all()?) };
 
-        let packed = model.embed_packed(&tok)?;
+        let packed = model.embed(&texts, true)?;
         let mut ours = loss(&packed)?.backward()?;
         model.collect_gradients(&mut ours)?;
-        let padded = model.embed_padded(&tok, true)?;
+        // The graph over a padded batch, in training mode (no dropout in this config).
+        let tok = model.tokenize(&texts)?;
+        let refs: Vec<&TokenizedText> = tok.iter().collect();
+        let batch = model.embedder().pad(&refs)?;
+        let mode = sbert::bert::Mode {
+            train: true,
+            ..sbert::bert::Mode::default()
+        };
+        let hidden = model
+            .encoder()
+            .forward_with_mode(&batch.input_ids, None, &batch.attention_mask, mode)?
+            .hidden_states;
+        let pooled = model
+            .pooling()
+            .pool(&hidden, &batch.attention_mask)
+            .map_err(sbert::Error::from)?;
+        let padded = model.embedder().apply_heads(pooled)?;
         let theirs = loss(&padded)?.backward()?;
         let diff = max_abs(&(&packed - &padded)?)?;
         assert!(diff < 1e-5, "embeddings differ by {diff}");

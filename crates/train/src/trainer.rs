@@ -8,7 +8,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use crate::checkpoint::OutputDir;
-use crate::data::{NliExample, PairExample, ScoredPair};
+use crate::data::{NliExample, PairExample, StsPair};
 use crate::model::TrainableModel;
 use crate::objective::{self, Objective};
 use crate::optim::{AdamW, AdamWParams};
@@ -120,7 +120,7 @@ pub struct TrainingReport {
 #[derive(Debug, Clone)]
 pub enum TrainData {
     /// Scored pairs (regression).
-    Scored(Vec<ScoredPair>),
+    Scored(Vec<StsPair>),
     /// NLI triples (classification).
     Nli(Vec<NliExample>),
     /// (query, positive[, negative]) pairs (in-batch negatives).
@@ -141,7 +141,7 @@ impl TrainData {
 #[derive(Debug, Clone)]
 pub enum DevSet {
     /// STS pairs: Spearman × 100 of cosine vs gold.
-    Sts(Vec<ScoredPair>),
+    Sts(Vec<StsPair>),
     /// NLI triples: accuracy × 100 of the classifier.
     Nli(Vec<NliExample>),
 }
@@ -217,12 +217,12 @@ impl Trainer {
             (Objective::Cosine { max_score }, TrainData::Scored(rows)) => {
                 let texts: Vec<&str> = idx
                     .iter()
-                    .map(|&i| rows[i].a.as_str())
-                    .chain(idx.iter().map(|&i| rows[i].b.as_str()))
+                    .map(|&i| rows[i].sentence1.as_str())
+                    .chain(idx.iter().map(|&i| rows[i].sentence2.as_str()))
                     .collect();
                 let e = model.embed(&texts, train)?;
                 let n = idx.len();
-                let scores: Vec<f32> = idx.iter().map(|&i| rows[i].score).collect();
+                let scores: Vec<f32> = idx.iter().map(|&i| rows[i].score as f32).collect();
                 let labels = objective::scaled_labels(&scores, *max_score, &Device::Cpu)?;
                 objective::cosine_mse(&e.narrow(0, 0, n)?, &e.narrow(0, n, n)?, &labels)
             }
@@ -279,14 +279,7 @@ impl Trainer {
                 let dataset = sbert_eval::StsDataset {
                     name: "dev".into(),
                     path: std::path::PathBuf::new(),
-                    pairs: rows
-                        .iter()
-                        .map(|r| sbert_eval::StsPair {
-                            score: f64::from(r.score),
-                            sentence1: r.a.clone(),
-                            sentence2: r.b.clone(),
-                        })
-                        .collect(),
+                    pairs: rows.clone(),
                 };
                 let report = sbert_eval::evaluate(model, &[dataset], &[], &mut |_, _| {})?;
                 Ok(report.scores[0].spearman)
@@ -347,7 +340,7 @@ impl Trainer {
             if let Some((i, p)) = rows
                 .iter()
                 .enumerate()
-                .find(|(_, p)| !(0.0..=*max_score).contains(&p.score))
+                .find(|(_, p)| !(0.0..=f64::from(*max_score)).contains(&p.score))
             {
                 return Err(TrainError::Invalid(format!(
                     "training example {} (0-based) has score {} outside [0, {max_score}]",
@@ -471,7 +464,7 @@ mod tests {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/tiny")
     }
 
-    fn pairs() -> Vec<ScoredPair> {
+    fn pairs() -> Vec<StsPair> {
         let texts = [
             ("the cat sat on the mat", "the cat sits on the mat", 4.8),
             ("a man is playing guitar", "a man plays music", 3.5),
@@ -484,10 +477,10 @@ mod tests {
         ];
         texts
             .iter()
-            .map(|(a, b, s)| ScoredPair {
-                a: a.to_string(),
-                b: b.to_string(),
+            .map(|(a, b, s)| StsPair {
                 score: *s,
+                sentence1: a.to_string(),
+                sentence2: b.to_string(),
             })
             .collect()
     }
@@ -530,15 +523,15 @@ mod tests {
         // The checkpoint is a model folder that sbert loads, and it scores what it was saved with.
         let reloaded = sbert::SentenceEmbedder::from_dir(&out, &Device::Cpu).expect("reload");
         let rows = pairs();
-        let a: Vec<&str> = rows.iter().map(|r| r.a.as_str()).collect();
-        let b: Vec<&str> = rows.iter().map(|r| r.b.as_str()).collect();
+        let a: Vec<&str> = rows.iter().map(|r| r.sentence1.as_str()).collect();
+        let b: Vec<&str> = rows.iter().map(|r| r.sentence2.as_str()).collect();
         let cos: Vec<f64> = reloaded
             .pairwise_similarity(&a, &b, sbert::Similarity::Cosine)
             .expect("similarity")
             .into_iter()
             .map(f64::from)
             .collect();
-        let gold: Vec<f64> = rows.iter().map(|r| f64::from(r.score)).collect();
+        let gold: Vec<f64> = rows.iter().map(|r| r.score).collect();
         let again = 100.0 * sbert_eval::stats::spearman(&cos, &gold).expect("spearman");
         assert!(
             (again - best).abs() < 1e-6,
@@ -639,14 +632,7 @@ mod tests {
         let dataset = sbert_eval::StsDataset {
             name: "pairs".into(),
             path: std::path::PathBuf::new(),
-            pairs: pairs()
-                .into_iter()
-                .map(|p| sbert_eval::StsPair {
-                    score: f64::from(p.score),
-                    sentence1: p.a,
-                    sentence2: p.b,
-                })
-                .collect(),
+            pairs: pairs(),
         };
         let sets = [dataset];
         let training = sbert_eval::evaluate(&model, &sets, &[], &mut |_, _| {}).expect("eval");
@@ -664,7 +650,8 @@ mod tests {
             .expect("dev");
         assert!((dev - frozen.scores[0].spearman).abs() < 1e-9);
         let task = sbert_eval::RetrievalTask::from_pairs(
-            rows.iter().map(|r| (r.a.as_str(), r.b.as_str())),
+            rows.iter()
+                .map(|r| (r.sentence1.as_str(), r.sentence2.as_str())),
         );
         let r1 = sbert_eval::evaluate_retrieval(&model, &task).expect("retrieval");
         let r2 = sbert_eval::evaluate_retrieval(&loaded, &task).expect("retrieval");

@@ -1,9 +1,100 @@
-//! A bounds-checked front to the `gemm` crate (the matrix kernels candle's CPU backend runs):
-//! strided views over plain slices, so that the training path can multiply by a transposed
-//! weight, write into a column block of a wider matrix, or add a product onto an accumulator
-//! without copying anything.
+//! Matrix products: a bounds-checked front to the `gemm` crate (the matrix kernels candle's CPU
+//! backend runs) with strided views over plain slices, so that a pass can multiply by a
+//! transposed weight, write into a column block of a wider matrix, or add a product onto an
+//! accumulator without copying anything; and the dense layer built on it.
 
 use rayon::current_num_threads;
+use rayon::prelude::*;
+
+use super::{dot, multiversion};
+
+/// Up to this many rows, [`product`] runs a dot-product kernel instead of `gemm`, which repacks
+/// the whole weight matrix per call.
+const FEW_ROWS: usize = 16;
+
+/// `x · [W₁; W₂; …]ᵀ`: the weights `(outᵢ, inner)` (Hugging Face's layout) side by side over
+/// the rows of `x (rows, inner)`, `(rows, Σ outᵢ)` (query, key and value in one matrix, for
+/// instance). Biases are left to the kernel that reads the product next, which adds them on
+/// its way.
+///
+/// # Panics
+/// When a weight's length is not a multiple of `inner`: a bug, since the weights were checked
+/// against the config when they were loaded.
+pub(crate) fn product(x: &[f32], inner: usize, weights: &[&[f32]]) -> Vec<f32> {
+    assert!(
+        inner > 0 && weights.iter().all(|w| w.len() % inner == 0),
+        "product: weight shapes"
+    );
+    let rows = x.len() / inner;
+    let width: usize = weights.iter().map(|w| w.len() / inner).sum();
+    let mut y = vec![0f32; rows * width];
+    if rows <= FEW_ROWS {
+        few_rows_product(&mut y, x, inner, weights);
+        return y;
+    }
+    let mut col = 0;
+    for w in weights {
+        let out = w.len() / inner;
+        gemm(
+            MatMut::columns(&mut y, width, col, out),
+            MatRef::new(x, rows, inner),
+            MatRef::new(w, out, inner).t(),
+            false,
+        );
+        col += out;
+    }
+    y
+}
+
+#[inline(always)]
+fn transposed_product_generic(yt: &mut [f32], x: &[f32], w: &[f32], inner: usize) {
+    let rows = x.len() / inner;
+    for (col, wr) in yt.chunks_exact_mut(rows).zip(w.chunks_exact(inner)) {
+        for (y, xr) in col.iter_mut().zip(x.chunks_exact(inner)) {
+            *y = dot(xr, wr);
+        }
+    }
+}
+
+multiversion!(fn transposed_product(yt: &mut [f32], x: &[f32], w: &[f32], inner: usize) => transposed_product_generic);
+
+/// [`product`] for a few rows: one dot product per output, each weight row read once while the
+/// rows stay in L1, parallel over blocks of weight rows of every weight at once. For one short
+/// text this streams the weights at memory speed.
+fn few_rows_product(y: &mut [f32], x: &[f32], inner: usize, weights: &[&[f32]]) {
+    let rows = x.len() / inner;
+    if rows == 0 {
+        return;
+    }
+    let width = y.len() / rows;
+    let per = (4096 / inner).max(1);
+    // (weight, first output of the block, outputs in the block, column of the weight)
+    let mut blocks = Vec::new();
+    let mut col = 0;
+    for (k, w) in weights.iter().enumerate() {
+        let out = w.len() / inner;
+        for start in (0..out).step_by(per) {
+            blocks.push((k, start, per.min(out - start), col));
+        }
+        col += out;
+    }
+    let products: Vec<Vec<f32>> = blocks
+        .par_iter()
+        .map(|&(k, start, count, _)| {
+            let mut yt = vec![0f32; count * rows];
+            let w = &weights[k][start * inner..(start + count) * inner];
+            transposed_product(&mut yt, x, w, inner);
+            yt
+        })
+        .collect();
+    for (&(_, start, _, col), yt) in blocks.iter().zip(&products) {
+        for (o, column) in yt.chunks_exact(rows).enumerate() {
+            for (i, &v) in column.iter().enumerate() {
+                y[i * width + col + start + o] = v;
+            }
+        }
+    }
+}
 
 /// A read-only matrix view: element `(i, j)` is `data[i·row_stride + j·col_stride]`.
 #[derive(Debug, Clone, Copy)]
@@ -221,6 +312,46 @@ mod tests {
                     1.0
                 };
                 assert!((wide[i * width + j] - expect).abs() < 1e-5, "({i}, {j})");
+            }
+        }
+    }
+
+    #[test]
+    fn a_product_of_several_weights_matches_a_plain_loop_for_few_and_many_rows() {
+        let inner = 37;
+        let outs = [70, 5, 33];
+        let weights: Vec<Vec<f32>> = outs
+            .iter()
+            .enumerate()
+            .map(|(k, &o)| {
+                (0..o * inner)
+                    .map(|v| ((v + k) as f32 * 0.7).cos())
+                    .collect()
+            })
+            .collect();
+        let views: Vec<&[f32]> = weights.iter().map(Vec::as_slice).collect();
+        let width: usize = outs.iter().sum();
+        for rows in [1, 3, FEW_ROWS, FEW_ROWS + 1, 40] {
+            let x: Vec<f32> = (0..rows * inner).map(|v| (v as f32 * 0.3).sin()).collect();
+            let y = product(&x, inner, &views);
+            assert_eq!(y.len(), rows * width);
+            for i in 0..rows {
+                let mut col = 0;
+                for (k, &out) in outs.iter().enumerate() {
+                    for o in 0..out {
+                        let want: f64 = (0..inner)
+                            .map(|c| {
+                                f64::from(x[i * inner + c]) * f64::from(weights[k][o * inner + c])
+                            })
+                            .sum();
+                        let got = f64::from(y[i * width + col + o]);
+                        assert!(
+                            (got - want).abs() < 1e-4,
+                            "{rows} rows: ({i}, {k}.{o}) {got} vs {want}"
+                        );
+                    }
+                    col += out;
+                }
             }
         }
     }

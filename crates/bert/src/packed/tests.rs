@@ -1,8 +1,7 @@
-//! The packed training pass against candle's graph, finite differences and itself.
+//! The packed pass against candle's graph (in f64), central differences and itself.
 
-use super::*;
-use crate::{BertConfig, Mode};
-use candle_core::{DType, Device, Var};
+use crate::{BertConfig, BertModel, GradientSink, Mode};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
 fn tiny(dropout: f64) -> (VarMap, BertModel) {
@@ -33,51 +32,82 @@ fn tiny(dropout: f64) -> (VarMap, BertModel) {
     (varmap, model)
 }
 
-const LENGTHS: [usize; 3] = [5, 2, 7];
-
-fn ids() -> Vec<u32> {
-    (0..LENGTHS.iter().sum::<usize>())
-        .map(|i| (i * 7 % 40) as u32)
-        .collect()
+/// The same model in f64, its weights `Var`s of a var map of their own.
+fn in_f64(varmap: &VarMap, config: &BertConfig) -> (VarMap, BertModel) {
+    let wide = VarMap::new();
+    for (name, var) in varmap.data().lock().expect("lock").iter() {
+        let value = var.as_tensor().to_dtype(DType::F64).expect("f64");
+        let var = Var::from_tensor(&value).expect("var");
+        wide.data().lock().expect("lock").insert(name.clone(), var);
+    }
+    let vb = VarBuilder::from_varmap(&wide, DType::F64, &Device::Cpu);
+    let model = BertModel::load(vb, config).expect("load f64");
+    (wide, model)
 }
 
-/// The same sequences as a padded batch with its mask, and weights for a loss that ignores
-/// padding.
-fn padded(ids: &[u32], h: usize) -> (Tensor, Tensor, Tensor) {
+const LENGTHS: [usize; 3] = [5, 2, 7];
+const TOKENS: usize = 14;
+
+fn ids() -> Vec<u32> {
+    (0..TOKENS).map(|i| (i * 7 % 40) as u32).collect()
+}
+
+/// The same sequences as a padded batch, its mask, and the rows of the real tokens in the
+/// flattened `(batch · longest)` layout.
+fn padded(ids: &[u32]) -> (Tensor, Tensor, Tensor) {
     let t = LENGTHS.iter().copied().max().unwrap_or(0);
     let (mut padded, mut mask) = (vec![0u32; LENGTHS.len() * t], vec![0f32; LENGTHS.len() * t]);
+    let mut real = Vec::new();
     let mut start = 0;
     for (s, &len) in LENGTHS.iter().enumerate() {
         padded[s * t..s * t + len].copy_from_slice(&ids[start..start + len]);
         mask[s * t..s * t + len].fill(1.0);
+        real.extend((s * t..s * t + len).map(|r| r as u32));
         start += len;
     }
     let dev = &Device::Cpu;
     let b = LENGTHS.len();
-    let mask = Tensor::from_vec(mask, (b, t), dev).expect("mask");
-    let weights = Tensor::randn(0f32, 1.0, (b, t, h), dev)
-        .expect("randn")
-        .broadcast_mul(&mask.unsqueeze(2).expect("unsqueeze"))
-        .expect("mul");
-    let ids = Tensor::from_vec(padded, (b, t), dev).expect("ids");
-    (ids, mask, weights)
+    (
+        Tensor::from_vec(padded, (b, t), dev).expect("ids"),
+        Tensor::from_vec(mask, (b, t), dev).expect("mask"),
+        Tensor::from_vec(real, TOKENS, dev).expect("rows"),
+    )
+}
+
+/// The graph's `(b, t, h)` output at the real tokens, `(tokens, h)` like the packed pass's.
+fn real_tokens(hidden: &Tensor, rows: &Tensor) -> Tensor {
+    let (b, t, h) = hidden.dims3().expect("dims");
+    hidden
+        .reshape((b * t, h))
+        .and_then(|x| x.index_select(rows, 0))
+        .expect("rows")
+}
+
+/// Loss weights for `(tokens, 16)` outputs.
+fn loss_weights() -> Tensor {
+    Tensor::randn(0f32, 1.0, (TOKENS, 16), &Device::Cpu).expect("randn")
 }
 
 /// max |t|; NaN when `t` holds a NaN (a reduction with `max` would skip it).
 fn max_abs(t: &Tensor) -> f32 {
     t.flatten_all()
-        .and_then(|t| t.to_vec1::<f32>())
+        .and_then(|t| t.to_dtype(DType::F32)?.to_vec1::<f32>())
         .expect("values")
         .into_iter()
         .map(f32::abs)
         .fold(0.0, |m, v| if v.is_nan() || v > m { v } else { m })
 }
 
+/// The packed pass and its hand-written gradients against candle's autograd through the graph
+/// in f64: the f32 rounding of the packed pass is far below the tolerance, and any wrong term
+/// of a backward formula far above it.
 #[test]
-fn values_and_gradients_match_the_autograd_path() {
+fn values_and_gradients_match_the_graph_in_f64() {
     let (varmap, model) = tiny(0.0);
+    let (wide_map, wide) = in_f64(&varmap, model.config());
     let ids = ids();
-    let (padded_ids, mask, weights) = padded(&ids, 16);
+    let (padded_ids, mask, rows) = padded(&ids);
+    let weights = loss_weights();
     let sink = GradientSink::new();
     let ours = model
         .forward_train(&ids, &LENGTHS, 7, &sink)
@@ -86,34 +116,38 @@ fn values_and_gradients_match_the_autograd_path() {
         train: true,
         ..Mode::default()
     };
-    let reference = model
+    let reference = wide
         .forward_with_mode(&padded_ids, None, &mask, train)
         .expect("forward")
-        .hidden_states
-        .broadcast_mul(&mask.unsqueeze(2).expect("unsqueeze"))
-        .expect("mul");
-    let diff = max_abs(&(&ours - &reference).expect("sub"));
+        .hidden_states;
+    let reference = real_tokens(&reference, &rows);
+    let diff = max_abs(&(ours.to_dtype(DType::F64).expect("f64") - &reference).expect("sub"));
     assert!(diff < 1e-5, "outputs differ by {diff}");
 
-    let loss = |h: &Tensor| (h * &weights).and_then(|l| l.sum_all()).expect("loss");
-    let mut grads = loss(&ours).backward().expect("backward");
+    let mut grads = (&ours * &weights)
+        .and_then(|l| l.sum_all())
+        .and_then(|l| l.backward())
+        .expect("backward");
     assert!(!sink.is_empty());
     sink.drain_into(&mut grads).expect("drain");
     assert!(sink.is_empty());
-    let expected = loss(&reference).backward().expect("backward");
-    let vars = varmap.all_vars();
-    assert_eq!(vars.len(), 5 + 2 * LAYER_PARAMS);
-    for var in &vars {
-        let (Some(a), Some(b)) = (grads.get(var), expected.get(var)) else {
-            panic!("a weight of shape {:?} has no gradient", var.shape());
+    let expected = (&reference * weights.to_dtype(DType::F64).expect("f64"))
+        .and_then(|l| l.sum_all())
+        .and_then(|l| l.backward())
+        .expect("backward");
+    let data = varmap.data().lock().expect("lock");
+    let wide_data = wide_map.data().lock().expect("lock");
+    assert_eq!(data.len(), 5 + 2 * 16);
+    for (name, var) in data.iter() {
+        let (Some(a), Some(b)) = (grads.get(var), expected.get(&wide_data[name])) else {
+            panic!("{name} has no gradient");
         };
         // (The key bias has a zero gradient: softmax ignores a constant added to a row.)
         let scale = max_abs(b).max(1.0);
-        let diff = max_abs(&(a - b).expect("sub"));
+        let diff = max_abs(&(a.to_dtype(DType::F64).expect("f64") - b).expect("sub"));
         assert!(
-            diff / scale < 1e-4,
-            "gradient of a {:?} weight: |Δ| {diff} of {scale}",
-            var.shape()
+            diff / scale < 1e-5,
+            "gradient of {name}: |Δ| {diff} of {scale}"
         );
     }
 }
@@ -124,7 +158,7 @@ fn values_and_gradients_match_the_autograd_path() {
 fn dropout_is_seeded_and_gradients_match_finite_differences() {
     let (varmap, model) = tiny(0.2);
     let ids = ids();
-    let (_, _, weights) = padded(&ids, 16);
+    let weights = loss_weights();
     let sink = GradientSink::new();
     let run = |seed| {
         model
@@ -184,28 +218,29 @@ fn dropout_is_seeded_and_gradients_match_finite_differences() {
     }
 }
 
-/// The evaluation pass equals the training pass without dropout, and the padded graph in
+/// The inference pass equals the training pass without dropout and the padded graph in
 /// inference mode, and reads weights changed after the first call.
 #[test]
-fn eval_pass_matches_inference_and_reads_current_weights() {
+fn inference_matches_the_graph_and_reads_current_weights() {
     let (varmap, model) = tiny(0.3);
     let ids = ids();
-    let (padded_ids, mask, _) = padded(&ids, 16);
-    let inference = |model: &BertModel| {
-        model
-            .forward(&padded_ids, None, &mask)
-            .and_then(|h| h.broadcast_mul(&mask.unsqueeze(2)?))
-            .expect("forward")
+    let (padded_ids, mask, rows) = padded(&ids);
+    let graph = |model: &BertModel| {
+        let hidden = model.forward(&padded_ids, None, &mask).expect("forward");
+        real_tokens(&hidden, &rows)
     };
-    let ours = model.forward_eval(&ids, &LENGTHS).expect("eval");
-    let diff = max_abs(&(&ours - inference(&model)).expect("sub"));
-    assert!(diff < 1e-5, "eval pass differs from inference by {diff}");
+    let ours = model.forward_packed(&ids, &LENGTHS).expect("packed");
+    let diff = max_abs(&(&ours - graph(&model)).expect("sub"));
+    assert!(
+        diff < 1e-5,
+        "the packed pass differs from the graph by {diff}"
+    );
     let var = &varmap.all_vars()[0];
     var.set(&(var.as_tensor() * 1.5).expect("scale"))
         .expect("set");
-    let changed = model.forward_eval(&ids, &LENGTHS).expect("eval");
+    let changed = model.forward_packed(&ids, &LENGTHS).expect("packed");
     assert!(max_abs(&(&changed - &ours).expect("sub")) > 1e-3);
-    let diff = max_abs(&(&changed - inference(&model)).expect("sub"));
+    let diff = max_abs(&(&changed - graph(&model)).expect("sub"));
     assert!(diff < 1e-5, "after the update: {diff}");
 }
 
@@ -218,8 +253,9 @@ fn bad_lengths_and_ids_are_errors() {
     assert!(model.forward_train(&[], &[], 0, &sink).is_err());
     assert!(model.forward_train(&[1, 99], &[2], 0, &sink).is_err());
     assert!(model.forward_train(&[1; 17], &[17], 0, &sink).is_err());
-    assert!(model.forward_eval(&[1, 99], &[2]).is_err());
-    assert!(model.forward_eval(&[], &[]).is_err());
+    assert!(model.forward_packed(&[1, 99], &[2]).is_err());
+    assert!(model.forward_packed(&[], &[]).is_err());
+    assert!(model.forward_packed(&[1, 2], &[usize::MAX, 3]).is_err());
     let (_, certain) = tiny(1.0);
     assert!(certain.forward_train(&[1, 2], &[2], 0, &sink).is_err());
 }

@@ -1,0 +1,428 @@
+//! Self-attention over sequences stored back to back, forward and backward, one rayon task per
+//! (sequence, head). No mask is needed: a sequence only ever sees its own tokens.
+
+use rayon::prelude::*;
+
+use super::dropout::DropoutMask;
+use super::{axpy, dot, multiversion};
+
+/// Heads and their width.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttentionShape {
+    pub heads: usize,
+    pub head_dim: usize,
+}
+
+impl AttentionShape {
+    fn hidden(self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    fn scale(self) -> f32 {
+        1.0 / (self.head_dim as f32).sqrt()
+    }
+}
+
+/// One (sequence, head): tokens `start..start + len`, and where its `len × len` block of
+/// probabilities starts.
+#[derive(Debug, Clone, Copy)]
+struct HeadTask {
+    start: usize,
+    len: usize,
+    head: usize,
+    block: usize,
+}
+
+fn head_tasks(offsets: &[usize], heads: usize) -> Vec<HeadTask> {
+    let mut tasks = Vec::with_capacity(offsets.len().saturating_sub(1) * heads);
+    let mut block = 0;
+    for w in offsets.windows(2) {
+        let len = w[1] - w[0];
+        for head in 0..heads {
+            tasks.push(HeadTask {
+                start: w[0],
+                len,
+                head,
+                block,
+            });
+            block += len * len;
+        }
+    }
+    tasks
+}
+
+/// Columns `col..col + hd` of rows `start..start + len` of a `(n, width)` matrix, as a
+/// contiguous `(len, hd)` block.
+fn gather(m: &[f32], width: usize, col: usize, task: HeadTask, hd: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(task.len * hd);
+    for t in task.start..task.start + task.len {
+        out.extend_from_slice(&m[t * width + col..t * width + col + hd]);
+    }
+    out
+}
+
+/// The biased query, key and value `(len, hd)` of one head from the unbiased `(n, 3h)`
+/// projections and their bias `(3h)`.
+fn gather_qkv(qkv: &[f32], bias: &[f32], task: HeadTask, h: usize, hd: usize) -> [Vec<f32>; 3] {
+    [0, 1, 2].map(|part| {
+        let col = part * h + task.head * hd;
+        let b = &bias[col..col + hd];
+        let mut out = Vec::with_capacity(task.len * hd);
+        for t in task.start..task.start + task.len {
+            let row = &qkv[t * 3 * h + col..t * 3 * h + col + hd];
+            out.extend(row.iter().zip(b).map(|(x, b)| x + b));
+        }
+        out
+    })
+}
+
+/// Writes a `(len, hd)` block into columns `col..` of rows `start..` of a `(n, width)` matrix.
+fn scatter(m: &mut [f32], width: usize, col: usize, task: HeadTask, block: &[f32], hd: usize) {
+    for (i, row) in block.chunks_exact(hd).enumerate() {
+        let t = task.start + i;
+        m[t * width + col..t * width + col + hd].copy_from_slice(row);
+    }
+}
+
+/// The constants of one head's kernels.
+#[derive(Debug, Clone, Copy)]
+struct HeadJob {
+    head_dim: usize,
+    scale: f32,
+    drop: DropoutMask,
+    /// Index of the head's first probability (the dropout mask's index base).
+    block: usize,
+}
+
+/// Softmax probabilities and the context `(len, hd)` of one head. `probs` holds the whole
+/// `len × len` block when it is kept, or one row reused for every query.
+#[inline(always)]
+fn head_forward_generic(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    probs: &mut [f32],
+    ctx: &mut [f32],
+    job: HeadJob,
+) {
+    let HeadJob {
+        head_dim: hd,
+        scale,
+        drop,
+        block,
+    } = job;
+    let len = q.len() / hd;
+    let keep = probs.len() == len * len;
+    for i in 0..len {
+        let qi = &q[i * hd..(i + 1) * hd];
+        let row = if keep {
+            &mut probs[i * len..(i + 1) * len]
+        } else {
+            &mut probs[..len]
+        };
+        let mut max = f32::NEG_INFINITY;
+        for (j, s) in row.iter_mut().enumerate() {
+            *s = scale * dot(qi, &k[j * hd..(j + 1) * hd]);
+            max = max.max(*s);
+        }
+        let mut sum = 0f32;
+        for s in row.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        let inv = 1.0 / sum;
+        let out = &mut ctx[i * hd..(i + 1) * hd];
+        for (j, s) in row.iter_mut().enumerate() {
+            *s *= inv;
+            let w = *s * drop.factor(block + i * len + j);
+            axpy(out, w, &v[j * hd..(j + 1) * hd]);
+        }
+    }
+}
+
+multiversion!(fn head_forward(q: &[f32], k: &[f32], v: &[f32], probs: &mut [f32], ctx: &mut [f32], job: HeadJob) => head_forward_generic);
+
+/// Attention over packed sequences: `qkv` is `(n, 3h)` (query, key and value side by side,
+/// before their bias `(3h)`), `offsets` the sequence boundaries (`0`, …, `n`); `drop` the dropout of the
+/// probabilities. Returns the context `(n, h)` and, with `keep`, the probabilities before
+/// dropout (one `len × len` block per (sequence, head), sequence-major) for
+/// [`attention_backward`].
+pub(crate) fn attention_forward(
+    qkv: &[f32],
+    bias: &[f32],
+    offsets: &[usize],
+    shape: AttentionShape,
+    drop: DropoutMask,
+    keep: bool,
+) -> (Vec<f32>, Option<Vec<f32>>) {
+    let (h, hd) = (shape.hidden(), shape.head_dim);
+    let n = qkv.len() / (3 * h).max(1);
+    let tasks = head_tasks(offsets, shape.heads);
+    let mut probs = keep.then(|| vec![0f32; tasks.iter().map(|t| t.len * t.len).sum()]);
+    let mut blocks: Vec<Option<&mut [f32]>> = Vec::with_capacity(tasks.len());
+    match probs.as_deref_mut() {
+        Some(mut rest) => {
+            for t in &tasks {
+                let (block, tail) = rest.split_at_mut(t.len * t.len);
+                blocks.push(Some(block));
+                rest = tail;
+            }
+        }
+        None => blocks.resize_with(tasks.len(), || None),
+    }
+    let contexts: Vec<Vec<f32>> = tasks
+        .par_iter()
+        .zip(blocks.into_par_iter())
+        .map(|(&t, block)| {
+            let [q, k, v] = gather_qkv(qkv, bias, t, h, hd);
+            let mut ctx = vec![0f32; t.len * hd];
+            let job = HeadJob {
+                head_dim: hd,
+                scale: shape.scale(),
+                drop,
+                block: t.block,
+            };
+            match block {
+                Some(block) => head_forward(&q, &k, &v, block, &mut ctx, job),
+                None => head_forward(&q, &k, &v, &mut vec![0f32; t.len], &mut ctx, job),
+            }
+            ctx
+        })
+        .collect();
+    let mut ctx = vec![0f32; n * h];
+    for (t, block) in tasks.iter().zip(&contexts) {
+        scatter(&mut ctx, h, t.head * hd, *t, block, hd);
+    }
+    (ctx, probs)
+}
+
+/// The gradients of one head's q, k and v, `(len, hd)` each, written into `dq`, `dk`, `dv`.
+#[inline(always)]
+fn head_backward_generic(
+    qkv: (&[f32], &[f32], &[f32]),
+    probs: &[f32],
+    dc: &[f32],
+    grads: (&mut [f32], &mut [f32], &mut [f32]),
+    job: HeadJob,
+) {
+    let HeadJob {
+        head_dim: hd,
+        scale,
+        drop,
+        block,
+    } = job;
+    let (q, k, v) = qkv;
+    let (dq, dk, dv) = grads;
+    let len = q.len() / hd;
+    let mut ds = vec![0f32; len];
+    for i in 0..len {
+        let p = &probs[i * len..(i + 1) * len];
+        let dci = &dc[i * hd..(i + 1) * hd];
+        let mut row_dot = 0f32;
+        for j in 0..len {
+            let f = drop.factor(block + i * len + j);
+            // Through the dropped probabilities: ctx_i = Σ_j p_ij f_ij v_j.
+            axpy(&mut dv[j * hd..(j + 1) * hd], p[j] * f, dci);
+            let dp = f * dot(dci, &v[j * hd..(j + 1) * hd]);
+            ds[j] = dp;
+            row_dot += p[j] * dp;
+        }
+        // Softmax: ds_ij = p_ij (dp_ij − Σ_k p_ik dp_ik), then the score scale.
+        let qi = &q[i * hd..(i + 1) * hd];
+        for j in 0..len {
+            let s = scale * p[j] * (ds[j] - row_dot);
+            axpy(&mut dq[i * hd..(i + 1) * hd], s, &k[j * hd..(j + 1) * hd]);
+            axpy(&mut dk[j * hd..(j + 1) * hd], s, qi);
+        }
+    }
+}
+
+multiversion!(fn head_backward(qkv: (&[f32], &[f32], &[f32]), probs: &[f32], dc: &[f32], grads: (&mut [f32], &mut [f32], &mut [f32]), job: HeadJob) => head_backward_generic);
+
+/// The gradient of the biased q, k, v `(n, 3h)` (and so of the unbiased, and summed over rows
+/// of the bias) from that of the context `(n, h)`, given the forward pass's `qkv`, `bias` and
+/// kept probabilities.
+pub(crate) fn attention_backward(
+    qkv: &[f32],
+    bias: &[f32],
+    probs: &[f32],
+    d_ctx: &[f32],
+    offsets: &[usize],
+    shape: AttentionShape,
+    drop: DropoutMask,
+) -> Vec<f32> {
+    let (h, hd) = (shape.hidden(), shape.head_dim);
+    let n = qkv.len() / (3 * h).max(1);
+    let tasks = head_tasks(offsets, shape.heads);
+    let parts: Vec<[Vec<f32>; 3]> = tasks
+        .par_iter()
+        .map(|&t| {
+            let [q, k, v] = gather_qkv(qkv, bias, t, h, hd);
+            let dc = gather(d_ctx, h, t.head * hd, t, hd);
+            let block = &probs[t.block..t.block + t.len * t.len];
+            let mut grads = [
+                vec![0f32; t.len * hd],
+                vec![0f32; t.len * hd],
+                vec![0f32; t.len * hd],
+            ];
+            let [dq, dk, dv] = &mut grads;
+            let job = HeadJob {
+                head_dim: hd,
+                scale: shape.scale(),
+                drop,
+                block: t.block,
+            };
+            head_backward((&q, &k, &v), block, &dc, (dq, dk, dv), job);
+            grads
+        })
+        .collect();
+    let mut d_qkv = vec![0f32; n * 3 * h];
+    for (t, blocks) in tasks.iter().zip(&parts) {
+        for (part, block) in blocks.iter().enumerate() {
+            scatter(&mut d_qkv, 3 * h, part * h + t.head * hd, *t, block, hd);
+        }
+    }
+    d_qkv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHAPE: AttentionShape = AttentionShape {
+        heads: 2,
+        head_dim: 3,
+    };
+    const OFFSETS: [usize; 3] = [0, 3, 5];
+
+    fn qkv() -> Vec<f32> {
+        (0..5 * 3 * 6).map(|i| (i as f32 * 0.37).sin()).collect()
+    }
+
+    fn bias() -> Vec<f32> {
+        (0..3 * 6).map(|i| (i as f32 * 0.11).cos() * 0.5).collect()
+    }
+
+    /// The context of token `i`, head `head` in f64, with the probabilities of `drop` applied.
+    fn reference(qkv: &[f32], factors: &[f32], i: usize, head: usize) -> Vec<f64> {
+        let (h, bias) = (6, bias());
+        let x = |t: usize, part: usize, d: usize| {
+            let c = part * h + head * 3 + d;
+            f64::from(qkv[t * 3 * h + c]) + f64::from(bias[c])
+        };
+        let s = OFFSETS
+            .windows(2)
+            .position(|w| w[0] <= i && i < w[1])
+            .expect("sequence");
+        let tokens = OFFSETS[s]..OFFSETS[s + 1];
+        let len = tokens.len();
+        let block: usize = (0..s)
+            .map(|q| (OFFSETS[q + 1] - OFFSETS[q]).pow(2) * 2)
+            .sum::<usize>()
+            + head * len * len;
+        let scores: Vec<f64> = tokens
+            .clone()
+            .map(|j| (0..3).map(|d| x(i, 0, d) * x(j, 1, d)).sum::<f64>() / 3f64.sqrt())
+            .collect();
+        let max = scores.iter().copied().fold(f64::MIN, f64::max);
+        let weights: Vec<f64> = scores.iter().map(|v| (v - max).exp()).collect();
+        let total: f64 = weights.iter().sum();
+        (0..3)
+            .map(|d| {
+                tokens
+                    .clone()
+                    .zip(&weights)
+                    .enumerate()
+                    .map(|(jj, (j, w))| {
+                        let f = f64::from(factors[block + (i - OFFSETS[s]) * len + jj]);
+                        w / total * f * x(j, 2, d)
+                    })
+                    .sum()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_token_attends_to_itself() {
+        let qkv = [
+            1., 2., 3., 4., /* k */ 5., 6., 7., 8., /* v */ 9., 10., 11., 12.,
+        ];
+        let shape = AttentionShape {
+            heads: 2,
+            head_dim: 2,
+        };
+        let (ctx, probs) =
+            attention_forward(&qkv, &[0.; 12], &[0, 1], shape, DropoutMask::NONE, true);
+        assert_eq!(ctx, vec![9., 10., 11., 12.]);
+        assert_eq!(probs, Some(vec![1., 1.]));
+    }
+
+    #[test]
+    fn several_keys_with_and_without_dropout_match_a_plain_loop_in_f64() {
+        let qkv = qkv();
+        for (drop, keep) in [(DropoutMask::NONE, false), (DropoutMask::new(0.3, 5), true)] {
+            let total = 2 * (9 + 4);
+            let factors = drop.factors(total);
+            let (ctx, probs) = attention_forward(&qkv, &bias(), &OFFSETS, SHAPE, drop, keep);
+            assert_eq!(probs.map(|p| p.len()), keep.then_some(total));
+            for i in 0..5 {
+                for head in 0..2 {
+                    let want = reference(&qkv, &factors, i, head);
+                    for d in 0..3 {
+                        let got = f64::from(ctx[i * 6 + head * 3 + d]);
+                        assert!(
+                            (got - want[d]).abs() < 1e-5,
+                            "token {i} head {head}: {got} vs {}",
+                            want[d]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn backward_matches_central_differences_in_f64() {
+        let qkv = qkv();
+        let drop = DropoutMask::new(0.3, 5);
+        let factors = drop.factors(2 * (9 + 4));
+        let w: Vec<f64> = (0..5 * 6)
+            .map(|i| ((i * 5 % 7) as f64 - 3.0) / 3.0)
+            .collect();
+        let loss = |qkv: &[f32]| -> f64 {
+            (0..5)
+                .flat_map(|i| (0..2).map(move |head| (i, head)))
+                .map(|(i, head)| {
+                    reference(qkv, &factors, i, head)
+                        .iter()
+                        .enumerate()
+                        .map(|(d, v)| v * w[i * 6 + head * 3 + d])
+                        .sum::<f64>()
+                })
+                .sum()
+        };
+        let (_, probs) = attention_forward(&qkv, &bias(), &OFFSETS, SHAPE, drop, true);
+        let d_ctx: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+        let grads = attention_backward(
+            &qkv,
+            &bias(),
+            &probs.expect("kept"),
+            &d_ctx,
+            &OFFSETS,
+            SHAPE,
+            drop,
+        );
+        let step = 1e-2f32;
+        for i in 0..qkv.len() {
+            let (mut up, mut down) = (qkv.clone(), qkv.clone());
+            up[i] += step;
+            down[i] -= step;
+            let numeric = (loss(&up) - loss(&down)) / f64::from(2.0 * step);
+            assert!(
+                (f64::from(grads[i]) - numeric).abs() < 1e-3,
+                "d qkv[{i}]: {} vs {numeric}",
+                grads[i]
+            );
+        }
+    }
+}
