@@ -428,11 +428,10 @@ impl SentenceEmbedder {
         let mut chunks: Vec<Vec<Tensor>> = vec![Vec::new(); poolings.len()];
         for idx in &batches {
             let group: Vec<&TokenizedText> = idx.iter().map(|&i| &tokenized[i]).collect();
-            let lengths: Vec<usize> = group.iter().map(|t| t.ids.len()).collect();
+            let (ids, lengths) = TokenizedText::pack(group.iter().copied());
             // Token embeddings and how to pool them: packed `(Σ lengths, h)` rows, or a padded
             // `(b, t, h)` batch with its mask.
             let (tokens, mask) = if encoder.supports_packed() {
-                let ids: Vec<u32> = group.iter().flat_map(|t| t.ids.iter().copied()).collect();
                 (encoder.forward_packed(&ids, &lengths)?, None)
             } else {
                 let batch = self.pad(&group)?;

@@ -17,6 +17,20 @@ pub struct TokenizedText {
     pub truncated: bool,
 }
 
+impl TokenizedText {
+    /// The token ids of `texts` back to back and the length of each: the input of a packed
+    /// encoder pass ([`crate::BertModel::forward_packed`]) and of
+    /// [`crate::Pooling::pool_packed`].
+    pub fn pack<'a>(texts: impl IntoIterator<Item = &'a TokenizedText>) -> (Vec<u32>, Vec<usize>) {
+        let (mut ids, mut lengths) = (Vec::new(), Vec::new());
+        for t in texts {
+            ids.extend_from_slice(&t.ids);
+            lengths.push(t.ids.len());
+        }
+        (ids, lengths)
+    }
+}
+
 /// `tokenizer.json` with sentence-transformers' settings.
 #[derive(Debug)]
 pub(crate) struct TextTokenizer {

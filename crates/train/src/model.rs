@@ -148,11 +148,7 @@ impl TrainableModel {
         if !train || tok.is_empty() {
             return Ok(self.embedder.embed(texts)?);
         }
-        let (mut ids, mut lengths) = (Vec::new(), Vec::with_capacity(tok.len()));
-        for t in &tok {
-            ids.extend_from_slice(&t.ids);
-            lengths.push(t.ids.len());
-        }
+        let (ids, lengths) = TokenizedText::pack(&tok);
         let seed = self.next_dropout_seed.fetch_add(1, Ordering::Relaxed);
         let hidden = self
             .encoder()
