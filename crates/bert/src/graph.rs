@@ -56,10 +56,11 @@ fn linear(p: &Linear<Tensor>, xs: &Tensor) -> Result<Tensor> {
     out.reshape(out_dims)
 }
 
-/// LayerNorm over the last dimension: candle's fused op for inference, composite
-/// (differentiable) ops for training.
+/// LayerNorm over the last dimension: candle's fused op for inference (it handles f32, f16
+/// and bf16), composite (differentiable) ops for training and other dtypes.
 fn layer_norm(p: &Norm<Tensor>, xs: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
-    if mode.train || !xs.is_contiguous() {
+    let fused = matches!(xs.dtype(), DType::F32 | DType::F16 | DType::BF16);
+    if mode.train || !fused || !xs.is_contiguous() {
         let mean = xs.mean_keepdim(D::Minus1)?;
         let centered = xs.broadcast_sub(&mean)?;
         let var = centered.sqr()?.mean_keepdim(D::Minus1)?;

@@ -51,20 +51,19 @@
 //! # }
 //! ```
 //!
-//! # Speed on the CPU
+//! # Device and speed
 //!
-//! On the CPU in f32 a training batch is one packed encoder pass with a hand-written backward
-//! pass ([`sbert::bert::BertModel::forward_train`]): no padding, no per-op autograd, weight
+//! Training runs on the CPU in f32 ([`TrainableModel`] loads there). A training batch is one
+//! packed encoder pass with a hand-written backward pass
+//! ([`sbert::bert::BertModel::forward_train`]): no padding, no per-op autograd, weight
 //! gradients written in place; AdamW then updates the weights in place in one parallel pass.
 //! On all-MiniLM-L6-v2 at 2 threads that trains at about twice the speed of Python
-//! sentence-transformers on the same machine (README). Elsewhere the encoder runs through
-//! candle's graph. A step still allocates and frees activation buffers of a few MB; with
-//! glibc's default allocator each of those is `mmap`ed and page-faulted in again on every
-//! step. Applications should keep freed memory in the heap, as the `sbert` binary does at
-//! start-up (`mallopt(M_MMAP_THRESHOLD, i32::MAX)` and `mallopt(M_TRIM_THRESHOLD, i32::MAX)`),
-//! or set
-//! `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=2147483647:glibc.malloc.trim_threshold=2147483647`:
-//! measured on `sbert train --loss cosine` with candle's graph, 13.9 → 22.1 pairs/s.
+//! sentence-transformers on the same machine (README). A step still allocates and frees
+//! activation buffers of a few MB; with glibc's default allocator each of those is `mmap`ed
+//! and page-faulted in again on every step. Applications should keep freed memory in the
+//! heap, as the `sbert` binary does at start-up (`mallopt(M_MMAP_THRESHOLD, i32::MAX)` and
+//! `mallopt(M_TRIM_THRESHOLD, i32::MAX)`), or set
+//! `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=2147483647:glibc.malloc.trim_threshold=2147483647`.
 #![warn(missing_docs, missing_debug_implementations)]
 #![doc(test(attr(deny(warnings))))]
 

@@ -20,7 +20,7 @@ fn tiny(dropout: f64) -> (VarMap, BertModel) {
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     let model = BertModel::load(vb, &config).expect("load");
     for var in varmap.all_vars() {
-        let noise = Tensor::randn(0f32, 0.5, var.shape(), &Device::Cpu).expect("randn");
+        let noise = noise(var.shape().clone(), 0.5, var.elem_count() as u64);
         // LayerNorm scales near 1, everything else around 0.
         let value = if var.rank() == 1 {
             (noise + 1.0).expect("add")
@@ -43,6 +43,25 @@ fn in_f64(varmap: &VarMap, config: &BertConfig) -> (VarMap, BertModel) {
     let vb = VarBuilder::from_varmap(&wide, DType::F64, &Device::Cpu);
     let model = BertModel::load(vb, config).expect("load f64");
     (wide, model)
+}
+
+/// Deterministic values spread like a normal of deviation `scale` (a sum of 4 uniforms from a
+/// hash of `salt` and the index), so that every run checks the same numbers.
+fn noise(shape: candle_core::Shape, scale: f32, salt: u64) -> Tensor {
+    let n = shape.elem_count();
+    let values: Vec<f32> = (0..n as u64)
+        .map(|i| {
+            let sum: f32 = (0..4u64)
+                .map(|k| {
+                    let h = crate::cpu::dropout::mix(salt ^ crate::cpu::dropout::mix(i * 4 + k));
+                    (h >> 40) as f32 / (1u64 << 24) as f32
+                })
+                .sum();
+            // A sum of 4 uniforms on [0, 1) has mean 2 and variance 1/3.
+            (sum - 2.0) * 3f32.sqrt() * scale
+        })
+        .collect();
+    Tensor::from_vec(values, shape, &Device::Cpu).expect("noise")
 }
 
 const LENGTHS: [usize; 3] = [5, 2, 7];
@@ -85,7 +104,7 @@ fn real_tokens(hidden: &Tensor, rows: &Tensor) -> Tensor {
 
 /// Loss weights for `(tokens, 16)` outputs.
 fn loss_weights() -> Tensor {
-    Tensor::randn(0f32, 1.0, (TOKENS, 16), &Device::Cpu).expect("randn")
+    noise((TOKENS, 16).into(), 1.0, 99)
 }
 
 /// max |t|; NaN when `t` holds a NaN (a reduction with `max` would skip it).
@@ -258,4 +277,26 @@ fn bad_lengths_and_ids_are_errors() {
     assert!(model.forward_packed(&[1, 2], &[usize::MAX, 3]).is_err());
     let (_, certain) = tiny(1.0);
     assert!(certain.forward_train(&[1, 2], &[2], 0, &sink).is_err());
+}
+
+/// The packed passes are CPU f32 only: another dtype (or device) is an error that says so, and
+/// the graph serves it.
+#[test]
+fn the_packed_passes_refuse_other_dtypes_and_the_graph_serves_them() {
+    let (varmap, model) = tiny(0.0);
+    let (_, wide) = in_f64(&varmap, model.config());
+    assert!(model.supports_packed() && !wide.supports_packed());
+    for err in [
+        wide.forward_packed(&[1, 2], &[2]).expect_err("f64 packed"),
+        wide.forward_train(&[1, 2], &[2], 0, &GradientSink::new())
+            .expect_err("f64 training pass"),
+    ] {
+        assert!(err.to_string().contains("CPU device and f32"), "{err}");
+    }
+    let ids = Tensor::new(&[[1u32, 2]], &Device::Cpu).expect("ids");
+    let mask = Tensor::new(&[[1u32, 1]], &Device::Cpu).expect("mask");
+    assert_eq!(
+        wide.forward(&ids, None, &mask).expect("graph").dims(),
+        &[1, 2, 16]
+    );
 }
