@@ -32,17 +32,27 @@ pub(crate) fn product(x: &[f32], inner: usize, weights: &[&[f32]]) -> Vec<f32> {
         few_rows_product(&mut y, x, inner, weights);
         return y;
     }
-    let mut col = 0;
-    for w in weights {
-        let out = w.len() / inner;
-        gemm(
-            MatMut::columns(&mut y, width, col, out),
-            MatRef::new(x, rows, inner),
-            MatRef::new(w, out, inner).t(),
-            false,
-        );
-        col += out;
-    }
+    // One block of rows per thread, multiplied by every weight on that thread: one fork-join
+    // for the product, whatever the number of weights.
+    let threads = current_num_threads().max(1);
+    let block = rows.div_ceil(threads);
+    y.par_chunks_mut(block * width)
+        .zip(x.par_chunks(block * inner))
+        .for_each(|(y, x)| {
+            let rows = x.len() / inner;
+            let mut col = 0;
+            for w in weights {
+                let out = w.len() / inner;
+                gemm_on(
+                    MatMut::columns(y, width, col, out),
+                    MatRef::new(x, rows, inner),
+                    MatRef::new(w, out, inner).t(),
+                    false,
+                    1,
+                );
+                col += out;
+            }
+        });
     y
 }
 
@@ -68,30 +78,21 @@ fn few_rows_product(y: &mut [f32], x: &[f32], inner: usize, weights: &[&[f32]]) 
     }
     let width = y.len() / rows;
     let per = (4096 / inner).max(1);
-    // (weight, first output of the block, outputs in the block, column of the weight)
+    // The product transposed, `(Σ out, rows)`: each block of weight rows fills its own slice.
+    let mut yt = vec![0f32; width * rows];
     let mut blocks = Vec::new();
-    let mut col = 0;
-    for (k, w) in weights.iter().enumerate() {
-        let out = w.len() / inner;
-        for start in (0..out).step_by(per) {
-            blocks.push((k, start, per.min(out - start), col));
-        }
-        col += out;
+    let mut rest = yt.as_mut_slice();
+    for w in weights {
+        let (mine, tail) = rest.split_at_mut(w.len() / inner * rows);
+        blocks.extend(mine.chunks_mut(per * rows).zip(w.chunks(per * inner)));
+        rest = tail;
     }
-    let products: Vec<Vec<f32>> = blocks
-        .par_iter()
-        .map(|&(k, start, count, _)| {
-            let mut yt = vec![0f32; count * rows];
-            let w = &weights[k][start * inner..(start + count) * inner];
-            transposed_product(&mut yt, x, w, inner);
-            yt
-        })
-        .collect();
-    for (&(_, start, _, col), yt) in blocks.iter().zip(&products) {
-        for (o, column) in yt.chunks_exact(rows).enumerate() {
-            for (i, &v) in column.iter().enumerate() {
-                y[i * width + col + start + o] = v;
-            }
+    blocks
+        .into_par_iter()
+        .for_each(|(yt, w)| transposed_product(yt, x, w, inner));
+    for (o, column) in yt.chunks_exact(rows).enumerate() {
+        for (i, &v) in column.iter().enumerate() {
+            y[i * width + o] = v;
         }
     }
 }
@@ -141,6 +142,18 @@ impl<'a> MatRef<'a> {
         }
     }
 
+    /// Rows `..r` and `r..`.
+    fn split_rows(self, r: usize) -> (Self, Self) {
+        let at = r.saturating_mul(self.row_stride).min(self.data.len());
+        let head = Self { rows: r, ..self };
+        let tail = Self {
+            data: &self.data[at..],
+            rows: self.rows - r,
+            ..self
+        };
+        (head, tail)
+    }
+
     fn fits(&self) -> bool {
         fits(
             self.data.len(),
@@ -186,6 +199,45 @@ impl<'a> MatMut<'a> {
             row_stride: width,
         }
     }
+
+    /// Rows `..r` and `r..`, disjoint.
+    fn split_rows(self, r: usize) -> (Self, Self) {
+        let at = r.saturating_mul(self.row_stride).min(self.data.len());
+        let (head, tail) = self.data.split_at_mut(at);
+        (
+            Self {
+                data: head,
+                rows: r,
+                cols: self.cols,
+                row_stride: self.row_stride,
+            },
+            Self {
+                data: tail,
+                rows: self.rows - r,
+                cols: self.cols,
+                row_stride: self.row_stride,
+            },
+        )
+    }
+}
+
+/// `dst`'s rows (and `a`'s) cut into one block per thread.
+fn row_blocks<'d, 'a>(
+    dst: MatMut<'d>,
+    a: MatRef<'a>,
+    threads: usize,
+) -> Vec<(MatMut<'d>, MatRef<'a>)> {
+    let block = dst.rows.div_ceil(threads.max(1)).max(1);
+    let (mut dst, mut a) = (dst, a);
+    let mut blocks = Vec::with_capacity(threads);
+    while dst.rows > block && a.rows > block {
+        let (d_head, d_tail) = dst.split_rows(block);
+        let (a_head, a_tail) = a.split_rows(block);
+        blocks.push((d_head, a_head));
+        (dst, a) = (d_tail, a_tail);
+    }
+    blocks.push((dst, a));
+    blocks
 }
 
 /// Whether every element of a `rows × cols` view with these strides lies inside `len` values.
@@ -206,7 +258,22 @@ fn fits(len: usize, rows: usize, cols: usize, row_stride: usize, col_stride: usi
 /// # Panics
 /// When the shapes do not chain or a view reaches past its slice: both are bugs in the caller
 /// (the training path derives every shape from the model config), never bad user input.
+///
+/// With several threads the rows of `dst` are cut into one block per thread, each multiplied on
+/// its own thread: for the tall, narrow products of an encoder pass one fork-join per product
+/// is faster than `gemm`'s own parallel loops.
 pub(crate) fn gemm(dst: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
+    let threads = current_num_threads();
+    if threads <= 1 || dst.rows < 8 * threads || a.rows != dst.rows {
+        return gemm_on(dst, a, b, accumulate, threads);
+    }
+    row_blocks(dst, a, threads)
+        .into_par_iter()
+        .for_each(|(dst, a)| gemm_on(dst, a, b, accumulate, 1));
+}
+
+/// [`gemm`] on up to `threads` of rayon's threads (1: on the calling thread only).
+fn gemm_on(dst: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool, threads: usize) {
     let (m, n, k) = (dst.rows, dst.cols, a.cols);
     assert!(
         a.rows == m && b.rows == k && b.cols == n,
@@ -231,7 +298,7 @@ pub(crate) fn gemm(dst: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bo
         }
         return;
     }
-    let parallelism = match current_num_threads() {
+    let parallelism = match threads {
         0 | 1 => gemm::Parallelism::None,
         threads => gemm::Parallelism::Rayon(threads),
     };
@@ -352,6 +419,40 @@ mod tests {
                     }
                     col += out;
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn row_blocks_on_a_pool_multiply_as_one_call_does() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .expect("pool");
+        let (m, k, n) = (61, 9, 7);
+        let a: Vec<f32> = (0..m * k).map(|v| (v as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|v| (v as f32 * 0.11).cos()).collect();
+        let want = naive(&a, &b, m, k, n);
+        // Into a column block of a wider matrix, through a transposed view of aᵀ, accumulating.
+        let at: Vec<f32> = (0..k * m).map(|v| a[(v % m) * k + v / m]).collect();
+        let width = n + 3;
+        let mut wide = vec![1f32; m * width];
+        pool.install(|| {
+            gemm(
+                MatMut::columns(&mut wide, width, 1, n),
+                MatRef::new(&at, k, m).t(),
+                MatRef::new(&b, k, n),
+                true,
+            )
+        });
+        for i in 0..m {
+            for j in 0..width {
+                let expect = if (1..1 + n).contains(&j) {
+                    1.0 + want[i * n + j - 1]
+                } else {
+                    1.0
+                };
+                assert!((wide[i * width + j] - expect).abs() < 1e-5, "({i}, {j})");
             }
         }
     }
