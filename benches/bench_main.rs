@@ -26,21 +26,36 @@ fn sentences(n: usize, words: usize) -> Vec<String> {
         .collect()
 }
 
-/// Pooling cost per strategy on (32, seq, 384) token embeddings with ragged masks.
+/// Pooling cost per strategy over 32 texts of ragged lengths (up to `seq` tokens, dim 384): a
+/// padded `(32, seq, 384)` batch with its mask (`pool`, the graph's path) and the same tokens
+/// packed back to back (`pool_packed`, the CPU path).
 fn pooling(c: &mut Criterion) {
     let dev = Device::Cpu;
     let mut group = c.benchmark_group("cpu_pooling");
     for seq in [16usize, 128] {
         let tokens = Tensor::randn(0f32, 1.0, (32, seq, 384), &dev).expect("randn");
+        let lengths: Vec<usize> = (0..32).map(|s| seq / 2 + s % (seq / 2)).collect();
         let mask: Vec<u32> = (0..32 * seq)
-            .map(|i| u32::from(i % seq < seq / 2 + (i / seq) % (seq / 2)))
+            .map(|i| u32::from(i % seq < lengths[i / seq]))
+            .collect();
+        let rows: Vec<u32> = (0..32 * seq as u32)
+            .filter(|&i| i as usize % seq < lengths[i as usize / seq])
             .collect();
         let mask = Tensor::from_vec(mask, (32, seq), &dev).expect("mask");
+        let rows = Tensor::from_vec(rows.clone(), rows.len(), &dev).expect("rows");
+        let packed = tokens
+            .reshape((32 * seq, 384))
+            .and_then(|t| t.index_select(&rows, 0))
+            .expect("packed");
         group.throughput(Throughput::Elements(32));
         for mode in PoolingMode::ALL {
             let p = Pooling::single(mode);
-            group.bench_with_input(BenchmarkId::new(mode.name(), seq), &seq, |b, _| {
+            let id = |layout: &str| BenchmarkId::new(format!("{}/{layout}", mode.name()), seq);
+            group.bench_with_input(id("padded"), &seq, |b, _| {
                 b.iter(|| p.pool(&tokens, &mask).expect("pool"))
+            });
+            group.bench_with_input(id("packed"), &seq, |b, _| {
+                b.iter(|| p.pool_packed(&packed, &lengths).expect("pool_packed"))
             });
         }
     }

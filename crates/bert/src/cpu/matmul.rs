@@ -142,18 +142,6 @@ impl<'a> MatRef<'a> {
         }
     }
 
-    /// Rows `..r` and `r..`.
-    fn split_rows(self, r: usize) -> (Self, Self) {
-        let at = r.saturating_mul(self.row_stride).min(self.data.len());
-        let head = Self { rows: r, ..self };
-        let tail = Self {
-            data: &self.data[at..],
-            rows: self.rows - r,
-            ..self
-        };
-        (head, tail)
-    }
-
     fn fits(&self) -> bool {
         fits(
             self.data.len(),
@@ -199,45 +187,6 @@ impl<'a> MatMut<'a> {
             row_stride: width,
         }
     }
-
-    /// Rows `..r` and `r..`, disjoint.
-    fn split_rows(self, r: usize) -> (Self, Self) {
-        let at = r.saturating_mul(self.row_stride).min(self.data.len());
-        let (head, tail) = self.data.split_at_mut(at);
-        (
-            Self {
-                data: head,
-                rows: r,
-                cols: self.cols,
-                row_stride: self.row_stride,
-            },
-            Self {
-                data: tail,
-                rows: self.rows - r,
-                cols: self.cols,
-                row_stride: self.row_stride,
-            },
-        )
-    }
-}
-
-/// `dst`'s rows (and `a`'s) cut into one block per thread.
-fn row_blocks<'d, 'a>(
-    dst: MatMut<'d>,
-    a: MatRef<'a>,
-    threads: usize,
-) -> Vec<(MatMut<'d>, MatRef<'a>)> {
-    let block = dst.rows.div_ceil(threads.max(1)).max(1);
-    let (mut dst, mut a) = (dst, a);
-    let mut blocks = Vec::with_capacity(threads);
-    while dst.rows > block && a.rows > block {
-        let (d_head, d_tail) = dst.split_rows(block);
-        let (a_head, a_tail) = a.split_rows(block);
-        blocks.push((d_head, a_head));
-        (dst, a) = (d_tail, a_tail);
-    }
-    blocks.push((dst, a));
-    blocks
 }
 
 /// Whether every element of a `rows × cols` view with these strides lies inside `len` values.
@@ -258,18 +207,8 @@ fn fits(len: usize, rows: usize, cols: usize, row_stride: usize, col_stride: usi
 /// # Panics
 /// When the shapes do not chain or a view reaches past its slice: both are bugs in the caller
 /// (the training path derives every shape from the model config), never bad user input.
-///
-/// With several threads the rows of `dst` are cut into one block per thread, each multiplied on
-/// its own thread: for the tall, narrow products of an encoder pass one fork-join per product
-/// is faster than `gemm`'s own parallel loops.
 pub(crate) fn gemm(dst: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
-    let threads = current_num_threads();
-    if threads <= 1 || dst.rows < 8 * threads || a.rows != dst.rows {
-        return gemm_on(dst, a, b, accumulate, threads);
-    }
-    row_blocks(dst, a, threads)
-        .into_par_iter()
-        .for_each(|(dst, a)| gemm_on(dst, a, b, accumulate, 1));
+    gemm_on(dst, a, b, accumulate, current_num_threads());
 }
 
 /// [`gemm`] on up to `threads` of rayon's threads (1: on the calling thread only).
@@ -424,37 +363,31 @@ mod tests {
     }
 
     #[test]
-    fn row_blocks_on_a_pool_multiply_as_one_call_does() {
+    fn a_product_in_row_blocks_on_a_pool_equals_the_plain_product() {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(3)
             .build()
             .expect("pool");
-        let (m, k, n) = (61, 9, 7);
-        let a: Vec<f32> = (0..m * k).map(|v| (v as f32 * 0.37).sin()).collect();
-        let b: Vec<f32> = (0..k * n).map(|v| (v as f32 * 0.11).cos()).collect();
-        let want = naive(&a, &b, m, k, n);
-        // Into a column block of a wider matrix, through a transposed view of aᵀ, accumulating.
-        let at: Vec<f32> = (0..k * m).map(|v| a[(v % m) * k + v / m]).collect();
-        let width = n + 3;
-        let mut wide = vec![1f32; m * width];
-        pool.install(|| {
-            gemm(
-                MatMut::columns(&mut wide, width, 1, n),
-                MatRef::new(&at, k, m).t(),
-                MatRef::new(&b, k, n),
-                true,
-            )
-        });
-        for i in 0..m {
-            for j in 0..width {
-                let expect = if (1..1 + n).contains(&j) {
-                    1.0 + want[i * n + j - 1]
-                } else {
-                    1.0
-                };
-                assert!((wide[i * width + j] - expect).abs() < 1e-5, "({i}, {j})");
-            }
-        }
+        let (rows, inner, outs) = (61, 9, [7, 4]);
+        let x: Vec<f32> = (0..rows * inner).map(|v| (v as f32 * 0.37).sin()).collect();
+        let weights: Vec<Vec<f32>> = outs
+            .iter()
+            .map(|&o| (0..o * inner).map(|v| (v as f32 * 0.11).cos()).collect())
+            .collect();
+        let views: Vec<&[f32]> = weights.iter().map(Vec::as_slice).collect();
+        let pooled = pool.install(|| product(&x, inner, &views));
+        let single = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("pool")
+            .install(|| product(&x, inner, &views));
+        assert_eq!(pooled.len(), rows * 11);
+        let diff = pooled
+            .iter()
+            .zip(&single)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-5, "{diff}");
     }
 
     #[test]
