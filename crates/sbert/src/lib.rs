@@ -5,8 +5,9 @@
 //! `sentence_bert_config.json`, `1_Pooling/config.json`, optional `2_Dense/`, `Normalize`) and
 //! turns texts into fixed-size vectors that you compare with cosine similarity:
 //!
-//! text → strip → tokenize (truncate at `max_seq_length`) → sort by length, batch, pad →
-//! BERT encoder ([`sbert_bert`]) → pooling ([`sbert_pooling`]) → Dense → normalize →
+//! text → strip → tokenize (truncate at `max_seq_length`) → sort by length, batch →
+//! BERT encoder ([`sbert_bert`]: on the CPU in f32 the batch's texts back to back without
+//! padding, elsewhere a padded batch) → pooling ([`sbert_pooling`]) → Dense → normalize →
 //! input order restored.
 //!
 //! Every step reproduces sentence-transformers: on `all-MiniLM-L6-v2` the embeddings agree with
