@@ -183,6 +183,13 @@ pub(crate) fn activation_backward(dy: &mut [f32], x: &[f32], act: HiddenAct) {
 mod tests {
     use super::*;
 
+    const ACTIVATIONS: [HiddenAct; 4] = [
+        HiddenAct::Gelu,
+        HiddenAct::GeluTanh,
+        HiddenAct::Relu,
+        HiddenAct::Silu,
+    ];
+
     #[test]
     fn fast_erf_is_accurate() {
         // Reference values of erf to 10 digits.
@@ -208,12 +215,7 @@ mod tests {
     fn every_derivative_matches_a_central_difference_in_f64() {
         // f64 references: exact erf via its series is overkill; central differences of the f32
         // functions at a step where rounding stays below the tolerance suffice.
-        for act in [
-            HiddenAct::Gelu,
-            HiddenAct::GeluTanh,
-            HiddenAct::Relu,
-            HiddenAct::Silu,
-        ] {
+        for act in ACTIVATIONS {
             let (f, slope) = functions(act);
             for x in [-3.1f32, -1.2, -0.3, 0.25, 0.9, 2.7] {
                 let h = 1e-2f32;
@@ -230,12 +232,7 @@ mod tests {
     #[test]
     fn the_kernels_apply_the_functions_they_name() {
         let x: Vec<f32> = (0..40).map(|i| i as f32 * 0.2 - 4.0).collect();
-        for act in [
-            HiddenAct::Gelu,
-            HiddenAct::GeluTanh,
-            HiddenAct::Relu,
-            HiddenAct::Silu,
-        ] {
+        for act in ACTIVATIONS {
             let (f, slope) = functions(act);
             let bias = [0.5f32, -0.25, 0.0, 1.0];
             let mut y = x.clone();

@@ -61,12 +61,21 @@ fn gather(m: &[f32], width: usize, col: usize, task: HeadTask, hd: usize) -> Vec
     out
 }
 
+/// The query, key and value biases, `(h)` each.
+pub(crate) type QkvBias<'a> = [&'a [f32]; 3];
+
 /// The biased query, key and value `(len, hd)` of one head from the unbiased `(n, 3h)`
-/// projections and their bias `(3h)`.
-fn gather_qkv(qkv: &[f32], bias: &[f32], task: HeadTask, h: usize, hd: usize) -> [Vec<f32>; 3] {
+/// projections and their biases.
+fn gather_qkv(
+    qkv: &[f32],
+    bias: QkvBias<'_>,
+    task: HeadTask,
+    h: usize,
+    hd: usize,
+) -> [Vec<f32>; 3] {
     [0, 1, 2].map(|part| {
         let col = part * h + task.head * hd;
-        let b = &bias[col..col + hd];
+        let b = &bias[part][task.head * hd..(task.head + 1) * hd];
         let mut out = Vec::with_capacity(task.len * hd);
         for t in task.start..task.start + task.len {
             let row = &qkv[t * 3 * h + col..t * 3 * h + col + hd];
@@ -143,13 +152,13 @@ fn head_forward_generic(
 multiversion!(fn head_forward(q: &[f32], k: &[f32], v: &[f32], probs: &mut [f32], ctx: &mut [f32], job: HeadJob) => head_forward_generic);
 
 /// Attention over packed sequences: `qkv` is `(n, 3h)` (query, key and value side by side,
-/// before their bias `(3h)`), `offsets` the sequence boundaries (`0`, …, `n`); `drop` the dropout of the
+/// before their biases), `offsets` the sequence boundaries (`0`, …, `n`); `drop` the dropout of the
 /// probabilities. Returns the context `(n, h)` and, with `keep`, the probabilities before
 /// dropout (one `len × len` block per (sequence, head), sequence-major) for
 /// [`attention_backward`].
 pub(crate) fn attention_forward(
     qkv: &[f32],
-    bias: &[f32],
+    bias: QkvBias<'_>,
     offsets: &[usize],
     shape: AttentionShape,
     drop: DropoutMask,
@@ -240,11 +249,11 @@ fn head_backward_generic(
 multiversion!(fn head_backward(qkv: (&[f32], &[f32], &[f32]), probs: &[f32], dc: &[f32], grads: (&mut [f32], &mut [f32], &mut [f32]), job: HeadJob) => head_backward_generic);
 
 /// The gradient of the biased q, k, v `(n, 3h)` (and so of the unbiased, and summed over rows
-/// of the bias) from that of the context `(n, h)`, given the forward pass's `qkv`, `bias` and
-/// kept probabilities.
+/// of the biases) from that of the context `(n, h)`, given the forward pass's `qkv`, `bias`
+/// and kept probabilities.
 pub(crate) fn attention_backward(
     qkv: &[f32],
-    bias: &[f32],
+    bias: QkvBias<'_>,
     probs: &[f32],
     d_ctx: &[f32],
     offsets: &[usize],
@@ -303,6 +312,11 @@ mod tests {
         (0..3 * 6).map(|i| (i as f32 * 0.11).cos() * 0.5).collect()
     }
 
+    /// `bias()` as the query, key and value biases.
+    fn parts(bias: &[f32]) -> QkvBias<'_> {
+        [&bias[..6], &bias[6..12], &bias[12..]]
+    }
+
     /// The context of token `i`, head `head` in f64, with the probabilities of `drop` applied.
     fn reference(qkv: &[f32], factors: &[f32], i: usize, head: usize) -> Vec<f64> {
         let (h, bias) = (6, bias());
@@ -352,7 +366,7 @@ mod tests {
             head_dim: 2,
         };
         let (ctx, probs) =
-            attention_forward(&qkv, &[0.; 12], &[0, 1], shape, DropoutMask::NONE, true);
+            attention_forward(&qkv, [&[0.; 4]; 3], &[0, 1], shape, DropoutMask::NONE, true);
         assert_eq!(ctx, vec![9., 10., 11., 12.]);
         assert_eq!(probs, Some(vec![1., 1.]));
     }
@@ -363,7 +377,7 @@ mod tests {
         for (drop, keep) in [(DropoutMask::NONE, false), (DropoutMask::new(0.3, 5), true)] {
             let total = 2 * (9 + 4);
             let factors = drop.factors(total);
-            let (ctx, probs) = attention_forward(&qkv, &bias(), &OFFSETS, SHAPE, drop, keep);
+            let (ctx, probs) = attention_forward(&qkv, parts(&bias()), &OFFSETS, SHAPE, drop, keep);
             assert_eq!(probs.map(|p| p.len()), keep.then_some(total));
             for i in 0..5 {
                 for head in 0..2 {
@@ -401,11 +415,11 @@ mod tests {
                 })
                 .sum()
         };
-        let (_, probs) = attention_forward(&qkv, &bias(), &OFFSETS, SHAPE, drop, true);
+        let (_, probs) = attention_forward(&qkv, parts(&bias()), &OFFSETS, SHAPE, drop, true);
         let d_ctx: Vec<f32> = w.iter().map(|&v| v as f32).collect();
         let grads = attention_backward(
             &qkv,
-            &bias(),
+            parts(&bias()),
             &probs.expect("kept"),
             &d_ctx,
             &OFFSETS,

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::{Dims, HostWeights, Tape};
+use super::{Dims, HostWeights, Site, Tape};
 use crate::cpu::activation::activation_backward;
 use crate::cpu::attention::attention_backward;
 use crate::cpu::dropout::DropoutMask;
@@ -36,7 +36,7 @@ pub(crate) fn backward(
     }
     // Embeddings: dropout, LayerNorm, then the three table lookups.
     let h = d.hidden;
-    d.dropout(tape.seed, 0).apply(&mut dy);
+    d.dropout(tape.seed, Site::Embeddings).apply(&mut dy);
     let g = &mut grads.embeddings;
     let de = norm_backward(
         &dy,
@@ -70,7 +70,7 @@ fn layer_backward(
     let n = x.len() / h;
 
     // Feed-forward block: y2 = LN(drop(act · W2ᵀ + b2) + y1).
-    let ff_drop = d.dropout(tape.seed, 3 * l + 3);
+    let ff_drop = d.dropout(tape.seed, Site::Output(l));
     let (d_out, mut d_y1) =
         add_norm_backward(&mut g.output_norm, w.output_norm, &dy, &t.norm2, ff_drop);
     let mut d_inter = vec![0f32; n * i];
@@ -93,7 +93,7 @@ fn layer_backward(
     );
 
     // Attention block: y1 = LN(drop(ctx · Woᵀ + bo) + x).
-    let out_drop = d.dropout(tape.seed, 3 * l + 2);
+    let out_drop = d.dropout(tape.seed, Site::AttentionOutput(l));
     let (d_attn, mut dx) = add_norm_backward(
         &mut g.attention_norm,
         w.attention_norm,
@@ -110,11 +110,10 @@ fn layer_backward(
         &mut d_ctx,
         false,
     );
-    let attention_drop = d.dropout(tape.seed, 3 * l + 1);
-    let qkv_bias = [w.query.bias, w.key.bias, w.value.bias].concat();
+    let attention_drop = d.dropout(tape.seed, Site::Attention(l));
     let d_qkv = attention_backward(
         &t.qkv,
-        &qkv_bias,
+        [w.query.bias, w.key.bias, w.value.bias],
         &t.probs,
         &d_ctx,
         &tape.batch.offsets,

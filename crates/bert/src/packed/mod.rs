@@ -120,16 +120,30 @@ impl Dims {
         })
     }
 
-    /// The dropout of one site under `seed`: site 0 for the embeddings; layer `l`'s attention
-    /// probabilities, attention output and feed-forward output at `3l + 1`, `3l + 2`, `3l + 3`.
-    pub(crate) fn dropout(&self, seed: u64, site: usize) -> DropoutMask {
-        let p = match site {
-            0 => self.hidden_dropout,
-            s if s % 3 == 1 => self.attention_dropout,
-            _ => self.hidden_dropout,
+    /// The dropout mask of `site` under `seed`: each site draws from its own stream, numbered
+    /// 0 for the embeddings and `3l + 1`, `3l + 2`, `3l + 3` for layer `l`'s sites.
+    pub(crate) fn dropout(&self, seed: u64, site: Site) -> DropoutMask {
+        let (p, stream) = match site {
+            Site::Embeddings => (self.hidden_dropout, 0),
+            Site::Attention(l) => (self.attention_dropout, 3 * l + 1),
+            Site::AttentionOutput(l) => (self.hidden_dropout, 3 * l + 2),
+            Site::Output(l) => (self.hidden_dropout, 3 * l + 3),
         };
-        DropoutMask::new(p, mix(seed ^ mix(site as u64)))
+        DropoutMask::new(p, mix(seed ^ mix(stream as u64)))
     }
+}
+
+/// Where a pass applies dropout; the forward and backward passes name the same sites.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Site {
+    /// The embeddings after their LayerNorm.
+    Embeddings,
+    /// Layer `l`'s attention probabilities.
+    Attention(usize),
+    /// Layer `l`'s attention output, before the residual.
+    AttentionOutput(usize),
+    /// Layer `l`'s feed-forward output, before the residual.
+    Output(usize),
 }
 
 /// Read locks on every weight's storage for the length of a pass.
@@ -218,7 +232,7 @@ pub(crate) fn forward(
         residual: None,
     };
     let embedding_norm = add_norm(&mut x, plain, norm_params(&e.norm, d.eps), record);
-    d.dropout(seed, 0).apply(&mut x);
+    d.dropout(seed, Site::Embeddings).apply(&mut x);
     let mut inputs = Vec::new();
     let mut layers = Vec::new();
     for (l, layer) in w.layers.iter().enumerate() {
@@ -260,11 +274,10 @@ fn layer_forward(
 ) -> (Vec<f32>, Option<LayerTape>) {
     let (h, i) = (d.hidden, d.intermediate);
     let qkv = product(x, h, &[w.query.weight, w.key.weight, w.value.weight]);
-    let qkv_bias = [w.query.bias, w.key.bias, w.value.bias].concat();
-    let attention_drop = d.dropout(seed, 3 * l + 1);
+    let attention_drop = d.dropout(seed, Site::Attention(l));
     let (ctx, probs) = attention_forward(
         &qkv,
-        &qkv_bias,
+        [w.query.bias, w.key.bias, w.value.bias],
         offsets,
         d.attention,
         attention_drop,
@@ -274,7 +287,7 @@ fn layer_forward(
     let mut y1 = product(&ctx, h, &[w.attention_output.weight]);
     let input = NormInput {
         bias: Some(w.attention_output.bias),
-        drop: d.dropout(seed, 3 * l + 2),
+        drop: d.dropout(seed, Site::AttentionOutput(l)),
         residual: Some(x),
     };
     let norm1 = add_norm(
@@ -290,7 +303,7 @@ fn layer_forward(
     let mut y2 = product(&act, i, &[w.output.weight]);
     let input = NormInput {
         bias: Some(w.output.bias),
-        drop: d.dropout(seed, 3 * l + 3),
+        drop: d.dropout(seed, Site::Output(l)),
         residual: Some(&y1),
     };
     let norm2 = add_norm(&mut y2, input, norm_params(&w.output_norm, d.eps), record);
