@@ -258,20 +258,9 @@ impl Pooling {
         let mask = attention_mask
             .ne(0f64)? // nonzero → 1
             .to_dtype(token_embeddings.dtype())?;
-        let pooled = self
-            .modes
-            .iter()
-            .map(|m| m.pool(token_embeddings, &mask))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(if pooled.len() == 1 {
-            pooled.into_iter().next().expect("one mode")
-        } else {
-            Tensor::cat(&pooled, 1)?
-        })
+        self.each_mode(|m| m.pool(token_embeddings, &mask))
     }
-}
 
-impl Pooling {
     /// Pools token embeddings of sequences stored back to back, `(Σ lengths, dim)` (as a packed
     /// encoder pass returns them), into `(lengths.len(), dim × modes)`, in the embeddings'
     /// dtype: the same vectors as [`Pooling::pool`] over the padded batch, without padding.
@@ -285,22 +274,30 @@ impl Pooling {
         lengths: &[usize],
     ) -> Result<Tensor, PoolingError> {
         let (rows, _) = token_embeddings.dims2()?;
-        if lengths.contains(&0) || lengths.iter().sum::<usize>() != rows {
+        let total = lengths.iter().try_fold(0usize, |a, &l| a.checked_add(l));
+        if lengths.contains(&0) || total != Some(rows) {
             return Err(candle_core::Error::Msg(format!(
                 "lengths {lengths:?} do not partition {rows} token rows into non-empty sequences"
             ))
             .into());
         }
         let segments = Segments::new(lengths);
-        let pooled = self
+        self.each_mode(|m| m.pool_packed(token_embeddings, &segments))
+    }
+
+    /// Every mode's vectors, concatenated along the last dimension in the strategy's order.
+    fn each_mode(
+        &self,
+        pool: impl Fn(PoolingMode) -> candle_core::Result<Tensor>,
+    ) -> Result<Tensor, PoolingError> {
+        let mut pooled = self
             .modes
             .iter()
-            .map(|m| m.pool_packed(token_embeddings, &segments))
+            .map(|&m| pool(m))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(if pooled.len() == 1 {
-            pooled.into_iter().next().expect("one mode")
-        } else {
-            Tensor::cat(&pooled, 1)?
+        Ok(match pooled.len() {
+            1 => pooled.remove(0),
+            _ => Tensor::cat(&pooled, 1)?,
         })
     }
 }
@@ -497,7 +494,7 @@ mod tests {
         let tokens = Tensor::zeros((5, 2), DType::F32, &Device::Cpu).expect("zeros");
         let mean = Pooling::single(PoolingMode::Mean);
         assert!(mean.pool_packed(&tokens, &[2, 3]).is_ok());
-        for bad in [&[2usize, 2][..], &[5, 0], &[6], &[]] {
+        for bad in [&[2usize, 2][..], &[5, 0], &[6], &[], &[usize::MAX, 6]] {
             assert!(mean.pool_packed(&tokens, bad).is_err(), "{bad:?}");
         }
     }
