@@ -424,48 +424,14 @@ impl SentenceEmbedder {
         let batches = self.plan_batches(&lengths);
         let order: Vec<usize> = batches.concat();
 
-        let encoder: &dyn Encoder = &self.encoder;
         let mut chunks: Vec<Vec<Tensor>> = vec![Vec::new(); poolings.len()];
         for idx in &batches {
             let group: Vec<&TokenizedText> = idx.iter().map(|&i| &tokenized[i]).collect();
-            let (ids, lengths) = TokenizedText::pack(group.iter().copied());
-            // Token embeddings and how to pool them: packed `(Σ lengths, h)` rows, or a padded
-            // `(b, t, h)` batch with its mask.
-            let (tokens, mask) = if encoder.supports_packed() {
-                (encoder.forward_packed(&ids, &lengths)?, None)
-            } else {
-                let batch = self.pad(&group)?;
-                let tokens = encoder.forward_padded(
-                    &batch.input_ids,
-                    Some(&batch.token_type_ids),
-                    &batch.attention_mask,
-                )?;
-                (tokens.flatten_to(1)?, Some(batch.attention_mask))
-            };
+            let tokens = self.token_embeddings(&group)?;
             // MAX pooling would hide a NaN token (max ignores NaN), so check before pooling too.
-            let row_inputs: Vec<usize> = match &mask {
-                None => idx
-                    .iter()
-                    .zip(&lengths)
-                    .flat_map(|(&i, &len)| std::iter::repeat_n(i, len))
-                    .collect(),
-                Some(_) => {
-                    let t = tokens.dim(0)? / idx.len().max(1);
-                    idx.iter()
-                        .flat_map(|&i| std::iter::repeat_n(i, t))
-                        .collect()
-                }
-            };
-            check_finite_rows(&tokens, &row_inputs)?;
+            tokens.check_finite(idx)?;
             for (k, pooling) in poolings.iter().enumerate() {
-                let pooled = match &mask {
-                    None => pooling.pool_packed(&tokens, &lengths)?,
-                    Some(mask) => {
-                        let (b, t) = mask.dims2()?;
-                        pooling.pool(&tokens.reshape((b, t, ()))?, mask)?
-                    }
-                };
-                let out = self.apply_heads(pooled)?;
+                let out = self.apply_heads(tokens.pool(pooling)?)?;
                 check_finite_rows(&out, idx)?;
                 chunks[k].push(out);
             }
@@ -500,6 +466,28 @@ impl SentenceEmbedder {
         heads::apply(&self.heads, x)
     }
 
+    /// The token embeddings of one batch: packed where the encoder supports it, padded
+    /// otherwise.
+    fn token_embeddings(&self, group: &[&TokenizedText]) -> Result<BatchTokens> {
+        let encoder: &dyn Encoder = &self.encoder;
+        if encoder.supports_packed() {
+            let (ids, lengths) = TokenizedText::pack(group.iter().copied());
+            let rows = encoder.forward_packed(&ids, &lengths)?;
+            Ok(BatchTokens::Packed { rows, lengths })
+        } else {
+            let batch = self.pad(group)?;
+            let tokens = encoder.forward_padded(
+                &batch.input_ids,
+                Some(&batch.token_type_ids),
+                &batch.attention_mask,
+            )?;
+            Ok(BatchTokens::Padded {
+                tokens,
+                mask: batch.attention_mask,
+            })
+        }
+    }
+
     /// Right-pads tokenized texts to the longest of them, on the model's device.
     ///
     /// # Errors
@@ -507,6 +495,42 @@ impl SentenceEmbedder {
     pub fn pad(&self, texts: &[&TokenizedText]) -> Result<PaddedBatch> {
         let pad_id = self.encoder.config().pad_token_id as u32;
         batching::pad(texts, pad_id, &self.device)
+    }
+}
+
+/// The token embeddings of one batch, as the encoder gave them.
+enum BatchTokens {
+    /// `(Σ lengths, h)`: the texts back to back.
+    Packed { rows: Tensor, lengths: Vec<usize> },
+    /// `(b, t, h)` with its `(b, t)` attention mask.
+    Padded { tokens: Tensor, mask: Tensor },
+}
+
+impl BatchTokens {
+    /// Fails with [`Error::NonFiniteEmbedding`] when a token of text `inputs[k]` (the batch's
+    /// `k`-th text) is not finite.
+    fn check_finite(&self, inputs: &[usize]) -> Result<()> {
+        match self {
+            BatchTokens::Packed { rows, lengths } => {
+                let owners: Vec<usize> = inputs
+                    .iter()
+                    .zip(lengths)
+                    .flat_map(|(&i, &len)| std::iter::repeat_n(i, len))
+                    .collect();
+                check_finite_rows(rows, &owners)
+            }
+            BatchTokens::Padded { tokens, .. } => {
+                check_finite_rows(&tokens.flatten_from(1)?, inputs)
+            }
+        }
+    }
+
+    /// The pooled vectors `(b, width)`.
+    fn pool(&self, pooling: &Pooling) -> Result<Tensor> {
+        Ok(match self {
+            BatchTokens::Packed { rows, lengths } => pooling.pool_packed(rows, lengths)?,
+            BatchTokens::Padded { tokens, mask } => pooling.pool(tokens, mask)?,
+        })
     }
 }
 

@@ -13,6 +13,14 @@ use sbert::{BertModel, Pooling, SentenceEmbedder, TokenizedText};
 use crate::checkpoint::OutputDir;
 use crate::{Result, TrainError};
 
+/// The folder's pipeline on the device and dtype training runs in: the CPU, f32.
+fn pipeline(dir: &Path) -> Result<SentenceEmbedder> {
+    Ok(SentenceEmbedder::builder(dir.to_string_lossy())
+        .device(Device::Cpu)
+        .dtype(DType::F32)
+        .build()?)
+}
+
 /// A sentence-transformers model whose encoder weights are trainable variables (in a
 /// [`VarMap`] under Hugging Face tensor names), inside the folder's own pipeline: tokenizer,
 /// pooling, Dense and Normalize modules. Training runs on the CPU in f32.
@@ -44,10 +52,7 @@ impl TrainableModel {
     /// When the folder does not load.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        let embedder = SentenceEmbedder::builder(dir.to_string_lossy())
-            .device(Device::Cpu)
-            .dtype(DType::F32)
-            .build()?;
+        let embedder = pipeline(&dir)?;
         let config = embedder.encoder().config().clone();
         let varmap = VarMap::new();
         {
@@ -72,7 +77,7 @@ impl TrainableModel {
         config: &sbert::BertConfig,
     ) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        let embedder = SentenceEmbedder::from_dir(&dir, &Device::Cpu)?;
+        let embedder = pipeline(&dir)?;
         Self::around(dir, embedder, varmap, config)
     }
 
@@ -144,10 +149,10 @@ impl TrainableModel {
     /// # Errors
     /// When tokenization or a tensor op fails.
     pub fn embed<S: AsRef<str>>(&self, texts: &[S], train: bool) -> Result<Tensor> {
-        let tok = self.tokenize(texts)?;
-        if !train || tok.is_empty() {
+        if !train || texts.is_empty() {
             return Ok(self.embedder.embed(texts)?);
         }
+        let tok = self.tokenize(texts)?;
         let (ids, lengths) = TokenizedText::pack(&tok);
         let seed = self.next_dropout_seed.fetch_add(1, Ordering::Relaxed);
         let hidden = self
