@@ -8,5 +8,6 @@ mod common;
 mod bad_input;
 mod golden;
 mod hub_cache;
+mod senteval;
 mod sts;
 mod tiny_model;

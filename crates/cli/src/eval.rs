@@ -12,6 +12,8 @@ use crate::ModelArgs;
 
 /// Where `--suite` and `eval pooling` look for data by default: `shared/data` beside the repo.
 const DEFAULT_DATA: &str = "../shared/data";
+/// Where `eval senteval` looks for SentEval's data by default.
+const DEFAULT_SENTEVAL: &str = "../shared/data/senteval";
 
 #[derive(Debug, Subcommand)]
 pub enum EvalCommand {
@@ -34,6 +36,52 @@ pub enum EvalCommand {
     /// Example: sbert eval retrieval --data ../shared/data/nli/train.tsv
     ///   --rows ../shared/fixtures/train/orders/nli_heldout_idx.txt
     Retrieval(RetrievalArgs),
+    /// SentEval transfer tasks (the SBERT paper's Table 5): logistic regression on frozen
+    /// embeddings, scored by SentEval's protocol (nested 10-fold CV for MR/CR/SUBJ/MPQA,
+    /// k-fold then test for TREC/MRPC, dev-selected for SST-2).
+    ///
+    /// Every distinct sentence is encoded once. The time of each task's classifier is printed
+    /// to stderr as it finishes.
+    ///
+    /// Example: sbert eval senteval --tasks MR,CR,TREC --format markdown --chart senteval.svg
+    Senteval(SentEvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SentEvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// SentEval's data/downstream folder (MR/, CR/, SUBJ/, MPQA/, SST/binary/, TREC/, MRPC/).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_SENTEVAL)]
+    data: PathBuf,
+    /// Tasks to run, comma-separated: MR, CR, SUBJ, MPQA, SST2, TREC, MRPC.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "MR,CR,SUBJ,MPQA,SST2,TREC,MRPC"
+    )]
+    tasks: Vec<String>,
+    /// Folds of every cross-validation (SentEval's kfold).
+    #[arg(long, default_value_t = 10)]
+    folds: usize,
+    /// Seed of the stratified fold shuffles (SentEval's 1111).
+    #[arg(long, default_value_t = 1111)]
+    seed: u32,
+    /// L-BFGS iterations per logistic regression at most. The default lets every fit
+    /// converge; 100 is scikit-learn's default, which stops some fits early.
+    #[arg(long, default_value_t = 1000)]
+    max_iter: usize,
+    /// table: the per-task results; markdown: Table 5 beside the paper's rows, then the
+    /// per-task results; json: one object per task per line.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    format: ReportFormat,
+    /// Also write the accuracies beside some of the paper's rows as a bar chart (SVG).
+    #[arg(long, value_name = "PATH.svg")]
+    chart: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -141,14 +189,8 @@ fn dataset_name(path: &Path) -> String {
     }
 }
 
-fn run(
-    model: &ModelArgs,
-    datasets: &[StsDataset],
-    poolings: &[Pooling],
-    quiet: bool,
-) -> Result<StsReport> {
-    let embedder = model.load(None)?;
-    let bar = if quiet {
+fn progress_bar(quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
         indicatif::ProgressBar::hidden()
     } else {
         indicatif::ProgressBar::new(0).with_style(
@@ -158,7 +200,17 @@ fn run(
             .expect("static template")
             .progress_chars("=> "),
         )
-    };
+    }
+}
+
+fn run(
+    model: &ModelArgs,
+    datasets: &[StsDataset],
+    poolings: &[Pooling],
+    quiet: bool,
+) -> Result<StsReport> {
+    let embedder = model.load(None)?;
+    let bar = progress_bar(quiet);
     bar.set_message("encoding");
     let report = evaluate(&embedder, datasets, poolings, &mut |done, total| {
         bar.set_length(total as u64);
@@ -235,8 +287,81 @@ fn retrieval(args: &RetrievalArgs) -> Result<()> {
     Ok(())
 }
 
+fn senteval(args: &SentEvalArgs) -> Result<()> {
+    use sbert_senteval::{report as table5, Progress, Task};
+    let tasks = args
+        .tasks
+        .iter()
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| t.parse::<Task>())
+        .collect::<Result<Vec<_>, _>>()?;
+    if tasks.is_empty() {
+        bail!("--tasks names no task");
+    }
+    let options = sbert_senteval::Options {
+        folds: args.folds,
+        seed: args.seed,
+        max_iter: args.max_iter,
+    };
+    let model = args.model.load(None)?;
+    let bar = progress_bar(args.quiet);
+    bar.set_message("encoding");
+    let report =
+        sbert_senteval::evaluate(&model, &args.data, &tasks, &options, &mut |p| match p {
+            Progress::Encoded { done, total } => {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+                if done == total {
+                    bar.finish_and_clear();
+                }
+            }
+            Progress::Scored(s) => eprintln!(
+                "{}: accuracy {:.2} (classifier {:.1} s)",
+                s.task, s.accuracy, s.seconds
+            ),
+        })?;
+    let classify: f64 = report.scores.iter().map(|s| s.seconds).sum();
+    eprintln!(
+        "encoded {} distinct sentences in {:.1} s ({:.0} sentences/s); classifiers {:.1} s; total {:.1} s",
+        report.sentences,
+        report.encode_time.as_secs_f64(),
+        report.sentences as f64 / report.encode_time.as_secs_f64().max(1e-9),
+        classify,
+        report.total_time.as_secs_f64()
+    );
+    let name = model_name(&args.model);
+    match args.format {
+        ReportFormat::Table => print!(
+            "{}",
+            table5::details_table(&report.scores, TableStyle::Plain)
+        ),
+        ReportFormat::Markdown => {
+            print!(
+                "{}",
+                table5::table5(&name, &report.scores, TableStyle::Markdown)
+            );
+            println!();
+            print!(
+                "{}",
+                table5::details_table(&report.scores, TableStyle::Markdown)
+            );
+        }
+        ReportFormat::Json => {
+            for s in &report.scores {
+                println!("{}", serde_json::to_string(s)?);
+            }
+        }
+    }
+    if let Some(path) = &args.chart {
+        sbert::output::write_file(path, table5::chart_svg(&name, &report.scores).as_bytes())?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 pub fn run_command(cmd: &EvalCommand) -> Result<()> {
     match cmd {
+        EvalCommand::Senteval(args) => senteval(args),
         EvalCommand::Retrieval(args) => retrieval(args),
         EvalCommand::Sts(args) => {
             let poolings = match &args.pooling {

@@ -4,6 +4,7 @@ mod alloc;
 mod bench;
 mod eval;
 mod io;
+mod serve;
 mod train;
 
 use std::io::Write as _;
@@ -41,7 +42,8 @@ enum Command {
     ///
     /// Example: sbert similarity "A man is eating food." "A man eats pasta."
     Similarity(SimilarityArgs),
-    /// Evaluate a model: STS correlations (Table 1 of the SBERT paper), pooling comparisons.
+    /// Evaluate a model: STS correlations (Table 1 of the SBERT paper), pooling comparisons,
+    /// retrieval, SentEval transfer tasks (Table 5).
     #[command(subcommand)]
     Eval(eval::EvalCommand),
     /// Measure speed: corpus throughput (median of several runs), achieved GFLOP/s against a
@@ -56,10 +58,18 @@ enum Command {
     /// Example: sbert train --loss cosine --train ../shared/data/stsb/train.tsv
     ///   --dev ../shared/data/stsb/dev.tsv --output models/minilm-stsb
     Train(train::TrainArgs),
+    /// Serve embeddings over HTTP: text-embeddings-inference routes (/embed, /similarity,
+    /// /tokenize, /info, /health, /metrics) and OpenAI's /v1/embeddings, with requests from
+    /// all clients batched together under a token budget. Ctrl-C or SIGTERM stops accepting,
+    /// answers every accepted request, and exits 0.
+    ///
+    /// Example: sbert serve --port 8080, then
+    ///   curl localhost:8080/embed -H 'content-type: application/json' -d '{"inputs": "Hello"}'
+    Serve(serve::ServeArgs),
 }
 
 /// Which model to load and how to run it.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
     /// Model folder, or Hugging Face hub id (owner/name[@revision]) found in the local hub cache.
     #[arg(long, short, env = "SBERT_MODEL", default_value = DEFAULT_MODEL)]
@@ -270,14 +280,18 @@ fn remove_temporaries_on_signals() {
 
 fn main() -> std::process::ExitCode {
     alloc::keep_freed_memory();
-    remove_temporaries_on_signals();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        // The server handles its own signals: they stop it gracefully.
+        remove_temporaries_on_signals();
+    }
     let result = match &cli.command {
         Command::Embed(args) => embed(args),
         Command::Similarity(args) => similarity(args),
         Command::Eval(cmd) => eval::run_command(cmd),
         Command::Bench(args) => bench::run(args),
         Command::Train(args) => train::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

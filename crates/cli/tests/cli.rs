@@ -869,3 +869,113 @@ fn eval_retrieval_reads_nli_rows_and_names_bad_ones() {
         stderr(&run)
     );
 }
+
+/// A SentEval folder with small CR and TREC sets: CR 12 + 12 reviews, TREC 4 questions of each
+/// of the six classes for training and one each for test.
+fn senteval_data(dir: &std::path::Path) -> PathBuf {
+    let root = dir.join("downstream");
+    std::fs::create_dir_all(root.join("CR")).expect("mkdir");
+    std::fs::create_dir_all(root.join("TREC")).expect("mkdir");
+    let pos: String = (0..12)
+        .map(|i| format!("a great product number {i}\n"))
+        .collect();
+    let neg: String = (0..12)
+        .map(|i| format!("broken after {i} days , awful\n"))
+        .collect();
+    std::fs::write(root.join("CR/custrev.pos"), pos).expect("write");
+    std::fs::write(root.join("CR/custrev.neg"), neg).expect("write");
+    let classes = [
+        "ABBR:exp",
+        "DESC:def",
+        "ENTY:animal",
+        "HUM:ind",
+        "LOC:city",
+        "NUM:date",
+    ];
+    let question = |c: &str, i: usize| format!("{c} What about {} number {i} ?\n", &c[..3]);
+    let train: String = classes
+        .iter()
+        .flat_map(|c| (0..4).map(move |i| question(c, i)))
+        .collect();
+    let test: String = classes.iter().map(|c| question(c, 9)).collect();
+    std::fs::write(root.join("TREC/train_5500.label"), train).expect("write");
+    std::fs::write(root.join("TREC/TREC_10.label"), test).expect("write");
+    root
+}
+
+#[test]
+fn eval_senteval_prints_json_per_task_and_names_bad_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = senteval_data(dir.path());
+    let data_arg = data.to_str().expect("utf-8 path");
+    let model = tiny();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "eval", "senteval", "-m", &model, "--data", data_arg, "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        sbert(&args, b"")
+    };
+
+    let out = run(&["--tasks", "CR,trec", "--folds", "3", "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["task"], "CR");
+    assert_eq!(lines[0]["n_train"], 24);
+    assert_eq!(lines[1]["task"], "TREC");
+    assert_eq!(
+        (lines[1]["n_train"].as_u64(), lines[1]["n_test"].as_u64()),
+        (Some(24), Some(6))
+    );
+    for l in &lines {
+        let acc = l["accuracy"].as_f64().expect("accuracy");
+        assert!((0.0..=100.0).contains(&acc), "{l}");
+    }
+    let err = stderr(&out);
+    assert!(
+        err.contains("CR: accuracy") && err.contains("TREC: accuracy"),
+        "{err}"
+    );
+
+    let out = run(&["--tasks", "CR", "--folds", "3", "--format", "markdown"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        md.contains("SBERT-NLI-large (paper)") && md.contains("| tiny"),
+        "{md}"
+    );
+
+    let out = run(&["--tasks", "CR,SICK"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("\"SICK\""), "{}", stderr(&out));
+
+    let out = run(&["--tasks", "MR"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no task folder"), "{}", stderr(&out));
+
+    // 4 questions per class cannot fill 10 folds.
+    let out = run(&["--tasks", "TREC"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("fewer than the 10 folds"),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::write(
+        data.join("TREC/TREC_10.label"),
+        "NUM:date When ?\nnot a label line\n",
+    )
+    .expect("write");
+    let out = run(&["--tasks", "TREC", "--folds", "3"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("TREC_10.label") && err.contains("line 2"),
+        "{err}"
+    );
+}

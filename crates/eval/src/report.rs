@@ -14,7 +14,8 @@ pub enum TableStyle {
     Markdown,
 }
 
-fn render(header: &[String], rows: &[Vec<String>], style: TableStyle) -> String {
+/// A table of `header` and `rows`: the first column left-aligned, the others right-aligned.
+pub fn table(header: &[String], rows: &[Vec<String>], style: TableStyle) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -106,7 +107,7 @@ pub fn scores_table(scores: &[StsScores], style: TableStyle) -> String {
             row
         })
         .collect();
-    render(&header, &rows, style)
+    table(&header, &rows, style)
 }
 
 /// Distinct values in first-seen order.
@@ -147,7 +148,7 @@ pub fn suite_table(model: &str, scores: &[StsScores], style: TableStyle) -> Stri
             row
         })
         .collect();
-    render(&header, &rows, style)
+    table(&header, &rows, style)
 }
 
 /// The paper's Table 6 layout: a row per pooling, a column per dataset (Spearman ×100).
@@ -171,7 +172,7 @@ pub fn pooling_table(scores: &[StsScores], style: TableStyle) -> String {
             row
         })
         .collect();
-    render(&header, &rows, style)
+    table(&header, &rows, style)
 }
 
 fn xml_escape(s: &str) -> String {
@@ -200,55 +201,93 @@ fn svg_start(width: f64, height: f64, title: &str) -> String {
 
 /// A grouped bar chart (SVG): a group per dataset, a bar per pooling, height = Spearman ×100.
 pub fn bar_chart_svg(title: &str, scores: &[StsScores]) -> String {
-    const COLORS: [&str; 6] = [
-        "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
+    let upper: Vec<String> = scores.iter().map(|s| upper(&s.pooling)).collect();
+    let bars: Vec<Bar<'_>> = scores
+        .iter()
+        .zip(&upper)
+        .map(|(s, p)| Bar {
+            group: &s.dataset,
+            series: p,
+            value: s.spearman,
+        })
+        .collect();
+    grouped_bar_chart_svg(title, "Spearman ρ × 100", (0.0, 100.0), &bars)
+}
+
+/// One bar of a [`grouped_bar_chart_svg`].
+#[derive(Debug, Clone, Copy)]
+pub struct Bar<'a> {
+    /// The group (x axis label) it stands in.
+    pub group: &'a str,
+    /// The series (legend entry and color) it belongs to.
+    pub series: &'a str,
+    /// Its height.
+    pub value: f64,
+}
+
+/// A grouped bar chart (SVG): groups in order of first appearance along the x axis, a bar
+/// per series within each group, heights on a `y_range` axis with its value written on top.
+pub fn grouped_bar_chart_svg(
+    title: &str,
+    y_label: &str,
+    y_range: (f64, f64),
+    bars: &[Bar<'_>],
+) -> String {
+    const COLORS: [&str; 8] = [
+        "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#9c755f",
     ];
-    let datasets = distinct(scores.iter().map(|s| s.dataset.as_str()));
-    let poolings = distinct(scores.iter().map(|s| s.pooling.as_str()));
-    let (bar, gap, left, top, plot_h) = (28.0, 36.0, 60.0, 50.0, 300.0);
-    let group_w = bar * poolings.len() as f64;
-    let width = left + datasets.len() as f64 * (group_w + gap) + 160.0;
+    let groups = distinct(bars.iter().map(|b| b.group));
+    let series = distinct(bars.iter().map(|b| b.series));
+    let (lo, hi) = y_range;
+    let span = (hi - lo).max(f64::EPSILON);
+    let bar = if series.len() > 4 { 18.0 } else { 28.0 };
+    let (gap, left, top, plot_h) = (36.0, 60.0, 50.0, 300.0);
+    let legend_w = 40.0 + 7.0 * series.iter().map(|s| s.chars().count()).max().unwrap_or(0) as f64;
+    let group_w = bar * series.len() as f64;
+    let right = left + groups.len() as f64 * (group_w + gap);
+    let width = right + legend_w;
     let height = top + plot_h + 60.0;
-    let y = |v: f64| top + plot_h * (1.0 - v.clamp(0.0, 100.0) / 100.0);
+    let y = |v: f64| top + plot_h * (1.0 - ((v - lo) / span).clamp(0.0, 1.0));
     let mut svg = svg_start(width, height, title);
-    for tick in (0..=100).step_by(20) {
-        let ty = y(f64::from(tick));
+    for tick in ticks(lo, hi) {
+        let ty = y(tick);
         let _ = writeln!(
             svg,
-            r##"<line x1="{left}" x2="{}" y1="{ty}" y2="{ty}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{tick}</text>"##,
-            width - 160.0,
+            r##"<line x1="{left}" x2="{right}" y1="{ty}" y2="{ty}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{}</text>"##,
             left - 6.0,
-            ty + 4.0
+            ty + 4.0,
+            format_tick(tick)
         );
     }
     let _ = writeln!(
         svg,
-        r#"<text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">Spearman ρ × 100</text>"#,
+        r#"<text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">{}</text>"#,
         top + plot_h / 2.0,
-        top + plot_h / 2.0
+        top + plot_h / 2.0,
+        xml_escape(y_label)
     );
-    for (di, d) in datasets.iter().enumerate() {
-        let gx = left + gap / 2.0 + di as f64 * (group_w + gap);
-        for (pi, p) in poolings.iter().enumerate() {
-            if let Some(s) = scores.iter().find(|s| s.dataset == *d && s.pooling == *p) {
-                let x = gx + pi as f64 * bar;
-                let top_y = y(s.spearman);
+    for (gi, g) in groups.iter().enumerate() {
+        let gx = left + gap / 2.0 + gi as f64 * (group_w + gap);
+        for (si, s) in series.iter().enumerate() {
+            if let Some(b) = bars.iter().find(|b| b.group == *g && b.series == *s) {
+                let x = gx + si as f64 * bar;
+                let top_y = y(b.value);
                 let _ = writeln!(
                     svg,
                     r#"<rect x="{x}" y="{top_y}" width="{}" height="{}" fill="{}"><title>{} {}: {:.2}</title></rect>"#,
                     bar - 2.0,
                     top + plot_h - top_y,
-                    COLORS[pi % COLORS.len()],
-                    xml_escape(d),
-                    upper(p),
-                    s.spearman
+                    COLORS[si % COLORS.len()],
+                    xml_escape(g),
+                    xml_escape(s),
+                    b.value
                 );
                 let _ = writeln!(
                     svg,
                     r#"<text x="{}" y="{}" font-size="9" text-anchor="middle">{:.1}</text>"#,
                     x + bar / 2.0 - 1.0,
                     top_y - 3.0,
-                    s.spearman
+                    b.value
                 );
             }
         }
@@ -257,20 +296,20 @@ pub fn bar_chart_svg(title: &str, scores: &[StsScores]) -> String {
             r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
             gx + group_w / 2.0,
             top + plot_h + 18.0,
-            xml_escape(d)
+            xml_escape(g)
         );
     }
-    for (pi, p) in poolings.iter().enumerate() {
-        let ly = top + 10.0 + pi as f64 * 20.0;
-        let lx = width - 140.0;
+    for (si, s) in series.iter().enumerate() {
+        let ly = top + 10.0 + si as f64 * 20.0;
+        let lx = right + 20.0;
         let _ = writeln!(
             svg,
             r#"<rect x="{lx}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{}">{}</text>"#,
             ly - 10.0,
-            COLORS[pi % COLORS.len()],
+            COLORS[si % COLORS.len()],
             lx + 18.0,
             ly,
-            xml_escape(&upper(p))
+            xml_escape(s)
         );
     }
     svg.push_str("</svg>\n");

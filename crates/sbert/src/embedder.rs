@@ -1,6 +1,7 @@
 //! [`SentenceEmbedder`]: a loaded sentence-transformers model and its encoding pipeline
 //! (tokenize → batch → encode → pool → heads → input order).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -67,6 +68,8 @@ pub struct SentenceEmbedder {
     batch_size: usize,
     max_batch_tokens: Option<usize>,
     device: Device,
+    /// `prompts` of `config_sentence_transformers.json`: name → text put before an input.
+    prompts: BTreeMap<String, String>,
 }
 
 impl SentenceEmbedder {
@@ -193,8 +196,10 @@ impl SentenceEmbedder {
             });
         }
 
+        let prompts = folder::read_prompts(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            prompts,
             weights,
             tokenizer,
             encoder,
@@ -204,6 +209,21 @@ impl SentenceEmbedder {
             max_batch_tokens: opts.max_batch_tokens,
             device: opts.device,
         })
+    }
+
+    /// The prompts the model's `config_sentence_transformers.json` names (`"query"` →
+    /// `"query: "`, …); empty when it names none. sentence-transformers puts a prompt's text
+    /// in front of each input when `encode` is given `prompt_name`.
+    pub fn prompts(&self) -> &BTreeMap<String, String> {
+        &self.prompts
+    }
+
+    /// Adds or removes the final L2 normalization (the `Normalize` module).
+    pub fn set_normalize(&mut self, normalize: bool) {
+        self.heads.retain(|h| !matches!(h, Head::Normalize));
+        if normalize {
+            self.heads.push(Head::Normalize);
+        }
     }
 
     /// The folder the model was loaded from.
@@ -341,6 +361,35 @@ impl SentenceEmbedder {
             embeddings: pooled.pop().expect("one pooling in, one tensor out"),
             inputs,
         })
+    }
+
+    /// Embeds already tokenized inputs (ids with the special tokens, as
+    /// [`SentenceEmbedder::tokenize`] makes them): `(n, dim)` in input order, as
+    /// [`SentenceEmbedder::embed`] would give for the texts they came from. Lets a caller
+    /// tokenize once (to count tokens, or to refuse truncation) and embed without tokenizing
+    /// again, or embed ids it was handed.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty id list, more ids than `max_seq_length`, or an id
+    /// outside the vocabulary; otherwise as [`SentenceEmbedder::embed`].
+    pub fn embed_tokenized(&self, tokenized: &[TokenizedText]) -> Result<Tensor> {
+        let vocab = self.encoder.config().vocab_size;
+        for (i, t) in tokenized.iter().enumerate() {
+            if t.ids.is_empty() || t.ids.len() > self.max_seq_length() {
+                return Err(Error::InvalidArgument(format!(
+                    "input {i} has {} token ids; 1 to {} are accepted",
+                    t.ids.len(),
+                    self.max_seq_length()
+                )));
+            }
+            if let Some(bad) = t.ids.iter().find(|&&id| id as usize >= vocab) {
+                return Err(Error::InvalidArgument(format!(
+                    "input {i}: token id {bad} is outside the vocabulary (size {vocab})"
+                )));
+            }
+        }
+        let mut pooled = self.run(tokenized, std::slice::from_ref(&self.pooling))?;
+        Ok(pooled.pop().expect("one pooling in, one tensor out"))
     }
 
     /// Embeds `texts` once through the encoder and pools the token embeddings every way in

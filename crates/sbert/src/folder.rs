@@ -78,6 +78,21 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
 }
 
 /// Reads a file to a string; a missing file is [`Error::MissingFile`].
+/// The `prompts` map of `config_sentence_transformers.json` in `dir`; empty when the file or
+/// the key is absent.
+pub(crate) fn read_prompts(dir: &Path) -> Result<std::collections::BTreeMap<String, String>> {
+    #[derive(Deserialize)]
+    struct StConfig {
+        #[serde(default)]
+        prompts: std::collections::BTreeMap<String, String>,
+    }
+    let path = dir.join("config_sentence_transformers.json");
+    if !path.is_file() {
+        return Ok(Default::default());
+    }
+    Ok(read_json::<StConfig>(&path)?.prompts)
+}
+
 pub(crate) fn read_to_string(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|source| io_error(path, source))
 }

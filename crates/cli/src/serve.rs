@@ -1,0 +1,102 @@
+//! `sbert serve`: the embedding server (`sbert-server`) on a Tokio runtime, stopped gracefully
+//! by Ctrl-C or SIGTERM.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::ModelArgs;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0: any free port, printed at start).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Token budget of one encoder batch across concurrent requests.
+    #[arg(long, default_value_t = 16_384, value_name = "N")]
+    max_batch_tokens: usize,
+    /// Requests admitted at once (waiting or running); more are answered 429.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    max_concurrent_requests: usize,
+    /// Inputs one request may carry; more are answered 413.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    max_client_batch_size: usize,
+    /// Largest request body in bytes; larger are answered 413.
+    #[arg(long, default_value_t = 2_000_000, value_name = "BYTES")]
+    max_body_bytes: usize,
+    /// Seconds a request may wait for its embeddings before a 504.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    timeout: u64,
+    /// Require `Authorization: Bearer KEY` on every route but /health.
+    #[arg(
+        long,
+        env = "SBERT_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    api_key: Option<String>,
+    /// Name reported by /info and in OpenAI responses (default: the model's folder name).
+    #[arg(long, value_name = "NAME")]
+    model_id: Option<String>,
+}
+
+/// Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    eprintln!("stopping: finishing accepted requests");
+}
+
+pub fn run(args: &ServeArgs) -> Result<()> {
+    let model_id = args.model_id.clone().unwrap_or_else(|| {
+        let trimmed = args.model.model.trim_end_matches('/');
+        trimmed.rsplit('/').next().unwrap_or(trimmed).to_string()
+    });
+    let config = sbert_server::ServerConfig {
+        model_id,
+        max_batch_tokens: args.max_batch_tokens,
+        max_concurrent_requests: args.max_concurrent_requests,
+        max_client_batch_size: args.max_client_batch_size,
+        max_body_bytes: args.max_body_bytes,
+        request_timeout: Duration::from_secs(args.timeout),
+        api_key: args.api_key.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        let addr = listener.local_addr().context("listener address")?;
+        eprintln!("listening on http://{addr} (loading {})", args.model.model);
+        let model = args.model.clone();
+        sbert_server::serve(listener, config, move || model.load(None), stop_signal())
+            .await
+            .context("server")
+    })
+}

@@ -1,0 +1,227 @@
+//! An embedding server for `sbert` that text-embeddings-inference (TEI) and OpenAI clients
+//! call unchanged.
+//!
+//! * TEI routes: `POST /embed`, `POST /similarity`, `POST /tokenize`, `GET /info`,
+//!   `GET /health`, `GET /metrics` (Prometheus); OpenAI: `POST /v1/embeddings` (strings or
+//!   token ids, `float` or `base64`, `dimensions`); `GET /openapi.json` and `GET /docs`.
+//! * Dynamic batching: requests from every client wait in one queue and are embedded together
+//!   under a token budget (`max_batch_tokens`); the encoder sorts and packs them without
+//!   padding, and each request gets its own rows back in its order.
+//! * Back-pressure: at most `max_concurrent_requests` requests are admitted; the next gets 429
+//!   at once instead of queueing without bound. A client that disconnects frees its slot, and
+//!   its inputs are dropped before they reach the encoder.
+//! * Errors in each API's own shape; 413 for a body over `max_body_bytes` or a batch over
+//!   `max_client_batch_size`; 401 without the API key when one is set; long inputs truncated
+//!   at the model's limit unless a request says `"truncate": false` (then 422).
+//! * `/health` answers 200 only once the model is loaded; shutdown stops accepting, answers
+//!   every accepted request, then returns.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use sbert::{Device, SentenceEmbedder};
+//! use sbert_server::{serve, ServerConfig};
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let config = ServerConfig::default();
+//! serve(
+//!     listener,
+//!     config,
+//!     || SentenceEmbedder::from_dir("models/all-MiniLM-L6-v2", &Device::Cpu),
+//!     async { let _ = tokio::signal::ctrl_c().await; },
+//! )
+//! .await?;
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs, missing_debug_implementations)]
+#![doc(test(attr(deny(warnings))))]
+
+mod engine;
+mod error;
+mod metrics;
+mod openapi;
+mod routes;
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use sbert::SentenceEmbedder;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+
+/// Server limits and identity.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The name `/info` and OpenAI responses report.
+    pub model_id: String,
+    /// Token budget of one encoder batch across requests.
+    pub max_batch_tokens: usize,
+    /// Requests admitted at once (waiting or running); more get 429.
+    pub max_concurrent_requests: usize,
+    /// Inputs one request may carry; more get 413.
+    pub max_client_batch_size: usize,
+    /// Largest request body in bytes; larger get 413.
+    pub max_body_bytes: usize,
+    /// How long a request may wait for its embeddings; then 504.
+    pub request_timeout: Duration,
+    /// When set, every route but `/health` needs `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
+}
+
+impl Default for ServerConfig {
+    /// TEI's defaults: 16,384 batch tokens, 512 concurrent requests, 32 inputs per request,
+    /// 2 MB bodies; 60 s timeout; no key.
+    fn default() -> Self {
+        Self {
+            model_id: "sbert".into(),
+            max_batch_tokens: 16_384,
+            max_concurrent_requests: 512,
+            max_client_batch_size: 32,
+            max_body_bytes: 2_000_000,
+            request_timeout: Duration::from_secs(60),
+            api_key: None,
+        }
+    }
+}
+
+/// Errors of starting or running the server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Invalid limits.
+    #[error("invalid server settings: {0}")]
+    Config(String),
+    /// The model failed to load.
+    #[error("cannot load the model")]
+    Model(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The listener failed.
+    #[error("server I/O")]
+    Io(#[source] std::io::Error),
+}
+
+type LoadError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What exists once the model is loaded.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub(crate) model: Arc<SentenceEmbedder>,
+    pub(crate) engine: Engine,
+    /// Whether the folder lists Normalize (the model itself runs without it; requests ask).
+    pub(crate) normalizes: bool,
+}
+
+/// Shared by every handler.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub(crate) config: ServerConfig,
+    pub(crate) loaded: OnceLock<Loaded>,
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/embed", post(routes::embed))
+        .route("/similarity", post(routes::similarity))
+        .route("/tokenize", post(routes::tokenize))
+        .route("/v1/embeddings", post(routes::openai_embeddings))
+        .route("/embeddings", post(routes::openai_embeddings))
+        .route("/info", get(routes::info))
+        .route("/health", get(routes::health))
+        .route("/metrics", get(routes::metrics))
+        .route("/openapi.json", get(routes::openapi))
+        .route("/docs", get(routes::docs))
+        .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::guard,
+        ))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Serves on `listener` until `shutdown` completes, then finishes every accepted request and
+/// returns. The model is loaded by `load` on a blocking thread after the listener is up;
+/// until it is, `/health` and the embedding routes answer 503.
+///
+/// # Errors
+/// [`ServerError::Config`] for zero limits, [`ServerError::Model`] when `load` fails (the
+/// server stops accepting and returns it), [`ServerError::Io`] when serving fails.
+pub async fn serve<L, E>(
+    listener: TcpListener,
+    config: ServerConfig,
+    load: L,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError>
+where
+    L: FnOnce() -> Result<SentenceEmbedder, E> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    for (name, v) in [
+        ("max_batch_tokens", config.max_batch_tokens),
+        ("max_concurrent_requests", config.max_concurrent_requests),
+        ("max_client_batch_size", config.max_client_batch_size),
+        ("max_body_bytes", config.max_body_bytes),
+    ] {
+        if v == 0 {
+            return Err(ServerError::Config(format!("{name} must be at least 1")));
+        }
+    }
+    let metrics = Arc::new(Metrics::new());
+    let state = Arc::new(AppState {
+        slots: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+        config,
+        loaded: OnceLock::new(),
+        metrics: metrics.clone(),
+    });
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<LoadError>();
+    let loader_state = state.clone();
+    tokio::task::spawn_blocking(move || match load() {
+        Ok(mut model) => {
+            let normalizes = model.normalizes();
+            model.set_normalize(false);
+            let model = Arc::new(model);
+            let engine =
+                Engine::start(model.clone(), loader_state.config.max_batch_tokens, metrics);
+            let _ = loader_state.loaded.set(Loaded {
+                model,
+                engine,
+                normalizes,
+            });
+        }
+        Err(e) => {
+            let _ = failed_tx.send(e.into());
+        }
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Option<LoadError>>();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = shutdown => { let _ = stop_tx.send(None); }
+            Ok(e) = failed_rx => { let _ = stop_tx.send(Some(e)); }
+        }
+    });
+    let (error_tx, error_rx) = tokio::sync::oneshot::channel::<LoadError>();
+    let graceful = async move {
+        if let Ok(Some(e)) = stop_rx.await {
+            let _ = error_tx.send(e);
+        }
+    };
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(graceful)
+        .await
+        .map_err(ServerError::Io)?;
+    match error_rx.await {
+        Ok(e) => Err(ServerError::Model(e)),
+        Err(_) => Ok(()),
+    }
+}

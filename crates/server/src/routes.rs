@@ -1,0 +1,499 @@
+//! The HTTP routes: TEI's (`/embed`, `/similarity`, `/tokenize`, `/info`, `/health`,
+//! `/metrics`) and OpenAI's (`/v1/embeddings`), with their request and response shapes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::engine::{Embedded, EngineError, Inputs};
+use crate::error::{ApiError, Flavor, Kind};
+use crate::{AppState, Loaded};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// A string or a list of strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Texts {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Texts {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Texts::One(s) => vec![s],
+            Texts::Many(v) => v,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// TEI `POST /embed`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct EmbedRequest {
+    inputs: Texts,
+    #[serde(default = "yes")]
+    normalize: bool,
+    truncate: Option<bool>,
+    truncation_direction: Option<String>,
+    dimensions: Option<usize>,
+    prompt_name: Option<String>,
+}
+
+/// TEI `POST /similarity`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct SimilarityRequest {
+    inputs: SimilarityInputs,
+    truncate: Option<bool>,
+    truncation_direction: Option<String>,
+    prompt_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SimilarityInputs {
+    source_sentence: String,
+    sentences: Vec<String>,
+}
+
+/// TEI `POST /tokenize`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokenizeRequest {
+    inputs: Texts,
+    #[serde(default = "yes")]
+    add_special_tokens: bool,
+    prompt_name: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Token {
+    id: u32,
+    text: String,
+    special: bool,
+    start: Option<usize>,
+    stop: Option<usize>,
+}
+
+/// OpenAI `input`: a string, strings, token ids, or lists of token ids.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OpenAiInput {
+    One(String),
+    Many(Vec<String>),
+    Ids(Vec<u32>),
+    ManyIds(Vec<Vec<u32>>),
+}
+
+/// OpenAI `POST /v1/embeddings`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct OpenAiRequest {
+    input: OpenAiInput,
+    model: Option<String>,
+    encoding_format: Option<String>,
+    dimensions: Option<usize>,
+    #[allow(dead_code)]
+    user: Option<String>,
+}
+
+/// Parses a JSON body: 413 over the size limit, 400 for bad JSON, 422 for a body that does not
+/// fit the schema.
+fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(Kind::TooLarge, "request body is over the size limit")
+        } else {
+            ApiError::bad_json(e.body_text())
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            ApiError::bad_json(format!("invalid JSON: {e}"))
+        } else {
+            ApiError::new(Kind::Validation, format!("invalid request: {e}"))
+        }
+    })
+}
+
+impl AppState {
+    fn loaded(&self) -> ApiResult<&Loaded> {
+        self.loaded
+            .get()
+            .ok_or_else(|| ApiError::new(Kind::Unhealthy, "the model is loading"))
+    }
+
+    /// Runs `inputs` through the batching queue, holding one of the concurrent-request slots
+    /// while it waits (a full house is a 429; a client that goes away frees its slot).
+    async fn embed(&self, inputs: Inputs, truncate: bool) -> ApiResult<Embedded> {
+        let loaded = self.loaded()?;
+        if inputs.len() == 0 {
+            return Err(ApiError::new(Kind::Empty, "no inputs"));
+        }
+        if inputs.len() > self.config.max_client_batch_size {
+            return Err(ApiError::new(
+                Kind::TooLarge,
+                format!(
+                    "batch of {} inputs is over the limit of {} (--max-client-batch-size)",
+                    inputs.len(),
+                    self.config.max_client_batch_size
+                ),
+            ));
+        }
+        let _slot = self.slots.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                Kind::Overloaded,
+                format!(
+                    "the server is at its limit of {} concurrent requests; retry later",
+                    self.config.max_concurrent_requests
+                ),
+            )
+        })?;
+        let answer = loaded.engine.submit(inputs, truncate);
+        match tokio::time::timeout(self.config.request_timeout, answer).await {
+            Err(_) => Err(ApiError::new(
+                Kind::Timeout,
+                format!("no answer within {:?}", self.config.request_timeout),
+            )),
+            Ok(Err(_)) => Err(ApiError::new(Kind::Backend, "the batching thread stopped")),
+            Ok(Ok(Err(EngineError::Validation(m)))) => Err(ApiError::new(Kind::Validation, m)),
+            Ok(Ok(Err(EngineError::Backend(m)))) => Err(ApiError::new(Kind::Backend, m)),
+            Ok(Ok(Ok(e))) => Ok(e),
+        }
+    }
+
+    /// `texts` with the named prompt put in front.
+    fn prompted(&self, texts: Vec<String>, prompt_name: Option<&str>) -> ApiResult<Vec<String>> {
+        let Some(name) = prompt_name else {
+            return Ok(texts);
+        };
+        let loaded = self.loaded()?;
+        let prompt = loaded.model.prompts().get(name).ok_or_else(|| {
+            let known: Vec<&str> = loaded.model.prompts().keys().map(String::as_str).collect();
+            ApiError::new(
+                Kind::Validation,
+                format!("the model has no prompt named {name:?} (it has: {known:?})"),
+            )
+        })?;
+        Ok(texts.into_iter().map(|t| format!("{prompt}{t}")).collect())
+    }
+}
+
+fn check_direction(direction: Option<&str>) -> ApiResult<()> {
+    match direction {
+        None => Ok(()),
+        Some(d) if d.eq_ignore_ascii_case("right") => Ok(()),
+        Some(d) => Err(ApiError::new(
+            Kind::Validation,
+            format!("truncation_direction {d:?} is not supported; sentence-transformers keeps the start (Right)"),
+        )),
+    }
+}
+
+/// Keeps the first `dimensions` values (Matryoshka truncation), then L2-normalizes if asked.
+fn finish(
+    mut vectors: Vec<Vec<f32>>,
+    dimensions: Option<usize>,
+    normalize: bool,
+) -> ApiResult<Vec<Vec<f32>>> {
+    if let Some(d) = dimensions {
+        let full = vectors.first().map_or(0, Vec::len);
+        if d == 0 || d > full {
+            return Err(ApiError::new(
+                Kind::Validation,
+                format!("dimensions must be between 1 and {full}, not {d}"),
+            ));
+        }
+        vectors.iter_mut().for_each(|v| v.truncate(d));
+    }
+    if normalize {
+        for v in &mut vectors {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            v.iter_mut().for_each(|x| *x /= norm);
+        }
+    }
+    Ok(vectors)
+}
+
+pub(crate) async fn embed(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Vec<Vec<f32>>>> {
+    let req: EmbedRequest = parse(body)?;
+    check_direction(req.truncation_direction.as_deref())?;
+    let texts = state.prompted(req.inputs.into_vec(), req.prompt_name.as_deref())?;
+    let e = state
+        .embed(Inputs::Texts(texts), req.truncate.unwrap_or(true))
+        .await?;
+    Ok(Json(finish(e.vectors, req.dimensions, req.normalize)?))
+}
+
+pub(crate) async fn similarity(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Vec<f32>>> {
+    let req: SimilarityRequest = parse(body)?;
+    check_direction(req.truncation_direction.as_deref())?;
+    if req.inputs.sentences.is_empty() {
+        return Err(ApiError::new(Kind::Empty, "no sentences to compare with"));
+    }
+    let mut texts = vec![req.inputs.source_sentence];
+    texts.extend(req.inputs.sentences);
+    let texts = state.prompted(texts, req.prompt_name.as_deref())?;
+    let e = state
+        .embed(Inputs::Texts(texts), req.truncate.unwrap_or(true))
+        .await?;
+    let v = finish(e.vectors, None, true)?;
+    let source = &v[0];
+    Ok(Json(
+        v[1..]
+            .iter()
+            .map(|u| u.iter().zip(source).map(|(a, b)| a * b).sum())
+            .collect(),
+    ))
+}
+
+pub(crate) async fn tokenize(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Vec<Vec<Token>>>> {
+    let req: TokenizeRequest = parse(body)?;
+    let loaded = state.loaded()?;
+    let texts = state.prompted(req.inputs.into_vec(), req.prompt_name.as_deref())?;
+    if texts.is_empty() {
+        return Err(ApiError::new(Kind::Empty, "no inputs"));
+    }
+    let tokenizer = loaded.model.tokenizer();
+    let mut out = Vec::with_capacity(texts.len());
+    for text in &texts {
+        let enc = tokenizer
+            .encode(text.as_str(), req.add_special_tokens)
+            .map_err(|e| ApiError::new(Kind::Validation, format!("tokenizer: {e}")))?;
+        let tokens = enc
+            .get_ids()
+            .iter()
+            .zip(enc.get_tokens())
+            .zip(enc.get_offsets())
+            .zip(enc.get_special_tokens_mask())
+            .map(|(((&id, token), &(start, stop)), &special)| {
+                let special = special == 1;
+                Token {
+                    id,
+                    text: if special {
+                        token.clone()
+                    } else {
+                        text.get(start..stop).unwrap_or(token).to_string()
+                    },
+                    special,
+                    start: (!special).then_some(start),
+                    stop: (!special).then_some(stop),
+                }
+            })
+            .collect();
+        out.push(tokens);
+    }
+    Ok(Json(out))
+}
+
+/// Base64 of the little-endian f32 bytes (what the OpenAI clients decode).
+fn base64_f32(v: &[f32]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+pub(crate) async fn openai_embeddings(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let run = async {
+        let req: OpenAiRequest = parse(body)?;
+        let loaded = state.loaded()?;
+        let base64 = match req.encoding_format.as_deref() {
+            None | Some("float") => false,
+            Some("base64") => true,
+            Some(other) => {
+                return Err(ApiError::new(
+                    Kind::Validation,
+                    format!("encoding_format must be \"float\" or \"base64\", not {other:?}"),
+                ))
+            }
+        };
+        let inputs = match req.input {
+            OpenAiInput::One(s) => Inputs::Texts(vec![s]),
+            OpenAiInput::Many(v) => Inputs::Texts(v),
+            OpenAiInput::Ids(ids) => Inputs::Ids(vec![ids]),
+            OpenAiInput::ManyIds(v) => Inputs::Ids(v),
+        };
+        let e = state.embed(inputs, true).await?;
+        let normalize = loaded.normalizes || req.dimensions.is_some();
+        let vectors = finish(e.vectors, req.dimensions, normalize)?;
+        let data: Vec<serde_json::Value> = vectors
+            .iter()
+            .enumerate()
+            .map(|(index, v)| {
+                let embedding = if base64 {
+                    json!(base64_f32(v))
+                } else {
+                    json!(v)
+                };
+                json!({"object": "embedding", "index": index, "embedding": embedding})
+            })
+            .collect();
+        Ok(Json(json!({
+            "object": "list",
+            "data": data,
+            "model": req.model.unwrap_or_else(|| state.config.model_id.clone()),
+            "usage": {"prompt_tokens": e.tokens, "total_tokens": e.tokens},
+        })))
+    };
+    run.await
+        .map_err(|e: ApiError| e.with_flavor(Flavor::OpenAi))
+}
+
+pub(crate) async fn info(State(state): State<Arc<AppState>>) -> ApiResult<Json<serde_json::Value>> {
+    let loaded = state.loaded()?;
+    let c = &state.config;
+    Ok(Json(json!({
+        "model_id": c.model_id,
+        "model_sha": null,
+        "model_dtype": "float32",
+        "model_type": {"embedding": {"pooling": loaded.model.pooling().to_string()}},
+        "max_concurrent_requests": c.max_concurrent_requests,
+        "max_input_length": loaded.model.max_seq_length(),
+        "max_batch_tokens": c.max_batch_tokens,
+        "max_batch_requests": null,
+        "max_client_batch_size": c.max_client_batch_size,
+        "auto_truncate": true,
+        "tokenization_workers": 1,
+        "dimension": loaded.model.dim(),
+        "version": env!("CARGO_PKG_VERSION"),
+    })))
+}
+
+pub(crate) async fn health(
+    State(state): State<Arc<AppState>>,
+) -> ApiResult<Json<serde_json::Value>> {
+    state.loaded()?;
+    Ok(Json(json!({})))
+}
+
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let depth = state.loaded.get().map_or(0, |l| l.engine.queue_depth());
+    let in_flight = state.config.max_concurrent_requests - state.slots.available_permits();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(depth, in_flight),
+    )
+        .into_response()
+}
+
+pub(crate) async fn openapi() -> Json<serde_json::Value> {
+    Json(crate::openapi::document())
+}
+
+pub(crate) async fn docs() -> Html<&'static str> {
+    Html(crate::openapi::DOCS_PAGE)
+}
+
+/// Unknown routes: 404 in TEI's shape.
+pub(crate) async fn not_found() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        ..ApiError::new(Kind::Validation, "no such route")
+    }
+}
+
+/// Checks `Authorization: Bearer KEY` (every route but `/health`) and records each request's
+/// route, status and latency.
+pub(crate) async fn guard(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    if let Some(key) = &state.config.api_key {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if route != "/health" && given != Some(key.as_str()) {
+            let flavor = if route.starts_with("/v1/") {
+                Flavor::OpenAi
+            } else {
+                Flavor::Tei
+            };
+            let response = ApiError::new(Kind::Unauthorized, "missing or wrong API key")
+                .with_flavor(flavor)
+                .into_response();
+            state
+                .metrics
+                .observe_request(&route, response.status().as_u16(), started.elapsed());
+            return response;
+        }
+    }
+    let response = next.run(request).await;
+    state
+        .metrics
+        .observe_request(&route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_rfc_alphabet_and_padding() {
+        // 1.0f32 = 00 00 80 3f
+        assert_eq!(base64_f32(&[1.0]), "AACAPw==");
+        assert_eq!(base64_f32(&[1.0, -2.0]), "AACAPwAAAMA=");
+        assert_eq!(base64_f32(&[]), "");
+        // 3 floats = 12 bytes: no padding.
+        assert_eq!(base64_f32(&[0.0, 0.0, 0.0]), "AAAAAAAAAAAAAAAA");
+    }
+
+    #[test]
+    fn dimensions_truncate_then_normalize() {
+        let v = finish(vec![vec![3.0, 4.0, 12.0]], Some(2), true).expect("ok");
+        assert_eq!(v, vec![vec![0.6, 0.8]]);
+        assert!(finish(vec![vec![1.0]], Some(2), true).is_err());
+        assert!(finish(vec![vec![1.0]], Some(0), false).is_err());
+        assert_eq!(
+            finish(vec![vec![3.0, 4.0]], None, false).expect("ok"),
+            vec![vec![3.0, 4.0]]
+        );
+    }
+}
