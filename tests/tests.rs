@@ -5,6 +5,8 @@
 
 mod common;
 
+mod applications;
+
 mod bad_input;
 mod golden;
 mod hub_cache;

@@ -1,6 +1,7 @@
 //! `sbert`: sentence embeddings from the command line.
 
 mod alloc;
+mod apps;
 mod bench;
 mod eval;
 mod io;
@@ -66,6 +67,25 @@ enum Command {
     /// Example: sbert serve --port 8080, then
     ///   curl localhost:8080/embed -H 'content-type: application/json' -d '{"inputs": "Hello"}'
     Serve(serve::ServeArgs),
+    /// Semantic search: the top-k corpus texts for each query, by cosine (exact, in blocks).
+    ///
+    /// Example: sbert search --corpus docs.txt --queries questions.txt --top-k 5 --format table
+    Search(apps::SearchArgs),
+    /// Paraphrase mining: the most similar pairs of texts in a file, best first (as
+    /// sentence-transformers' paraphrase_mining).
+    ///
+    /// Example: sbert mine --input sentences.txt --max-pairs 100 --format table
+    Mine(apps::MineArgs),
+    /// Community detection: groups of texts within a cosine threshold of a central text,
+    /// largest first (as sentence-transformers' community_detection).
+    ///
+    /// Example: sbert cluster --input questions.txt --threshold 0.8 --min-size 5
+    Cluster(apps::ClusterArgs),
+    /// Semantic de-duplication, greedy in input order: a text is dropped when its cosine to an
+    /// already kept text reaches the threshold.
+    ///
+    /// Example: sbert dedup --input suggestions.txt --threshold 0.9 > unique.txt
+    Dedup(apps::DedupArgs),
 }
 
 /// Which model to load and how to run it.
@@ -292,6 +312,10 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Train(args) => train::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Search(args) => apps::search(args),
+        Command::Mine(args) => apps::mine(args),
+        Command::Cluster(args) => apps::cluster(args),
+        Command::Dedup(args) => apps::dedup(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -979,3 +979,138 @@ fn eval_senteval_prints_json_per_task_and_names_bad_input() {
         "{err}"
     );
 }
+
+#[test]
+fn search_mine_cluster_and_dedup_print_their_formats_and_refuse_bad_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let texts = dir.path().join("texts.txt");
+    std::fs::write(
+        &texts,
+        "mac and cheese\nmac and cheese\nmacbook pro\nthe cat sat\nthe cat sat\nred car\n",
+    )
+    .expect("write");
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "").expect("write");
+    let (t, e, m) = (
+        texts.to_str().expect("p"),
+        empty.to_str().expect("p"),
+        tiny(),
+    );
+    let json_lines = |out: &Output| -> Vec<serde_json::Value> {
+        assert!(out.status.success(), "{}", stderr(out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect()
+    };
+
+    let out = sbert(
+        &[
+            "search",
+            "-m",
+            &m,
+            "--corpus",
+            t,
+            "--queries",
+            t,
+            "--top-k",
+            "2",
+        ],
+        b"",
+    );
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 6);
+    assert_eq!(lines[1]["query"], 1);
+    // An exact repeat scores 1 against its twin: the top two hits of text 0 are 0 and 1.
+    let mut top: Vec<u64> = lines[0]["hits"]
+        .as_array()
+        .expect("hits")
+        .iter()
+        .map(|h| h["corpus_id"].as_u64().expect("id"))
+        .collect();
+    top.sort_unstable();
+    assert_eq!(top, [0, 1]);
+
+    let lines = json_lines(&sbert(
+        &["mine", "-m", &m, "-i", t, "--max-pairs", "3"],
+        b"",
+    ));
+    assert_eq!(lines.len(), 3);
+    assert!(lines.iter().all(|p| p["i"].as_u64() < p["j"].as_u64()));
+    assert!(lines[0]["score"].as_f64() >= lines[2]["score"].as_f64());
+
+    let lines = json_lines(&sbert(
+        &[
+            "cluster",
+            "-m",
+            &m,
+            "-i",
+            t,
+            "--threshold",
+            "0.999",
+            "--min-size",
+            "2",
+        ],
+        b"",
+    ));
+    assert_eq!(lines.len(), 2, "the two repeated texts");
+    assert!(lines.iter().all(|c| c["size"] == 2));
+
+    let out = sbert(&["dedup", "-m", &m, "-i", t, "--threshold", "0.999"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "mac and cheese\nmacbook pro\nthe cat sat\nred car\n"
+    );
+    let lines = json_lines(&sbert(
+        &[
+            "dedup",
+            "-m",
+            &m,
+            "-i",
+            t,
+            "--threshold",
+            "0.999",
+            "--format",
+            "jsonl",
+        ],
+        b"",
+    ));
+    assert_eq!(lines[1]["duplicate_of"], 0);
+    assert_eq!(lines[4]["duplicate_of"], 3);
+    assert!(lines[2]["duplicate_of"].is_null());
+
+    for (args, needle) in [
+        (
+            vec!["search", "--corpus", e, "--queries", t],
+            "holds no texts",
+        ),
+        (
+            vec!["search", "--corpus", t, "--queries", t, "--top-k", "0"],
+            "--top-k 0",
+        ),
+        (
+            vec!["search", "--corpus", t, "--queries", t, "--top-k", "7"],
+            "corpus size 6",
+        ),
+        (
+            vec!["cluster", "-i", t, "--threshold", "1.5"],
+            "outside [-1, 1]",
+        ),
+        (
+            vec!["dedup", "-i", t, "--threshold", "-2"],
+            "outside [-1, 1]",
+        ),
+        (
+            vec!["mine", "-i", t, "--top-k", "0"],
+            "top_k must be at least 1",
+        ),
+        (vec!["mine", "-i", e], "holds no texts"),
+    ] {
+        let mut full = args.clone();
+        full.extend(["-m", &m]);
+        let out = sbert(&full, b"");
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+}

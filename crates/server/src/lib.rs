@@ -131,6 +131,7 @@ pub(crate) struct AppState {
 fn router(state: Arc<AppState>) -> Router {
     let limit = state.config.max_body_bytes;
     Router::new()
+        .route("/", post(routes::embed))
         .route("/embed", post(routes::embed))
         .route("/similarity", post(routes::similarity))
         .route("/tokenize", post(routes::tokenize))

@@ -38,8 +38,52 @@ fn ok_json(description: &str, schema: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
 }
 
-/// The document.
-pub(crate) fn document() -> Value {
+/// What the document says of the loaded model, so that every request it calls valid is served.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub(crate) prompts: Vec<String>,
+    pub(crate) dimension: usize,
+    pub(crate) max_tokens: usize,
+    pub(crate) vocab_size: usize,
+    pub(crate) max_batch: usize,
+}
+
+/// The document; `limits` narrow the schemas once the model is loaded.
+pub(crate) fn document(limits: Option<&Limits>) -> Value {
+    let mut doc = base_document();
+    let Some(l) = limits else { return doc };
+    let schemas = &mut doc["components"]["schemas"];
+    let mut prompt: Vec<Value> = l.prompts.iter().map(|p| json!(p)).collect();
+    prompt.push(Value::Null);
+    let prompt = json!({"enum": prompt});
+    for name in ["EmbedRequest", "SimilarityRequest", "TokenizeRequest"] {
+        schemas[name]["properties"]["prompt_name"] = prompt.clone();
+    }
+    schemas["Input"] = json!({"oneOf": [
+        {"type": "string"},
+        {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": l.max_batch}
+    ]});
+    let dims = json!({"type": ["integer", "null"], "minimum": 1, "maximum": l.dimension});
+    schemas["EmbedRequest"]["properties"]["dimensions"] = dims.clone();
+    schemas["OpenAiRequest"]["properties"]["dimensions"] = dims;
+    schemas["SimilarityRequest"]["properties"]["inputs"]["properties"]["sentences"]["maxItems"] =
+        json!(l.max_batch.saturating_sub(1).max(1));
+    let ids = json!({
+        "type": "array",
+        "items": {"type": "integer", "minimum": 0, "maximum": l.vocab_size.saturating_sub(1)},
+        "minItems": 1,
+        "maxItems": l.max_tokens
+    });
+    schemas["OpenAiRequest"]["properties"]["input"] = json!({"oneOf": [
+        {"type": "string"},
+        {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": l.max_batch},
+        ids.clone(),
+        {"type": "array", "items": ids, "minItems": 1, "maxItems": l.max_batch}
+    ]});
+    doc
+}
+
+fn base_document() -> Value {
     let vectors = json!({"type": "array", "items": {"type": "array", "items": {"type": "number"}}});
     let mut openai_errors = tei_errors();
     for code in ["400", "401", "413", "422", "429", "503", "504"] {
@@ -56,6 +100,11 @@ pub(crate) fn document() -> Value {
         "paths": {
             "/embed": {"post": {
                 "summary": "Embed texts (TEI)",
+                "requestBody": json_body("EmbedRequest"),
+                "responses": with_ok(tei_errors(), ok_json("One vector per input, in order", vectors.clone()))
+            }},
+            "/": {"post": {
+                "summary": "Alias of /embed (what TEI clients post to a bare endpoint URL)",
                 "requestBody": json_body("EmbedRequest"),
                 "responses": with_ok(tei_errors(), ok_json("One vector per input, in order", vectors.clone()))
             }},
@@ -121,7 +170,7 @@ pub(crate) fn document() -> Value {
                     "required": ["inputs"],
                     "properties": {
                         "inputs": {"$ref": "#/components/schemas/Input"},
-                        "normalize": {"type": "boolean", "default": true},
+                        "normalize": {"type": ["boolean", "null"], "default": true},
                         "truncate": {"type": ["boolean", "null"], "default": true},
                         "truncation_direction": {"type": ["string", "null"], "enum": ["Right", "right", null]},
                         "dimensions": {"type": ["integer", "null"], "minimum": 1},
@@ -150,7 +199,7 @@ pub(crate) fn document() -> Value {
                     "required": ["inputs"],
                     "properties": {
                         "inputs": {"$ref": "#/components/schemas/Input"},
-                        "add_special_tokens": {"type": "boolean", "default": true},
+                        "add_special_tokens": {"type": ["boolean", "null"], "default": true},
                         "prompt_name": {"type": ["string", "null"]}
                     }
                 },

@@ -38,19 +38,14 @@ impl Texts {
     }
 }
 
-fn yes() -> bool {
-    true
-}
-
 /// TEI `POST /embed`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct EmbedRequest {
     inputs: Texts,
-    #[serde(default = "yes")]
-    normalize: bool,
+    normalize: Option<bool>,
     truncate: Option<bool>,
     truncation_direction: Option<String>,
-    dimensions: Option<usize>,
+    dimensions: Option<serde_json::Value>,
     prompt_name: Option<String>,
 }
 
@@ -73,8 +68,7 @@ pub(crate) struct SimilarityInputs {
 #[derive(Debug, Deserialize)]
 pub(crate) struct TokenizeRequest {
     inputs: Texts,
-    #[serde(default = "yes")]
-    add_special_tokens: bool,
+    add_special_tokens: Option<bool>,
     prompt_name: Option<String>,
 }
 
@@ -87,25 +81,76 @@ pub(crate) struct Token {
     stop: Option<usize>,
 }
 
-/// OpenAI `input`: a string, strings, token ids, or lists of token ids.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum OpenAiInput {
-    One(String),
-    Many(Vec<String>),
-    Ids(Vec<u32>),
-    ManyIds(Vec<Vec<u32>>),
-}
-
-/// OpenAI `POST /v1/embeddings`.
+/// OpenAI `POST /v1/embeddings`. `input` is a string, strings, token ids, or lists of token
+/// ids; numbers are JSON numbers (`1.0` is the integer 1, as JSON Schema has it).
 #[derive(Debug, Deserialize)]
 pub(crate) struct OpenAiRequest {
-    input: OpenAiInput,
+    input: serde_json::Value,
     model: Option<String>,
     encoding_format: Option<String>,
-    dimensions: Option<usize>,
+    dimensions: Option<serde_json::Value>,
     #[allow(dead_code)]
     user: Option<String>,
+}
+
+/// A JSON number that is a non-negative integer (`3` or `3.0`).
+fn whole(v: &serde_json::Value) -> Option<u64> {
+    v.as_u64().or_else(|| {
+        let f = v.as_f64()?;
+        (f >= 0.0 && f.fract() == 0.0 && f < 9.0e15).then_some(f as u64)
+    })
+}
+
+fn token_ids(v: &serde_json::Value) -> Option<Vec<u32>> {
+    v.as_array()?
+        .iter()
+        .map(|x| whole(x).and_then(|n| u32::try_from(n).ok()))
+        .collect()
+}
+
+fn openai_inputs(input: &serde_json::Value) -> ApiResult<Inputs> {
+    let invalid = || {
+        ApiError::new(
+            Kind::Validation,
+            "input must be a string, a list of strings, a list of token ids or a list of such lists",
+        )
+    };
+    if let Some(s) = input.as_str() {
+        return Ok(Inputs::Texts(vec![s.to_string()]));
+    }
+    let items = input.as_array().ok_or_else(invalid)?;
+    if items.iter().all(serde_json::Value::is_string) {
+        return Ok(Inputs::Texts(
+            items
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect(),
+        ));
+    }
+    if let Some(ids) = token_ids(input) {
+        return Ok(Inputs::Ids(vec![ids]));
+    }
+    items
+        .iter()
+        .map(token_ids)
+        .collect::<Option<Vec<_>>>()
+        .map(Inputs::Ids)
+        .ok_or_else(invalid)
+}
+
+fn dimensions(v: Option<&serde_json::Value>) -> ApiResult<Option<usize>> {
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => whole(v)
+            .and_then(|n| usize::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::new(
+                    Kind::Validation,
+                    format!("dimensions must be a positive integer, not {v}"),
+                )
+            }),
+    }
 }
 
 /// Parses a JSON body: 413 over the size limit, 400 for bad JSON, 422 for a body that does not
@@ -236,7 +281,11 @@ pub(crate) async fn embed(
     let e = state
         .embed(Inputs::Texts(texts), req.truncate.unwrap_or(true))
         .await?;
-    Ok(Json(finish(e.vectors, req.dimensions, req.normalize)?))
+    Ok(Json(finish(
+        e.vectors,
+        dimensions(req.dimensions.as_ref())?,
+        req.normalize.unwrap_or(true),
+    )?))
 }
 
 pub(crate) async fn similarity(
@@ -278,7 +327,7 @@ pub(crate) async fn tokenize(
     let mut out = Vec::with_capacity(texts.len());
     for text in &texts {
         let enc = tokenizer
-            .encode(text.as_str(), req.add_special_tokens)
+            .encode(text.as_str(), req.add_special_tokens.unwrap_or(true))
             .map_err(|e| ApiError::new(Kind::Validation, format!("tokenizer: {e}")))?;
         let tokens = enc
             .get_ids()
@@ -346,15 +395,11 @@ pub(crate) async fn openai_embeddings(
                 ))
             }
         };
-        let inputs = match req.input {
-            OpenAiInput::One(s) => Inputs::Texts(vec![s]),
-            OpenAiInput::Many(v) => Inputs::Texts(v),
-            OpenAiInput::Ids(ids) => Inputs::Ids(vec![ids]),
-            OpenAiInput::ManyIds(v) => Inputs::Ids(v),
-        };
+        let inputs = openai_inputs(&req.input)?;
+        let dims = dimensions(req.dimensions.as_ref())?;
         let e = state.embed(inputs, true).await?;
-        let normalize = loaded.normalizes || req.dimensions.is_some();
-        let vectors = finish(e.vectors, req.dimensions, normalize)?;
+        let normalize = loaded.normalizes || dims.is_some();
+        let vectors = finish(e.vectors, dims, normalize)?;
         let data: Vec<serde_json::Value> = vectors
             .iter()
             .enumerate()
@@ -415,8 +460,15 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-pub(crate) async fn openapi() -> Json<serde_json::Value> {
-    Json(crate::openapi::document())
+pub(crate) async fn openapi(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let limits = state.loaded.get().map(|l| crate::openapi::Limits {
+        prompts: l.model.prompts().keys().cloned().collect(),
+        dimension: l.model.dim(),
+        max_tokens: l.model.max_seq_length(),
+        vocab_size: l.model.encoder().config().vocab_size,
+        max_batch: state.config.max_client_batch_size,
+    });
+    Json(crate::openapi::document(limits.as_ref()))
 }
 
 pub(crate) async fn docs() -> Html<&'static str> {

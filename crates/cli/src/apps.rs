@@ -1,0 +1,307 @@
+//! `sbert search`, `sbert mine`, `sbert cluster`, `sbert dedup`: what embeddings are for, over
+//! text files (`sbert-search` does the work).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+use sbert::SentenceEmbedder;
+use sbert_search::{Embeddings, Score};
+use serde_json::json;
+
+use crate::io::{self, InputFormat};
+use crate::ModelArgs;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// Readable text with scores.
+    Table,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DedupFormat {
+    /// The kept texts, one per line, in input order.
+    Lines,
+    /// One JSON object per input text: {"index", "text", "duplicate_of"}.
+    Jsonl,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScoreArg {
+    /// Cosine similarity.
+    Cosine,
+    /// Dot product.
+    Dot,
+}
+
+#[derive(Debug, Args)]
+struct Inputs {
+    /// lines: one text per line; jsonl: one JSON string or object with a "text" field per line.
+    #[arg(long, value_enum, default_value_t = InputFormat::Lines)]
+    input_format: InputFormat,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The texts searched, one per line (or jsonl).
+    #[arg(long, value_name = "FILE")]
+    corpus: PathBuf,
+    /// The queries, one per line (or jsonl).
+    #[arg(long, value_name = "FILE")]
+    queries: PathBuf,
+    /// Hits per query (at most the corpus size).
+    #[arg(long, default_value_t = 10)]
+    top_k: usize,
+    /// How hits are scored.
+    #[arg(long, value_enum, default_value_t = ScoreArg::Cosine)]
+    score: ScoreArg,
+    /// jsonl: {"query": i, "hits": [{"corpus_id": j, "score": s}, …]} per query, in order.
+    #[arg(long, value_enum, default_value_t = ListFormat::Jsonl)]
+    format: ListFormat,
+    #[command(flatten)]
+    inputs: Inputs,
+}
+
+#[derive(Debug, Args)]
+pub struct MineArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The texts, one per line (or jsonl).
+    #[arg(long, short, value_name = "FILE")]
+    input: PathBuf,
+    /// Candidates per text (sentence-transformers' default).
+    #[arg(long, default_value_t = 100)]
+    top_k: usize,
+    /// Pairs kept at most, best first (sentence-transformers' default).
+    #[arg(long, default_value_t = 500_000)]
+    max_pairs: usize,
+    /// jsonl: {"score": s, "i": i, "j": j} per pair, best first, i < j.
+    #[arg(long, value_enum, default_value_t = ListFormat::Jsonl)]
+    format: ListFormat,
+    #[command(flatten)]
+    inputs: Inputs,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The texts, one per line (or jsonl).
+    #[arg(long, short, value_name = "FILE")]
+    input: PathBuf,
+    /// Cosine a member needs to the community's centre (sentence-transformers' default).
+    #[arg(long, default_value_t = 0.75, allow_negative_numbers = true)]
+    threshold: f32,
+    /// Smallest community reported, centre included (sentence-transformers' default).
+    #[arg(long, default_value_t = 10)]
+    min_size: usize,
+    /// jsonl: {"members": [centre, …], "size": n} per community, largest first.
+    #[arg(long, value_enum, default_value_t = ListFormat::Jsonl)]
+    format: ListFormat,
+    #[command(flatten)]
+    inputs: Inputs,
+}
+
+#[derive(Debug, Args)]
+pub struct DedupArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The texts, one per line (or jsonl).
+    #[arg(long, short, value_name = "FILE")]
+    input: PathBuf,
+    /// Cosine at or above which a text duplicates an earlier kept text.
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
+    threshold: f32,
+    /// lines: the kept texts in input order; jsonl: every text with its `duplicate_of`.
+    #[arg(long, value_enum, default_value_t = DedupFormat::Lines)]
+    format: DedupFormat,
+    #[command(flatten)]
+    inputs: Inputs,
+}
+
+/// Texts per call into the model: the progress granularity.
+const CHUNK: usize = 2048;
+
+fn read(path: &Path, format: InputFormat, what: &str) -> Result<Vec<String>> {
+    let texts = io::read_texts(path, format)?;
+    if texts.is_empty() {
+        bail!("{what} {} holds no texts", path.display());
+    }
+    Ok(texts)
+}
+
+/// Embeds `texts` with a progress bar on standard error: row-major `(n, dim)`.
+fn embed(model: &SentenceEmbedder, texts: &[String], quiet: bool, what: &str) -> Result<Vec<f32>> {
+    let bar = if quiet || texts.len() <= CHUNK {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(texts.len() as u64).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:40}] {pos}/{len} texts ({per_sec}, eta {eta})",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        )
+    };
+    bar.set_message(format!("embedding {what}"));
+    let mut out = Vec::with_capacity(texts.len() * model.dim());
+    for chunk in texts.chunks(CHUNK) {
+        for row in model.embed_vecs(chunk)? {
+            out.extend(row);
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+/// A text on one line of a table.
+fn one_line(text: &str) -> String {
+    text.replace(['\n', '\r', '\t'], " ")
+}
+
+pub fn search(args: &SearchArgs) -> Result<()> {
+    let corpus = read(&args.corpus, args.inputs.input_format, "corpus")?;
+    let queries = read(&args.queries, args.inputs.input_format, "query file")?;
+    if args.top_k == 0 || args.top_k > corpus.len() {
+        bail!(
+            "--top-k {} must be between 1 and the corpus size {}",
+            args.top_k,
+            corpus.len()
+        );
+    }
+    let model = args.model.load(None)?;
+    let c = embed(&model, &corpus, args.inputs.quiet, "corpus")?;
+    let q = embed(&model, &queries, args.inputs.quiet, "queries")?;
+    let score = match args.score {
+        ScoreArg::Cosine => Score::Cosine,
+        ScoreArg::Dot => Score::Dot,
+    };
+    let hits = sbert_search::semantic_search(
+        &Embeddings::new(&q, model.dim())?,
+        &Embeddings::new(&c, model.dim())?,
+        args.top_k,
+        score,
+    )?;
+    let mut out = std::io::stdout().lock();
+    for (i, h) in hits.iter().enumerate() {
+        match args.format {
+            ListFormat::Jsonl => writeln!(out, "{}", json!({"query": i, "hits": h}))?,
+            ListFormat::Table => {
+                writeln!(out, "query {i}: {}", one_line(&queries[i]))?;
+                for hit in h {
+                    writeln!(
+                        out,
+                        "  {:.4}  [{}] {}",
+                        hit.score,
+                        hit.corpus_id,
+                        one_line(&corpus[hit.corpus_id])
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn mine(args: &MineArgs) -> Result<()> {
+    let texts = read(&args.input, args.inputs.input_format, "input")?;
+    let model = args.model.load(None)?;
+    let e = embed(&model, &texts, args.inputs.quiet, "texts")?;
+    let pairs = sbert_search::paraphrase_mining(
+        &Embeddings::new(&e, model.dim())?,
+        args.top_k,
+        args.max_pairs,
+        Score::Cosine,
+    )?;
+    let mut out = std::io::stdout().lock();
+    for p in &pairs {
+        match args.format {
+            ListFormat::Jsonl => {
+                writeln!(out, "{}", json!({"score": p.score, "i": p.i, "j": p.j}))?
+            }
+            ListFormat::Table => writeln!(
+                out,
+                "{:.4}\t[{}] {}\t[{}] {}",
+                p.score,
+                p.i,
+                one_line(&texts[p.i]),
+                p.j,
+                one_line(&texts[p.j])
+            )?,
+        }
+    }
+    Ok(())
+}
+
+pub fn cluster(args: &ClusterArgs) -> Result<()> {
+    let texts = read(&args.input, args.inputs.input_format, "input")?;
+    let model = args.model.load(None)?;
+    let e = embed(&model, &texts, args.inputs.quiet, "texts")?;
+    let communities = sbert_search::community_detection(
+        &Embeddings::new(&e, model.dim())?,
+        args.threshold,
+        args.min_size,
+    )?;
+    let mut out = std::io::stdout().lock();
+    for (k, c) in communities.iter().enumerate() {
+        match args.format {
+            ListFormat::Jsonl => writeln!(out, "{}", json!({"members": c, "size": c.len()}))?,
+            ListFormat::Table => {
+                writeln!(
+                    out,
+                    "community {k} ({} texts): {}",
+                    c.len(),
+                    one_line(&texts[c[0]])
+                )?;
+                for &m in &c[1..] {
+                    writeln!(out, "  [{m}] {}", one_line(&texts[m]))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn dedup(args: &DedupArgs) -> Result<()> {
+    let texts = read(&args.input, args.inputs.input_format, "input")?;
+    let model = args.model.load(None)?;
+    let e = embed(&model, &texts, args.inputs.quiet, "texts")?;
+    let d = sbert_search::dedup(&Embeddings::new(&e, model.dim())?, args.threshold)?;
+    if args.format == DedupFormat::Lines {
+        if let Some(i) = d
+            .kept()
+            .into_iter()
+            .find(|&i| texts[i].contains(['\n', '\r']))
+        {
+            bail!("kept text {i} holds a line break, which --format lines cannot write; use --format jsonl");
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    for (i, text) in texts.iter().enumerate() {
+        match args.format {
+            DedupFormat::Lines if d.duplicate_of[i].is_none() => writeln!(out, "{text}")?,
+            DedupFormat::Lines => {}
+            DedupFormat::Jsonl => writeln!(
+                out,
+                "{}",
+                json!({"index": i, "text": text, "duplicate_of": d.duplicate_of[i], "similarity": d.similarity[i]})
+            )?,
+        }
+    }
+    let kept = d.kept().len();
+    eprintln!(
+        "{kept} of {} texts kept, {} duplicates",
+        texts.len(),
+        texts.len() - kept
+    );
+    Ok(())
+}

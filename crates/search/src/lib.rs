@@ -1,0 +1,160 @@
+//! What sentence embeddings are for, over rows of `f32`: exact semantic search, paraphrase
+//! mining, community detection and de-duplication, with the semantics of sentence-transformers
+//! 6.2's `util.semantic_search`, `util.paraphrase_mining_embeddings` and
+//! `util.community_detection` (and a greedy de-duplication in input order).
+//!
+//! Scores are computed in blocks (candle's CPU matrix product) so memory stays bounded by the
+//! block size, not by `queries × corpus`; top-k lists are kept in bounded heaps.
+//!
+//! # Example
+//!
+//! ```
+//! use sbert_search::{semantic_search, Embeddings, Score};
+//!
+//! # fn main() -> Result<(), sbert_search::SearchError> {
+//! let corpus = [1.0, 0.0, 0.0, 1.0, 0.6, 0.8];
+//! let queries = [0.8, 0.6];
+//! let hits = semantic_search(
+//!     &Embeddings::new(&queries, 2)?,
+//!     &Embeddings::new(&corpus, 2)?,
+//!     2,
+//!     Score::Cosine,
+//! )?;
+//! assert_eq!(hits[0][0].corpus_id, 2); // 0.8·0.6 + 0.6·0.8 = 0.96
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs, missing_debug_implementations)]
+#![doc(test(attr(deny(warnings))))]
+
+mod community;
+mod dedup;
+mod mining;
+mod scores;
+mod search;
+
+pub use community::community_detection;
+pub use dedup::{dedup, Dedup};
+pub use mining::{paraphrase_mining, Pair};
+pub use search::{semantic_search, Hit};
+
+/// Errors of the search functions: every bad input is one of these, never a panic.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SearchError {
+    /// No rows where some are needed.
+    #[error("the {0} is empty")]
+    Empty(&'static str),
+    /// Rows that do not divide into vectors of the dimension, or a zero dimension.
+    #[error("{len} values do not form rows of dimension {dim}")]
+    Shape {
+        /// Values given.
+        len: usize,
+        /// The dimension.
+        dim: usize,
+    },
+    /// Queries and corpus of different widths.
+    #[error("dimension mismatch: queries have {queries} values per row, the corpus {corpus}")]
+    DimensionMismatch {
+        /// Query width.
+        queries: usize,
+        /// Corpus width.
+        corpus: usize,
+    },
+    /// A NaN or infinite value.
+    #[error("row {row} holds a value that is NaN or infinite")]
+    NotFinite {
+        /// The row.
+        row: usize,
+    },
+    /// `top_k` out of range.
+    #[error("top_k {top_k} must be between 1 and {max}")]
+    TopK {
+        /// Asked for.
+        top_k: usize,
+        /// The largest that makes sense.
+        max: usize,
+    },
+    /// A similarity threshold outside [-1, 1] (or NaN).
+    #[error("threshold {0} is outside [-1, 1]")]
+    Threshold(f32),
+    /// A size limit of zero where at least one is needed.
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    /// The matrix product failed.
+    #[error(transparent)]
+    Tensor(#[from] candle_core::Error),
+}
+
+/// A view of `n` embeddings of `dim` values each, row-major.
+#[derive(Debug, Clone, Copy)]
+pub struct Embeddings<'a> {
+    data: &'a [f32],
+    dim: usize,
+}
+
+impl<'a> Embeddings<'a> {
+    /// Views `data` as rows of `dim` values.
+    ///
+    /// # Errors
+    /// [`SearchError::Shape`] when `dim` is 0 or does not divide `data.len()`;
+    /// [`SearchError::NotFinite`] for a NaN or infinite value.
+    pub fn new(data: &'a [f32], dim: usize) -> Result<Self, SearchError> {
+        if dim == 0 || data.len() % dim != 0 {
+            return Err(SearchError::Shape {
+                len: data.len(),
+                dim,
+            });
+        }
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(SearchError::NotFinite { row: i / dim });
+        }
+        Ok(Self { data, dim })
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.data.len() / self.dim
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Values per row.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Row `i`.
+    ///
+    /// # Panics
+    /// When `i >= len()`.
+    pub fn row(&self, i: usize) -> &'a [f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// All values, row-major.
+    pub fn as_slice(&self) -> &'a [f32] {
+        self.data
+    }
+}
+
+/// How two embeddings are scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Score {
+    /// Cosine similarity (rows are L2-normalized first; a zero row scores 0).
+    #[default]
+    Cosine,
+    /// Dot product.
+    Dot,
+}
+
+fn check_threshold(t: f32) -> Result<(), SearchError> {
+    if (-1.0..=1.0).contains(&t) {
+        Ok(())
+    } else {
+        Err(SearchError::Threshold(t))
+    }
+}
