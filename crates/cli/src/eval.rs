@@ -97,6 +97,17 @@ pub struct RetrievalArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Store the corpus at this precision (float32, int8, uint8, binary, ubinary; int8/uint8
+    /// calibrated on the corpus) and search it exactly, as sentence-transformers'
+    /// quantized semantic search.
+    #[arg(long, default_value = "float32", value_parser = ["float32", "int8", "uint8", "binary", "ubinary"])]
+    precision: String,
+    /// Candidates per hit re-ranked with the float query (0: no rescoring).
+    #[arg(long, default_value_t = 2, value_name = "M")]
+    rescore_multiplier: usize,
+    /// Keep only the first N dimensions (Matryoshka truncation), then renormalize.
+    #[arg(long, value_name = "N")]
+    truncate_dim: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -275,7 +286,11 @@ fn retrieval(args: &RetrievalArgs) -> Result<()> {
     }
     let task = sbert_eval::RetrievalTask::from_pairs(pairs);
     let model = args.model.load(None)?;
-    let s = sbert_eval::evaluate_retrieval(&model, &task)?;
+    let s = if args.precision == "float32" && args.truncate_dim.is_none() {
+        sbert_eval::evaluate_retrieval(&model, &task)?
+    } else {
+        stored_retrieval(&model, &task, args)?
+    };
     if args.json {
         println!("{}", serde_json::to_string(&s)?);
     } else {
@@ -357,6 +372,47 @@ fn senteval(args: &SentEvalArgs) -> Result<()> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Retrieval over a truncated and/or quantized corpus: the queries stay float (truncated
+/// alike), the corpus is stored at `--precision`, hits come from `search_quantized`.
+fn stored_retrieval(
+    model: &sbert::SentenceEmbedder,
+    task: &sbert_eval::RetrievalTask,
+    args: &RetrievalArgs,
+) -> Result<sbert_eval::RetrievalScores> {
+    use sbert_search::{quantize, search_quantized, Embeddings, Precision};
+    let dim = args.truncate_dim.unwrap_or(model.dim());
+    if dim == 0 || dim > model.dim() {
+        bail!("--truncate-dim must be between 1 and {}", model.dim());
+    }
+    let embed = |texts: &[String]| -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(texts.len() * dim);
+        for row in model.embed_vecs(texts)? {
+            let kept = &row[..dim];
+            let norm = kept.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            out.extend(kept.iter().map(|x| x / norm));
+        }
+        Ok(out)
+    };
+    let q = embed(&task.queries)?;
+    let c = embed(&task.corpus)?;
+    let precision: Precision = args.precision.parse()?;
+    let corpus = quantize(&Embeddings::new(&c, dim)?, precision, None)?;
+    let rescore = (args.rescore_multiplier > 0).then_some(args.rescore_multiplier);
+    let top = 10.min(task.corpus.len());
+    let hits = search_quantized(&Embeddings::new(&q, dim)?, &corpus, top, rescore)?;
+    let rankings: Vec<Vec<usize>> = hits
+        .iter()
+        .map(|h| h.iter().map(|hit| hit.corpus_id).collect())
+        .collect();
+    eprintln!(
+        "corpus stored as {} at {dim} dimensions: {} bytes per text ({} in all)",
+        args.precision,
+        corpus.row_bytes,
+        corpus.data.len()
+    );
+    Ok(sbert_eval::score_rankings(task, &rankings))
 }
 
 pub fn run_command(cmd: &EvalCommand) -> Result<()> {

@@ -1114,3 +1114,58 @@ fn search_mine_cluster_and_dedup_print_their_formats_and_refuse_bad_input() {
         assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn eval_retrieval_on_a_quantized_or_truncated_corpus() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nli = dir.path().join("nli.tsv");
+    let mut rows = String::from("premise\thypothesis\tlabel\n");
+    for i in 0..12 {
+        rows.push_str(&format!(
+            "premise number {i} about cats\thypothesis {i} on cats\tentailment\n"
+        ));
+    }
+    std::fs::write(&nli, rows).expect("write");
+    let m = tiny();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "retrieval",
+            "-m",
+            &m,
+            "--data",
+            nli.to_str().expect("p"),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        sbert(&args, b"")
+    };
+    let score = |out: &Output| -> serde_json::Value {
+        assert!(out.status.success(), "{}", stderr(out));
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let float = score(&run(&[]));
+    // The stored path at full width and float32 is the plain evaluation.
+    let same = score(&run(&["--precision", "float32", "--truncate-dim", "16"]));
+    assert_eq!(float["recall_at_10"], same["recall_at_10"]);
+    for extra in [
+        &["--precision", "int8"][..],
+        &["--precision", "binary", "--rescore-multiplier", "4"],
+        &["--precision", "ubinary", "--rescore-multiplier", "0"],
+        &["--truncate-dim", "4"],
+    ] {
+        let out = run(extra);
+        let s = score(&out);
+        let r = s["recall_at_10"].as_f64().expect("recall");
+        assert!((0.0..=100.0).contains(&r), "{extra:?}: {s}");
+        assert!(stderr(&out).contains("bytes per text"), "{}", stderr(&out));
+    }
+    let out = run(&["--truncate-dim", "0"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("--truncate-dim"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["--precision", "int4"]);
+    assert!(!out.status.success());
+}

@@ -43,7 +43,7 @@ pub use data::{
     POOLING_SETS, SUITE,
 };
 pub use evaluate::{evaluate, Correlations, StsReport, StsScores};
-pub use retrieval::{evaluate_retrieval, RetrievalScores, RetrievalTask};
+pub use retrieval::{evaluate_retrieval, score_rankings, RetrievalScores, RetrievalTask};
 
 /// Errors of reading datasets and evaluating.
 #[derive(Debug, thiserror::Error)]

@@ -97,10 +97,26 @@ pub fn evaluate_retrieval(
             index,
         });
     }
+    let rankings: Vec<Vec<usize>> = sims
+        .iter()
+        .map(|row| {
+            let mut order: Vec<usize> = (0..row.len()).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a])); // stable: ties keep the lower id first
+            order.truncate(10);
+            order
+        })
+        .collect();
+    Ok(score_rankings(task, &rankings))
+}
+
+/// Recall@1/10, MRR@10 and accuracy@1/10 (×100) of `rankings`: per query, corpus ids best
+/// first (at least the first 10 are read). For scoring rankings made another way (a quantized
+/// index, truncated embeddings) exactly as [`evaluate_retrieval`] scores its own.
+///
+/// A query without a ranking counts as a miss.
+pub fn score_rankings(task: &RetrievalTask, rankings: &[Vec<usize>]) -> RetrievalScores {
     let (mut r1, mut r10, mut mrr, mut a1, mut a10) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    for (row, rel) in sims.iter().zip(&task.relevant) {
-        let mut order: Vec<usize> = (0..row.len()).collect();
-        order.sort_by(|&a, &b| row[b].total_cmp(&row[a])); // stable: ties keep the lower id first
+    for (order, rel) in rankings.iter().zip(&task.relevant) {
         let hits = |k: usize| order.iter().take(k).filter(|c| rel.contains(c)).count() as f64;
         let (h1, h10) = (hits(1), hits(10));
         r1 += h1 / rel.len() as f64;
@@ -112,7 +128,7 @@ pub fn evaluate_retrieval(
         }
     }
     let n = task.queries.len() as f64;
-    Ok(RetrievalScores {
+    RetrievalScores {
         recall_at_1: 100.0 * r1 / n,
         recall_at_10: 100.0 * r10 / n,
         mrr_at_10: 100.0 * mrr / n,
@@ -120,7 +136,7 @@ pub fn evaluate_retrieval(
         accuracy_at_10: 100.0 * a10 / n,
         queries: task.queries.len(),
         corpus: task.corpus.len(),
-    })
+    }
 }
 
 #[cfg(test)]

@@ -30,12 +30,14 @@
 mod community;
 mod dedup;
 mod mining;
+mod quantize;
 mod scores;
 mod search;
 
 pub use community::community_detection;
 pub use dedup::{dedup, Dedup};
 pub use mining::{paraphrase_mining, Pair};
+pub use quantize::{quantize, search_quantized, Precision, Quantized, Ranges};
 pub use search::{semantic_search, Hit};
 
 /// Errors of the search functions: every bad input is one of these, never a panic.
@@ -78,6 +80,9 @@ pub enum SearchError {
     /// A similarity threshold outside [-1, 1] (or NaN).
     #[error("threshold {0} is outside [-1, 1]")]
     Threshold(f32),
+    /// A precision name that is none of float32, int8, uint8, binary, ubinary.
+    #[error("unknown precision {0:?} (expected float32, int8, uint8, binary or ubinary)")]
+    Precision(String),
     /// A size limit of zero where at least one is needed.
     #[error("{0} must be at least 1")]
     Zero(&'static str),
