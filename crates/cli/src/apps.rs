@@ -52,8 +52,17 @@ pub struct SearchArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// The texts searched, one per line (or jsonl).
-    #[arg(long, value_name = "FILE")]
-    corpus: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "index",
+        conflicts_with = "index"
+    )]
+    corpus: Option<PathBuf>,
+    /// An index folder from `sbert index build` instead of --corpus (the corpus is not
+    /// embedded again; an index built with another model is refused).
+    #[arg(long, value_name = "DIR")]
+    index: Option<PathBuf>,
     /// The queries, one per line (or jsonl).
     #[arg(long, value_name = "FILE")]
     queries: PathBuf,
@@ -139,7 +148,12 @@ fn read(path: &Path, format: InputFormat, what: &str) -> Result<Vec<String>> {
 }
 
 /// Embeds `texts` with a progress bar on standard error: row-major `(n, dim)`.
-fn embed(model: &SentenceEmbedder, texts: &[String], quiet: bool, what: &str) -> Result<Vec<f32>> {
+pub fn embed_all(
+    model: &SentenceEmbedder,
+    texts: &[String],
+    quiet: bool,
+    what: &str,
+) -> Result<Vec<f32>> {
     let bar = if quiet || texts.len() <= CHUNK {
         indicatif::ProgressBar::hidden()
     } else {
@@ -163,24 +177,41 @@ fn embed(model: &SentenceEmbedder, texts: &[String], quiet: bool, what: &str) ->
     Ok(out)
 }
 
+fn check_top_k(top_k: usize, corpus: usize) -> Result<()> {
+    if top_k == 0 || top_k > corpus {
+        bail!("--top-k {top_k} must be between 1 and the corpus size {corpus}");
+    }
+    Ok(())
+}
+
 /// A text on one line of a table.
 fn one_line(text: &str) -> String {
     text.replace(['\n', '\r', '\t'], " ")
 }
 
 pub fn search(args: &SearchArgs) -> Result<()> {
-    let corpus = read(&args.corpus, args.inputs.input_format, "corpus")?;
     let queries = read(&args.queries, args.inputs.input_format, "query file")?;
-    if args.top_k == 0 || args.top_k > corpus.len() {
-        bail!(
-            "--top-k {} must be between 1 and the corpus size {}",
-            args.top_k,
-            corpus.len()
-        );
-    }
+    // Read and check the corpus file before loading the model.
+    let texts = match (&args.corpus, &args.index) {
+        (Some(file), None) => {
+            let corpus = read(file, args.inputs.input_format, "corpus")?;
+            check_top_k(args.top_k, corpus.len())?;
+            Some(corpus)
+        }
+        (_, Some(_)) => None,
+        (None, None) => bail!("give --corpus FILE or --index DIR"),
+    };
     let model = args.model.load(None)?;
-    let c = embed(&model, &corpus, args.inputs.quiet, "corpus")?;
-    let q = embed(&model, &queries, args.inputs.quiet, "queries")?;
+    let (corpus, c) = match (texts, &args.index) {
+        (Some(corpus), _) => {
+            let c = embed_all(&model, &corpus, args.inputs.quiet, "corpus")?;
+            (corpus, c)
+        }
+        (None, Some(dir)) => crate::index::load(dir, &model)?,
+        (None, None) => bail!("give --corpus FILE or --index DIR"),
+    };
+    check_top_k(args.top_k, corpus.len())?;
+    let q = embed_all(&model, &queries, args.inputs.quiet, "queries")?;
     let score = match args.score {
         ScoreArg::Cosine => Score::Cosine,
         ScoreArg::Dot => Score::Dot,
@@ -215,7 +246,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
 pub fn mine(args: &MineArgs) -> Result<()> {
     let texts = read(&args.input, args.inputs.input_format, "input")?;
     let model = args.model.load(None)?;
-    let e = embed(&model, &texts, args.inputs.quiet, "texts")?;
+    let e = embed_all(&model, &texts, args.inputs.quiet, "texts")?;
     let pairs = sbert_search::paraphrase_mining(
         &Embeddings::new(&e, model.dim())?,
         args.top_k,
@@ -245,7 +276,7 @@ pub fn mine(args: &MineArgs) -> Result<()> {
 pub fn cluster(args: &ClusterArgs) -> Result<()> {
     let texts = read(&args.input, args.inputs.input_format, "input")?;
     let model = args.model.load(None)?;
-    let e = embed(&model, &texts, args.inputs.quiet, "texts")?;
+    let e = embed_all(&model, &texts, args.inputs.quiet, "texts")?;
     let communities = sbert_search::community_detection(
         &Embeddings::new(&e, model.dim())?,
         args.threshold,
@@ -274,7 +305,7 @@ pub fn cluster(args: &ClusterArgs) -> Result<()> {
 pub fn dedup(args: &DedupArgs) -> Result<()> {
     let texts = read(&args.input, args.inputs.input_format, "input")?;
     let model = args.model.load(None)?;
-    let e = embed(&model, &texts, args.inputs.quiet, "texts")?;
+    let e = embed_all(&model, &texts, args.inputs.quiet, "texts")?;
     let d = sbert_search::dedup(&Embeddings::new(&e, model.dim())?, args.threshold)?;
     if args.format == DedupFormat::Lines {
         if let Some(i) = d

@@ -4,6 +4,7 @@ mod alloc;
 mod apps;
 mod bench;
 mod eval;
+mod index;
 mod io;
 mod serve;
 mod train;
@@ -86,6 +87,9 @@ enum Command {
     ///
     /// Example: sbert dedup --input suggestions.txt --threshold 0.9 > unique.txt
     Dedup(apps::DedupArgs),
+    /// Build an on-disk index of a corpus for `sbert search --index`.
+    #[command(subcommand)]
+    Index(index::IndexCommand),
 }
 
 /// Which model to load and how to run it.
@@ -316,6 +320,7 @@ fn main() -> std::process::ExitCode {
         Command::Mine(args) => apps::mine(args),
         Command::Cluster(args) => apps::cluster(args),
         Command::Dedup(args) => apps::dedup(args),
+        Command::Index(cmd) => index::run_command(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

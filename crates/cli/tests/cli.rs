@@ -1169,3 +1169,139 @@ fn eval_retrieval_on_a_quantized_or_truncated_corpus() {
     let out = run(&["--precision", "int4"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn index_build_then_search_and_refusals() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let corpus = dir.path().join("corpus.txt");
+    std::fs::write(
+        &corpus,
+        "a red car\nthe cat sat\nblue sky today\nred cars\n",
+    )
+    .expect("write");
+    let queries = dir.path().join("queries.txt");
+    std::fs::write(&queries, "red car\ncat\n").expect("write");
+    let index = dir.path().join("corpus.index");
+    let (c, q, i, m) = (
+        corpus.to_str().expect("p"),
+        queries.to_str().expect("p"),
+        index.to_str().expect("p"),
+        tiny(),
+    );
+    let out = sbert(&["index", "build", "-m", &m, "--corpus", c, "-o", i], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    for f in ["index.json", "texts.jsonl", "embeddings.npy"] {
+        assert!(index.join(f).is_file(), "{f}");
+    }
+    let direct = sbert(
+        &[
+            "search",
+            "-m",
+            &m,
+            "--corpus",
+            c,
+            "--queries",
+            q,
+            "--top-k",
+            "2",
+        ],
+        b"",
+    );
+    let indexed = sbert(
+        &[
+            "search",
+            "-m",
+            &m,
+            "--index",
+            i,
+            "--queries",
+            q,
+            "--top-k",
+            "2",
+        ],
+        b"",
+    );
+    assert!(indexed.status.success(), "{}", stderr(&indexed));
+    assert_eq!(
+        direct.stdout, indexed.stdout,
+        "the index gives what embedding the corpus gives"
+    );
+
+    // Another model (here: the same weights without normalization) is refused.
+    let out = sbert(
+        &[
+            "search",
+            "-m",
+            &m,
+            "--no-normalize",
+            "--index",
+            i,
+            "--queries",
+            q,
+        ],
+        b"",
+    );
+    assert!(
+        !out.status.success() && stderr(&out).contains("was built with model"),
+        "{}",
+        stderr(&out)
+    );
+    // An existing index is replaced only with --overwrite; a folder of other files never.
+    let out = sbert(&["index", "build", "-m", &m, "--corpus", c, "-o", i], b"");
+    assert!(
+        !out.status.success() && stderr(&out).contains("--overwrite"),
+        "{}",
+        stderr(&out)
+    );
+    let out = sbert(
+        &[
+            "index",
+            "build",
+            "-m",
+            &m,
+            "--corpus",
+            c,
+            "-o",
+            i,
+            "--overwrite",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let other = dir.path().join("mine");
+    std::fs::create_dir(&other).expect("mkdir");
+    std::fs::write(other.join("notes.txt"), "keep me").expect("write");
+    let out = sbert(
+        &[
+            "index",
+            "build",
+            "-m",
+            &m,
+            "--corpus",
+            c,
+            "-o",
+            other.to_str().expect("p"),
+            "--overwrite",
+        ],
+        b"",
+    );
+    assert!(
+        !out.status.success() && stderr(&out).contains("not an sbert index"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(other.join("notes.txt")).expect("kept"),
+        "keep me"
+    );
+    // A truncated embeddings file is named as corrupt.
+    let npy = index.join("embeddings.npy");
+    let bytes = std::fs::read(&npy).expect("read");
+    std::fs::write(&npy, &bytes[..bytes.len() - 4]).expect("write");
+    let out = sbert(&["search", "-m", &m, "--index", i, "--queries", q], b"");
+    assert!(
+        !out.status.success() && stderr(&out).contains("embeddings.npy is corrupt"),
+        "{}",
+        stderr(&out)
+    );
+}
