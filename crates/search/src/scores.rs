@@ -36,10 +36,54 @@ pub(crate) fn block(a: &[f32], b: &[f32], dim: usize) -> candle_core::Result<Vec
     a.matmul(&b.t()?)?.flatten_all()?.to_vec1()
 }
 
-/// Rows per score block along the corpus: keeps a block near 64 MiB for 256 query rows.
-pub(crate) const CORPUS_BLOCK: usize = 65_536;
+/// `dst (m, n) = q (m, d) · c (n, d)ᵀ` on the calling thread, row-major, `c` read in place
+/// (transposed by strides).
+///
+/// # Panics
+/// When a slice is shorter than its shape: a bug in the caller, which derives the shapes from
+/// the slices.
+pub(crate) fn product_into(dst: &mut [f32], q: &[f32], m: usize, c: &[f32], n: usize, dim: usize) {
+    assert!(
+        q.len() >= m * dim && c.len() >= n * dim && dst.len() >= m * n,
+        "product_into: shapes"
+    );
+    if m == 0 || n == 0 || dim == 0 {
+        dst[..m * n].fill(0.0);
+        return;
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: the assert above proves every element the three views address lies inside its
+    // slice (row-major q and dst, c read as its transpose), the products of at most a few
+    // billion fit in isize, and `dst` is a unique borrow aliasing neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            dim,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            q.as_ptr(),
+            1,
+            dim as isize,
+            c.as_ptr(),
+            dim as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Rows per score block along the corpus; with [`QUERY_BLOCK`] a block of scores is 64 MiB.
+pub(crate) const CORPUS_BLOCK: usize = 16_384;
 /// Query rows per score block.
-pub(crate) const QUERY_BLOCK: usize = 256;
+pub(crate) const QUERY_BLOCK: usize = 1024;
 
 /// A scored candidate, ordered by score, then by the smaller id first (so among equal scores
 /// the larger id is the one a full list drops).
@@ -73,6 +117,9 @@ impl Ord for Scored {
 pub(crate) struct TopK {
     k: usize,
     heap: BinaryHeap<Reverse<Scored>>,
+    /// The lowest kept score once full (−∞ before): anything below it is rejected with one
+    /// comparison, which is nearly every candidate of a large corpus.
+    floor: f32,
 }
 
 impl TopK {
@@ -80,10 +127,15 @@ impl TopK {
         Self {
             k,
             heap: BinaryHeap::with_capacity(k + 1),
+            floor: f32::NEG_INFINITY,
         }
     }
 
+    #[inline]
     pub(crate) fn push(&mut self, score: f32, id: usize) {
+        if score < self.floor {
+            return;
+        }
         let s = Scored { score, id };
         if self.heap.len() < self.k {
             self.heap.push(Reverse(s));
@@ -91,6 +143,11 @@ impl TopK {
             if s > *min {
                 self.heap.pop();
                 self.heap.push(Reverse(s));
+            }
+        }
+        if self.heap.len() == self.k {
+            if let Some(Reverse(min)) = self.heap.peek() {
+                self.floor = min.score;
             }
         }
     }
@@ -121,6 +178,9 @@ mod tests {
     fn blocks_are_products_and_zero_rows_stay_zero() {
         let a = [1.0, 2.0, 3.0, 4.0];
         let b = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+        let mut dst = [9.0f32; 6];
+        product_into(&mut dst, &a, 2, &b, 3, 2);
+        assert_eq!(dst, [1.0, 2.0, 3.0, 3.0, 4.0, 7.0]);
         assert_eq!(
             block(&a, &b, 2).expect("product"),
             [1.0, 2.0, 3.0, 3.0, 4.0, 7.0]

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::scores::{block, prepared, TopK, CORPUS_BLOCK, QUERY_BLOCK};
+use crate::scores::{prepared, product_into, Scored, TopK, CORPUS_BLOCK, QUERY_BLOCK};
 use crate::{Embeddings, Score, SearchError};
 
 /// One result of a query.
@@ -15,7 +15,7 @@ pub struct Hit {
 }
 
 /// The `top_k` corpus rows that score highest against each query, best first (equal scores:
-/// the smaller `corpus_id` first). Scores are computed in blocks of 256 queries × 65,536
+/// the smaller `corpus_id` first). Scores are computed in blocks of 1,024 queries × 16,384
 /// corpus rows, so memory does not grow with `queries × corpus`.
 ///
 /// # Errors
@@ -47,16 +47,34 @@ pub fn semantic_search(
     let dim = corpus.dim();
     let q = prepared(queries, score);
     let c = prepared(corpus, score);
-    let mut lists: Vec<TopK> = (0..queries.len()).map(|_| TopK::new(top_k)).collect();
-    for (cb, corpus_rows) in c.chunks(CORPUS_BLOCK * dim).enumerate() {
-        let n = corpus_rows.len() / dim;
-        for (qb, query_rows) in q.chunks(QUERY_BLOCK * dim).enumerate() {
-            let scores = block(query_rows, corpus_rows, dim)?;
-            for (r, row) in scores.chunks_exact(n).enumerate() {
-                let list = &mut lists[qb * QUERY_BLOCK + r];
-                for (j, &s) in row.iter().enumerate() {
-                    list.push(s, cb * CORPUS_BLOCK + j);
-                }
+    let nq = queries.len();
+    // One contiguous share of the corpus per thread, each with its own top-k lists, merged at
+    // the end: the products and the top-k scans both run in parallel, and the result does not
+    // depend on the split (the lists' order is total: score, then id).
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(corpus.len().div_ceil(CORPUS_BLOCK))
+        .max(1);
+    let share = corpus.len().div_ceil(threads);
+    let partial: Vec<Vec<Vec<Scored>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = c
+            .chunks(share * dim)
+            .enumerate()
+            .map(|(t, mine)| {
+                let q = &q;
+                scope.spawn(move || scan(q, nq, mine, t * share, dim, top_k))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a search thread panicked"))
+            .collect()
+    });
+    let mut lists: Vec<TopK> = (0..nq).map(|_| TopK::new(top_k)).collect();
+    for part in partial {
+        for (list, found) in lists.iter_mut().zip(part) {
+            for s in found {
+                list.push(s.score, s.id);
             }
         }
     }
@@ -72,6 +90,34 @@ pub fn semantic_search(
                 .collect()
         })
         .collect())
+}
+
+/// The `top_k` best of `corpus` rows (ids from `offset`) for each of `nq` query rows, on the
+/// calling thread, in blocks of [`QUERY_BLOCK`] × [`CORPUS_BLOCK`].
+fn scan(
+    q: &[f32],
+    nq: usize,
+    corpus: &[f32],
+    offset: usize,
+    dim: usize,
+    top_k: usize,
+) -> Vec<Vec<Scored>> {
+    let mut lists: Vec<TopK> = (0..nq).map(|_| TopK::new(top_k)).collect();
+    let mut scores = vec![0f32; QUERY_BLOCK.min(nq) * CORPUS_BLOCK];
+    for (cb, block) in corpus.chunks(CORPUS_BLOCK * dim).enumerate() {
+        let n = block.len() / dim;
+        for (qb, rows) in q.chunks(QUERY_BLOCK * dim).enumerate() {
+            let m = rows.len() / dim;
+            product_into(&mut scores, rows, m, block, n, dim);
+            for (r, row) in scores[..m * n].chunks_exact(n).enumerate() {
+                let list = &mut lists[qb * QUERY_BLOCK + r];
+                for (j, &s) in row.iter().enumerate() {
+                    list.push(s, offset + cb * CORPUS_BLOCK + j);
+                }
+            }
+        }
+    }
+    lists.into_iter().map(TopK::into_sorted).collect()
 }
 
 #[cfg(test)]
