@@ -72,16 +72,10 @@ pub struct SentEvalArgs {
     /// converge; 100 is scikit-learn's default, which stops some fits early.
     #[arg(long, default_value_t = 1000)]
     max_iter: usize,
-    /// table: the per-task results; markdown: Table 5 beside the paper's rows, then the
-    /// per-task results; json: one object per task per line.
-    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
-    format: ReportFormat,
-    /// Also write the accuracies beside some of the paper's rows as a bar chart (SVG).
-    #[arg(long, value_name = "PATH.svg")]
-    chart: Option<PathBuf>,
-    /// No progress bar.
-    #[arg(long)]
-    quiet: bool,
+    // table: the per-task results; markdown: Table 5 beside the paper's rows, then the
+    // per-task results; --chart draws the accuracies beside some of the paper's rows.
+    #[command(flatten)]
+    output: ReportArgs,
 }
 
 #[derive(Debug, Args)]
@@ -116,7 +110,7 @@ pub enum ReportFormat {
     Table,
     /// GitHub Markdown.
     Markdown,
-    /// One JSON object per (dataset, pooling) per line.
+    /// One JSON object per line: per (dataset, pooling) for STS, per task for SentEval.
     Json,
 }
 
@@ -159,7 +153,7 @@ struct ReportArgs {
     /// How to print the results.
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
     format: ReportFormat,
-    /// Also write the Spearman scores as a grouped bar chart (SVG) to PATH.
+    /// Also write the scores as a grouped bar chart (SVG) to PATH.
     #[arg(long, value_name = "PATH.svg")]
     chart: Option<PathBuf>,
     /// No progress bar.
@@ -319,7 +313,7 @@ fn senteval(args: &SentEvalArgs) -> Result<()> {
         max_iter: args.max_iter,
     };
     let model = args.model.load(None)?;
-    let bar = progress_bar(args.quiet);
+    let bar = progress_bar(args.output.quiet);
     bar.set_message("encoding");
     let report =
         sbert_senteval::evaluate(&model, &args.data, &tasks, &options, &mut |p| match p {
@@ -345,7 +339,7 @@ fn senteval(args: &SentEvalArgs) -> Result<()> {
         report.total_time.as_secs_f64()
     );
     let name = model_name(&args.model);
-    match args.format {
+    match args.output.format {
         ReportFormat::Table => print!(
             "{}",
             table5::details_table(&report.scores, TableStyle::Plain)
@@ -367,7 +361,7 @@ fn senteval(args: &SentEvalArgs) -> Result<()> {
             }
         }
     }
-    if let Some(path) = &args.chart {
+    if let Some(path) = &args.output.chart {
         sbert::output::write_file(path, table5::chart_svg(&name, &report.scores).as_bytes())?;
         eprintln!("wrote {}", path.display());
     }

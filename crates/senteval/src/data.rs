@@ -193,6 +193,19 @@ fn malformed(path: &Path, line: usize, reason: impl Into<String>) -> SentEvalErr
     }
 }
 
+/// A 0/1 label field.
+fn binary_label(path: &Path, line: usize, field: &str) -> Result<u32, SentEvalError> {
+    match field {
+        "0" => Ok(0),
+        "1" => Ok(1),
+        other => Err(malformed(
+            path,
+            line,
+            format!("label {other:?} is not 0 or 1"),
+        )),
+    }
+}
+
 /// One sample before sorting: its tokens and label.
 type Sample = (Vec<String>, u32);
 
@@ -251,17 +264,7 @@ fn sst_file(path: &Path) -> Result<LabelledTexts, SentEvalError> {
         let label = fields
             .next()
             .ok_or_else(|| malformed(path, n + 1, "no tab-separated label"))?;
-        let label = match label {
-            "0" => 0,
-            "1" => 1,
-            other => {
-                return Err(malformed(
-                    path,
-                    n + 1,
-                    format!("label {other:?} is not 0 or 1"),
-                ))
-            }
-        };
+        let label = binary_label(path, n + 1, label)?;
         samples.push((tokens(sentence), label));
     }
     Ok(sorted(samples))
@@ -281,17 +284,7 @@ fn mrpc_file(path: &Path) -> Result<LabelledPairs, SentEvalError> {
                 format!("{} tab-separated fields, expected 5", fields.len()),
             ));
         }
-        let label = match fields[0] {
-            "0" => 0,
-            "1" => 1,
-            other => {
-                return Err(malformed(
-                    path,
-                    n + 1,
-                    format!("label {other:?} is not 0 or 1"),
-                ))
-            }
-        };
+        let label = binary_label(path, n + 1, fields[0])?;
         rows.push((tokens(fields[3]), tokens(fields[4]), label));
     }
     rows.sort_by_key(|(a, b, y)| (a.len(), b.len(), *y));
