@@ -11,7 +11,7 @@ use sbert_search::{Embeddings, Score};
 use serde_json::json;
 
 use crate::io::{self, InputFormat};
-use crate::ModelArgs;
+use crate::{embed_all, ModelArgs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ListFormat {
@@ -136,9 +136,6 @@ pub struct DedupArgs {
     inputs: Inputs,
 }
 
-/// Texts per call into the model: the progress granularity.
-const CHUNK: usize = 2048;
-
 fn read(path: &Path, format: InputFormat, what: &str) -> Result<Vec<String>> {
     let texts = io::read_texts(path, format)?;
     if texts.is_empty() {
@@ -147,34 +144,17 @@ fn read(path: &Path, format: InputFormat, what: &str) -> Result<Vec<String>> {
     Ok(texts)
 }
 
-/// Embeds `texts` with a progress bar on standard error: row-major `(n, dim)`.
-pub fn embed_all(
-    model: &SentenceEmbedder,
-    texts: &[String],
-    quiet: bool,
-    what: &str,
-) -> Result<Vec<f32>> {
-    let bar = if quiet || texts.len() <= CHUNK {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(texts.len() as u64).with_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg} [{bar:40}] {pos}/{len} texts ({per_sec}, eta {eta})",
-            )
-            .expect("static template")
-            .progress_chars("=> "),
-        )
-    };
-    bar.set_message(format!("embedding {what}"));
-    let mut out = Vec::with_capacity(texts.len() * model.dim());
-    for chunk in texts.chunks(CHUNK) {
-        for row in model.embed_vecs(chunk)? {
-            out.extend(row);
-        }
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok(out)
+/// Reads `args.input`, loads the model and embeds the texts: what mine, cluster and dedup
+/// start from.
+fn embedded_input(
+    model: &ModelArgs,
+    input: &Path,
+    inputs: &Inputs,
+) -> Result<(Vec<String>, SentenceEmbedder, Vec<f32>)> {
+    let texts = read(input, inputs.input_format, "input")?;
+    let model = model.load(None)?;
+    let rows = embed_all(&model, &texts, inputs.quiet, "texts")?;
+    Ok((texts, model, rows))
 }
 
 fn check_top_k(top_k: usize, corpus: usize) -> Result<()> {
@@ -244,9 +224,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
 }
 
 pub fn mine(args: &MineArgs) -> Result<()> {
-    let texts = read(&args.input, args.inputs.input_format, "input")?;
-    let model = args.model.load(None)?;
-    let e = embed_all(&model, &texts, args.inputs.quiet, "texts")?;
+    let (texts, model, e) = embedded_input(&args.model, &args.input, &args.inputs)?;
     let pairs = sbert_search::paraphrase_mining(
         &Embeddings::new(&e, model.dim())?,
         args.top_k,
@@ -274,9 +252,7 @@ pub fn mine(args: &MineArgs) -> Result<()> {
 }
 
 pub fn cluster(args: &ClusterArgs) -> Result<()> {
-    let texts = read(&args.input, args.inputs.input_format, "input")?;
-    let model = args.model.load(None)?;
-    let e = embed_all(&model, &texts, args.inputs.quiet, "texts")?;
+    let (texts, model, e) = embedded_input(&args.model, &args.input, &args.inputs)?;
     let communities = sbert_search::community_detection(
         &Embeddings::new(&e, model.dim())?,
         args.threshold,
@@ -303,9 +279,7 @@ pub fn cluster(args: &ClusterArgs) -> Result<()> {
 }
 
 pub fn dedup(args: &DedupArgs) -> Result<()> {
-    let texts = read(&args.input, args.inputs.input_format, "input")?;
-    let model = args.model.load(None)?;
-    let e = embed_all(&model, &texts, args.inputs.quiet, "texts")?;
+    let (texts, model, e) = embedded_input(&args.model, &args.input, &args.inputs)?;
     let d = sbert_search::dedup(&Embeddings::new(&e, model.dim())?, args.threshold)?;
     if args.format == DedupFormat::Lines {
         if let Some(i) = d

@@ -144,7 +144,7 @@ fn build(args: &BuildArgs) -> Result<()> {
     }
     let model = args.model.load(None)?;
     let id = identity(&model)?;
-    let rows = crate::apps::embed_all(&model, &texts, args.quiet, "corpus")?;
+    let rows = crate::embed_all(&model, &texts, args.quiet, "corpus")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut npy = io::npy_header(texts.len(), model.dim());
     for x in &rows {

@@ -213,6 +213,41 @@ struct SimilarityArgs {
 /// Texts per call into the library: bounds memory on large inputs while keeping batches full.
 const CHUNK: usize = 4096;
 
+/// Texts per progress step of [`embed_all`].
+const PROGRESS_CHUNK: usize = 2048;
+
+/// Embeds `texts` with a progress bar on standard error (for more than one chunk, unless
+/// `quiet`): row-major `(n, dim)`. What `search`, `mine`, `cluster`, `dedup` and `index build`
+/// embed with.
+pub fn embed_all(
+    model: &SentenceEmbedder,
+    texts: &[String],
+    quiet: bool,
+    what: &str,
+) -> Result<Vec<f32>> {
+    let bar = if quiet || texts.len() <= PROGRESS_CHUNK {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(texts.len() as u64).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:40}] {pos}/{len} texts ({per_sec}, eta {eta})",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        )
+    };
+    bar.set_message(format!("embedding {what}"));
+    let mut out = Vec::with_capacity(texts.len() * model.dim());
+    for chunk in texts.chunks(PROGRESS_CHUNK) {
+        for row in model.embed_vecs(chunk)? {
+            out.extend(row);
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
 fn embed(args: &EmbedArgs) -> Result<()> {
     // Read and check the whole input before loading the model or creating the output.
     let texts = io::read_texts(&args.input, args.input_format)?;

@@ -196,8 +196,9 @@ pub fn quantize(
 }
 
 /// The row of `q` back in float coordinates: float32 as is, int8/uint8 dequantized to bucket
-/// starts, binary unpacked to 0/1.
-fn float_row(q: &Quantized, i: usize, out: &mut Vec<f32>) {
+/// starts (`steps`: the ranges' bucket widths, computed once per search), binary unpacked to
+/// 0/1.
+fn float_row(q: &Quantized, i: usize, steps: &[f32], out: &mut Vec<f32>) {
     out.clear();
     let row = q.row(i);
     match q.precision {
@@ -207,7 +208,6 @@ fn float_row(q: &Quantized, i: usize, out: &mut Vec<f32>) {
         ),
         Precision::Int8 | Precision::Uint8 => {
             let r = q.ranges.as_ref().expect("int8 rows carry their ranges");
-            let steps = r.steps();
             for (d, &b) in row.iter().enumerate() {
                 let bucket = if q.precision == Precision::Int8 {
                     f64::from(b as i8) + 128.0
@@ -235,10 +235,11 @@ fn coarse(q: &Quantized, qi: usize, c: &Quantized, ci: usize) -> f32 {
     let (a, b) = (q.row(qi), c.row(ci));
     match q.precision {
         Precision::Float32 => {
-            let (mut x, mut y) = (Vec::new(), Vec::new());
-            float_row(q, qi, &mut x);
-            float_row(c, ci, &mut y);
-            x.iter().zip(&y).map(|(u, v)| u * v).sum()
+            let value = |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            a.chunks_exact(4)
+                .zip(b.chunks_exact(4))
+                .map(|(u, v)| value(u) * value(v))
+                .sum()
         }
         Precision::Int8 => a
             .iter()
@@ -298,6 +299,11 @@ pub fn search_quantized(
     let candidates = rescore_multiplier.map_or(top_k, |m| (top_k * m).min(corpus.len()));
     let mut out = Vec::with_capacity(queries.len());
     let mut row = Vec::with_capacity(corpus.dim);
+    let steps = corpus
+        .ranges
+        .as_ref()
+        .map(Ranges::steps)
+        .unwrap_or_default();
     for qi in 0..queries.len() {
         let mut best = TopK::new(candidates);
         for ci in 0..corpus.len() {
@@ -308,7 +314,7 @@ pub fn search_quantized(
             let query = queries.row(qi);
             let mut again = TopK::new(top_k);
             for s in found {
-                float_row(corpus, s.id, &mut row);
+                float_row(corpus, s.id, &steps, &mut row);
                 let score: f64 = query
                     .iter()
                     .zip(&row)

@@ -43,7 +43,6 @@ fn ok_json(description: &str, schema: Value) -> Value {
 pub(crate) struct Limits {
     pub(crate) prompts: Vec<String>,
     pub(crate) dimension: usize,
-    pub(crate) max_tokens: usize,
     pub(crate) vocab_size: usize,
     pub(crate) max_batch: usize,
 }
@@ -72,7 +71,7 @@ pub(crate) fn document(limits: Option<&Limits>) -> Value {
         "type": "array",
         "items": {"type": "integer", "minimum": 0, "maximum": l.vocab_size.saturating_sub(1)},
         "minItems": 1,
-        "maxItems": l.max_tokens
+        "description": "Token ids, used as given; longer than the model's limit, truncated as texts are."
     });
     schemas["OpenAiRequest"]["properties"]["input"] = json!({"oneOf": [
         {"type": "string"},
@@ -90,6 +89,14 @@ fn base_document() -> Value {
         openai_errors[code]["content"]["application/json"]["schema"]["$ref"] =
             json!("#/components/schemas/OpenAiError");
     }
+    let embed = json!({
+        "summary": "Embed texts (TEI)",
+        "requestBody": json_body("EmbedRequest"),
+        "responses": with_ok(tei_errors(), ok_json("One vector per input, in order", vectors.clone()))
+    });
+    let mut embed_alias = embed.clone();
+    embed_alias["summary"] =
+        json!("Alias of /embed (what TEI clients post to a bare endpoint URL)");
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -98,16 +105,8 @@ fn base_document() -> Value {
             "description": "Sentence embeddings with text-embeddings-inference and OpenAI compatible routes."
         },
         "paths": {
-            "/embed": {"post": {
-                "summary": "Embed texts (TEI)",
-                "requestBody": json_body("EmbedRequest"),
-                "responses": with_ok(tei_errors(), ok_json("One vector per input, in order", vectors.clone()))
-            }},
-            "/": {"post": {
-                "summary": "Alias of /embed (what TEI clients post to a bare endpoint URL)",
-                "requestBody": json_body("EmbedRequest"),
-                "responses": with_ok(tei_errors(), ok_json("One vector per input, in order", vectors.clone()))
-            }},
+            "/embed": {"post": embed.clone()},
+            "/": {"post": embed_alias},
             "/similarity": {"post": {
                 "summary": "Cosine similarity of a source sentence to each of several sentences (TEI)",
                 "requestBody": json_body("SimilarityRequest"),

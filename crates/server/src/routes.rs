@@ -464,7 +464,6 @@ pub(crate) async fn openapi(State(state): State<Arc<AppState>>) -> Json<serde_js
     let limits = state.loaded.get().map(|l| crate::openapi::Limits {
         prompts: l.model.prompts().keys().cloned().collect(),
         dimension: l.model.dim(),
-        max_tokens: l.model.max_seq_length(),
         vocab_size: l.model.encoder().config().vocab_size,
         max_batch: state.config.max_client_batch_size,
     });
