@@ -72,6 +72,14 @@ pub struct SearchArgs {
     /// How hits are scored.
     #[arg(long, value_enum, default_value_t = ScoreArg::Cosine)]
     score: ScoreArg,
+    /// Search the index's HNSW graph (`sbert index build --hnsw`) instead of every row:
+    /// faster on large corpora, and may miss some of the exact top-k (`sbert index bench`
+    /// measures how many). Cosine only.
+    #[arg(long, requires = "index")]
+    approximate: bool,
+    /// Candidates explored per query with --approximate: wider finds more, costs more.
+    #[arg(long, default_value_t = 64, requires = "approximate")]
+    ef: usize,
     /// jsonl: {"query": i, "hits": [{"corpus_id": j, "score": s}, …]} per query, in order.
     #[arg(long, value_enum, default_value_t = ListFormat::Jsonl)]
     format: ListFormat,
@@ -181,13 +189,29 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         (_, Some(_)) => None,
         (None, None) => bail!("give --corpus FILE or --index DIR"),
     };
+    if args.approximate && args.index.is_none() {
+        bail!("--approximate searches an index's graph: give --index DIR");
+    }
+    if args.approximate && args.score != ScoreArg::Cosine {
+        bail!("--approximate scores by cosine; drop --score dot");
+    }
+    if args.ef == 0 {
+        bail!("--ef must be at least 1");
+    }
     let model = args.model.load(None)?;
-    let (corpus, c) = match (texts, &args.index) {
+    let (corpus, c, graph) = match (texts, &args.index) {
         (Some(corpus), _) => {
             let c = embed_all(&model, &corpus, args.inputs.quiet, "corpus")?;
-            (corpus, c)
+            (corpus, c, None)
         }
-        (None, Some(dir)) => crate::index::load(dir, &model)?,
+        (None, Some(dir)) => {
+            let index = crate::index::load(dir, &model)?;
+            let graph = match args.approximate {
+                true => Some(index.approximate()?),
+                false => None,
+            };
+            (index.texts, index.rows, graph)
+        }
         (None, None) => bail!("give --corpus FILE or --index DIR"),
     };
     check_top_k(args.top_k, corpus.len())?;
@@ -196,12 +220,16 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         ScoreArg::Cosine => Score::Cosine,
         ScoreArg::Dot => Score::Dot,
     };
-    let hits = sbert_search::semantic_search(
-        &Embeddings::new(&q, model.dim())?,
-        &Embeddings::new(&c, model.dim())?,
-        args.top_k,
-        score,
-    )?;
+    let q = Embeddings::new(&q, model.dim())?;
+    let hits = match &graph {
+        Some(graph) => graph.search(&q, args.top_k, args.ef)?,
+        None => sbert_search::semantic_search(
+            &q,
+            &Embeddings::new(&c, model.dim())?,
+            args.top_k,
+            score,
+        )?,
+    };
     let mut out = std::io::stdout().lock();
     for (i, h) in hits.iter().enumerate() {
         match args.format {

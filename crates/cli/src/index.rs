@@ -5,13 +5,19 @@
 //! folder name, a fingerprint of its weights and settings, dimension, pooling, normalization,
 //! sequence limit). `sbert search --index DIR` refuses an index built with another model and
 //! reports a corrupt or inconsistent file by name.
+//!
+//! With `--hnsw` the folder also holds an HNSW graph (`hnsw.hnsw.graph`, `hnsw.hnsw.data`,
+//! checksums in `index.json`) for `sbert search --index DIR --approximate`, and
+//! `sbert index bench` measures its recall@k and per-query time against exact search.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use sbert::SentenceEmbedder;
+use sbert_search::{ApproximateIndex, Embeddings, HnswParams, SavedGraph, Score};
 use serde::{Deserialize, Serialize};
 
 use crate::io::{self, InputFormat};
@@ -26,6 +32,35 @@ pub enum IndexCommand {
     ///
     /// Example: sbert index build --corpus docs.txt --output docs.index
     Build(BuildArgs),
+    /// Recall@k and per-query time of the index's HNSW graph against exact search, one query
+    /// at a time, for each search width; prints one JSON object per line.
+    ///
+    /// Example: sbert index bench --index docs.index --queries questions.txt --ef 16,64,256
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// An index folder built with `sbert index build --hnsw`.
+    #[arg(long, value_name = "DIR")]
+    index: PathBuf,
+    /// The queries, one per line (or jsonl).
+    #[arg(long, value_name = "FILE")]
+    queries: PathBuf,
+    /// lines or jsonl, as for `embed`.
+    #[arg(long, value_enum, default_value_t = InputFormat::Lines)]
+    input_format: InputFormat,
+    /// Hits per query; recall@k is the share of the exact top-k the graph finds.
+    #[arg(long, default_value_t = 10)]
+    top_k: usize,
+    /// Search widths to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "16,32,64,128,256")]
+    ef: Vec<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -44,6 +79,16 @@ pub struct BuildArgs {
     /// Replace an existing index in DIR.
     #[arg(long)]
     overwrite: bool,
+    /// Also build an HNSW graph for approximate search (`sbert search --approximate`).
+    #[arg(long)]
+    hnsw: bool,
+    /// Links per node of the graph (M; the bottom layer keeps 2·M), 2 to 128.
+    #[arg(long, default_value_t = HnswParams::default().links, requires = "hnsw")]
+    hnsw_links: usize,
+    /// Candidates weighed while inserting a node (efConstruction): higher builds slower and
+    /// finds more of the exact neighbours.
+    #[arg(long, default_value_t = HnswParams::default().ef_construction, requires = "hnsw")]
+    hnsw_ef_construction: usize,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -65,6 +110,39 @@ struct IndexFile {
     format: String,
     count: usize,
     model: ModelIdentity,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hnsw: Option<GraphEntry>,
+}
+
+/// What `index.json` says of the HNSW graph.
+#[derive(Debug, Serialize, Deserialize)]
+struct GraphEntry {
+    links: usize,
+    ef_construction: usize,
+    saved: SavedGraph,
+}
+
+/// An index read back and checked: texts, their embeddings, and the graph if it has one.
+#[derive(Debug)]
+pub struct Index {
+    dir: PathBuf,
+    pub texts: Vec<String>,
+    pub rows: Vec<f32>,
+    pub dim: usize,
+    graph: Option<SavedGraph>,
+}
+
+impl Index {
+    /// The HNSW graph, read and checked against its checksums.
+    pub fn approximate(&self) -> Result<ApproximateIndex> {
+        let Some(saved) = &self.graph else {
+            bail!(
+                "{} has no HNSW graph; rebuild it with `sbert index build --hnsw`",
+                self.dir.display()
+            );
+        };
+        Ok(ApproximateIndex::load(&self.dir, saved)?)
+    }
 }
 
 /// FNV-1a (64-bit) over the weights file and the settings that change an embedding.
@@ -111,6 +189,7 @@ pub fn identity(model: &SentenceEmbedder) -> Result<ModelIdentity> {
 pub fn run_command(cmd: &IndexCommand) -> Result<()> {
     match cmd {
         IndexCommand::Build(args) => build(args),
+        IndexCommand::Bench(args) => bench(args),
     }
 }
 
@@ -142,6 +221,20 @@ fn build(args: &BuildArgs) -> Result<()> {
     if texts.is_empty() {
         bail!("corpus {} holds no texts", args.corpus.display());
     }
+    let params = HnswParams {
+        links: args.hnsw_links,
+        ef_construction: args.hnsw_ef_construction,
+    };
+    if args.hnsw && !(2..=128).contains(&params.links) {
+        bail!("--hnsw-links {} must be between 2 and 128", params.links);
+    }
+    if args.hnsw && params.ef_construction < params.links {
+        bail!(
+            "--hnsw-ef-construction {} must be at least --hnsw-links ({})",
+            params.ef_construction,
+            params.links
+        );
+    }
     let model = args.model.load(None)?;
     let id = identity(&model)?;
     let rows = crate::embed_all(&model, &texts, args.quiet, "corpus")?;
@@ -155,21 +248,106 @@ fn build(args: &BuildArgs) -> Result<()> {
         serde_json::to_writer(&mut jsonl, t)?;
         jsonl.write_all(b"\n")?;
     }
+    // index.json last: a folder without it is never taken for a finished index.
+    sbert::output::write_file(dir.join("embeddings.npy"), &npy)?;
+    sbert::output::write_file(dir.join("texts.jsonl"), &jsonl)?;
+    let hnsw = if args.hnsw {
+        let start = Instant::now();
+        let graph = ApproximateIndex::build(&Embeddings::new(&rows, model.dim())?, params)?;
+        let built = start.elapsed().as_secs_f64();
+        let saved = graph.save(dir)?;
+        eprintln!(
+            "built an HNSW graph (links {}, ef_construction {}) over {} rows in {built:.1} s",
+            params.links,
+            params.ef_construction,
+            texts.len()
+        );
+        Some(GraphEntry {
+            links: params.links,
+            ef_construction: params.ef_construction,
+            saved,
+        })
+    } else {
+        None
+    };
     let meta = serde_json::to_vec_pretty(&IndexFile {
         format: FORMAT.into(),
         count: texts.len(),
         model: id,
+        hnsw,
     })?;
-    // index.json last: a folder without it is never taken for a finished index.
-    sbert::output::write_file(dir.join("embeddings.npy"), &npy)?;
-    sbert::output::write_file(dir.join("texts.jsonl"), &jsonl)?;
     sbert::output::write_file(dir.join("index.json"), &meta)?;
     eprintln!("indexed {} texts into {}", texts.len(), dir.display());
     Ok(())
 }
 
+/// Exact and approximate search, one query at a time, timed; recall@k of each width.
+fn bench(args: &BenchArgs) -> Result<()> {
+    let queries = io::read_texts(&args.queries, args.input_format)?;
+    if queries.is_empty() {
+        bail!("query file {} holds no texts", args.queries.display());
+    }
+    if args.ef.is_empty() || args.ef.contains(&0) {
+        bail!("--ef takes search widths of at least 1");
+    }
+    let model = args.model.load(None)?;
+    let index = load(&args.index, &model)?;
+    let graph = index.approximate()?;
+    if args.top_k == 0 || args.top_k > index.texts.len() {
+        bail!(
+            "--top-k {} must be between 1 and the index size {}",
+            args.top_k,
+            index.texts.len()
+        );
+    }
+    let q = crate::embed_all(&model, &queries, args.quiet, "queries")?;
+    let dim = index.dim;
+    // The exact baseline at its best: rows normalized once, then one dot-product scan per
+    // query (cosine order, without copying the corpus on every call).
+    let unit_rows = sbert_search::normalized(&Embeddings::new(&index.rows, dim)?);
+    let unit_queries = sbert_search::normalized(&Embeddings::new(&q, dim)?);
+    let corpus = Embeddings::new(&unit_rows, dim)?;
+    let one = |i: usize| Embeddings::new(&unit_queries[i * dim..(i + 1) * dim], dim);
+    let start = Instant::now();
+    let mut exact = Vec::with_capacity(queries.len());
+    for i in 0..queries.len() {
+        exact.push(
+            sbert_search::semantic_search(&one(i)?, &corpus, args.top_k, Score::Dot)?.remove(0),
+        );
+    }
+    let exact_ms = 1000.0 * start.elapsed().as_secs_f64() / queries.len() as f64;
+    println!(
+        "{}",
+        serde_json::json!({"search": "exact", "corpus": index.texts.len(), "queries": queries.len(),
+            "top_k": args.top_k, "ms_per_query": round3(exact_ms)})
+    );
+    for &ef in &args.ef {
+        let start = Instant::now();
+        let mut found = 0usize;
+        for (i, truth) in exact.iter().enumerate() {
+            let hits = graph.search(&one(i)?, args.top_k, ef)?.remove(0);
+            found += hits
+                .iter()
+                .filter(|h| truth.iter().any(|t| t.corpus_id == h.corpus_id))
+                .count();
+        }
+        let ms = 1000.0 * start.elapsed().as_secs_f64() / queries.len() as f64;
+        let recall = found as f64 / (queries.len() * args.top_k) as f64;
+        println!(
+            "{}",
+            serde_json::json!({"search": "hnsw", "ef": ef, "recall_at_k": round3(recall),
+                "ms_per_query": round3(ms), "speedup": round3(exact_ms / ms)})
+        );
+    }
+    Ok(())
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
 /// An index read back: texts and their embeddings, checked against each other and `model`.
-pub fn load(dir: &Path, model: &SentenceEmbedder) -> Result<(Vec<String>, Vec<f32>)> {
+pub fn load(dir: &Path, model: &SentenceEmbedder) -> Result<Index> {
     let meta_path = dir.join("index.json");
     let meta: IndexFile =
         serde_json::from_slice(&std::fs::read(&meta_path).with_context(|| {
@@ -238,5 +416,23 @@ pub fn load(dir: &Path, model: &SentenceEmbedder) -> Result<(Vec<String>, Vec<f3
             i / meta.model.dim
         );
     }
-    Ok((texts, rows))
+    if let Some(g) = &meta.hnsw {
+        if g.saved.len != meta.count || g.saved.dim != meta.model.dim {
+            bail!(
+                "{}: the HNSW graph holds {} rows of {}, the index {} of {}",
+                meta_path.display(),
+                g.saved.len,
+                g.saved.dim,
+                meta.count,
+                meta.model.dim
+            );
+        }
+    }
+    Ok(Index {
+        dir: dir.to_path_buf(),
+        texts,
+        rows,
+        dim: meta.model.dim,
+        graph: meta.hnsw.map(|g| g.saved),
+    })
 }

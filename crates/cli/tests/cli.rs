@@ -1305,3 +1305,160 @@ fn index_build_then_search_and_refusals() {
         stderr(&out)
     );
 }
+
+#[test]
+fn an_hnsw_index_searches_approximately_and_benches_its_recall() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let corpus = dir.path().join("corpus.txt");
+    let lines: String = (0..60)
+        .map(|i| {
+            format!(
+                "item number {i} is a {} thing\n",
+                ["red", "blue", "green"][i % 3]
+            )
+        })
+        .collect();
+    std::fs::write(&corpus, lines).expect("write");
+    let queries = dir.path().join("queries.txt");
+    std::fs::write(&queries, "a red thing\nitem 7\ngreen\n").expect("write");
+    let index = dir.path().join("corpus.index");
+    let (c, q, i, m) = (
+        corpus.to_str().expect("p"),
+        queries.to_str().expect("p"),
+        index.to_str().expect("p"),
+        tiny(),
+    );
+    // Without a graph, --approximate says how to get one.
+    let out = sbert(&["index", "build", "-m", &m, "--corpus", c, "-o", i], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let search = |extra: &[&str]| {
+        let mut a = vec![
+            "search",
+            "-m",
+            &m,
+            "--index",
+            i,
+            "--queries",
+            q,
+            "--top-k",
+            "5",
+        ];
+        a.extend_from_slice(extra);
+        sbert(&a, b"")
+    };
+    let out = search(&["--approximate"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("--hnsw"),
+        "{}",
+        stderr(&out)
+    );
+    let out = sbert(
+        &[
+            "index",
+            "build",
+            "-m",
+            &m,
+            "--corpus",
+            c,
+            "-o",
+            i,
+            "--overwrite",
+            "--hnsw",
+            "--hnsw-links",
+            "8",
+            "--hnsw-ef-construction",
+            "64",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // On 60 rows a search as wide as the corpus is exact: the same hits and scores.
+    let exact = search(&[]);
+    let approximate = search(&["--approximate", "--ef", "60"]);
+    assert!(approximate.status.success(), "{}", stderr(&approximate));
+    let parse = |out: &std::process::Output| -> Vec<Vec<(u64, f64)>> {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("json");
+                v["hits"]
+                    .as_array()
+                    .expect("hits")
+                    .iter()
+                    .map(|h| {
+                        (
+                            h["corpus_id"].as_u64().expect("id"),
+                            h["score"].as_f64().expect("s"),
+                        )
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let (e, a) = (parse(&exact), parse(&approximate));
+    assert_eq!(e.len(), 3);
+    for (e, a) in e.iter().zip(&a) {
+        assert_eq!(e.len(), a.len());
+        for ((ei, es), (ai, as_)) in e.iter().zip(a) {
+            assert!((es - as_).abs() < 1e-5, "{e:?} vs {a:?}");
+            assert!(ei == ai || (es - as_).abs() < 1e-5);
+        }
+    }
+    let out = sbert(
+        &[
+            "index",
+            "bench",
+            "-m",
+            &m,
+            "--index",
+            i,
+            "--queries",
+            q,
+            "--top-k",
+            "5",
+            "--ef",
+            "60",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(report.len(), 2);
+    assert_eq!(report[0]["search"], "exact");
+    assert_eq!(report[1]["recall_at_k"], 1.0);
+    // --approximate needs --index and cosine; a changed graph file is refused by name.
+    let out = sbert(
+        &[
+            "search",
+            "-m",
+            &m,
+            "--corpus",
+            c,
+            "--queries",
+            q,
+            "--approximate",
+        ],
+        b"",
+    );
+    assert!(!out.status.success());
+    let out = search(&["--approximate", "--score", "dot"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("cosine"),
+        "{}",
+        stderr(&out)
+    );
+    let graph = index.join("hnsw.hnsw.graph");
+    let mut bytes = std::fs::read(&graph).expect("read");
+    bytes[20] ^= 0xff;
+    std::fs::write(&graph, &bytes).expect("write");
+    let out = search(&["--approximate"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("hnsw.hnsw.graph is corrupt"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(out.stdout.is_empty());
+}

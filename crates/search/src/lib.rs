@@ -3,6 +3,9 @@
 //! 6.2's `util.semantic_search`, `util.paraphrase_mining_embeddings` and
 //! `util.community_detection` (and a greedy de-duplication in input order).
 //!
+//! For large corpora, [`ApproximateIndex`] is an HNSW graph (the `hnsw_rs` crate) searched
+//! with a width chosen per call, saved and loaded beside an index's embeddings.
+//!
 //! Scores are computed in blocks (candle's CPU matrix product) so memory stays bounded by the
 //! block size, not by `queries × corpus`; top-k lists are kept in bounded heaps.
 //!
@@ -27,6 +30,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 #![doc(test(attr(deny(warnings))))]
 
+mod approximate;
 mod community;
 mod dedup;
 mod mining;
@@ -34,10 +38,12 @@ mod quantize;
 mod scores;
 mod search;
 
+pub use approximate::{ApproximateIndex, HnswParams, SavedGraph};
 pub use community::community_detection;
 pub use dedup::{dedup, Dedup};
 pub use mining::{paraphrase_mining, Pair};
 pub use quantize::{quantize, search_quantized, Precision, Quantized, Ranges};
+pub use scores::normalized;
 pub use search::{semantic_search, Hit};
 
 /// Errors of the search functions: every bad input is one of these, never a panic.
@@ -86,6 +92,12 @@ pub enum SearchError {
     /// A size limit of zero where at least one is needed.
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+    /// A parameter out of its range, with the range.
+    #[error("{0}")]
+    Parameter(String),
+    /// A file of a saved index that cannot be written, read, or trusted.
+    #[error("{0}")]
+    Io(String),
     /// The matrix product failed.
     #[error(transparent)]
     Tensor(#[from] candle_core::Error),

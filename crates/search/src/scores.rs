@@ -1,5 +1,6 @@
 //! Blocked score matrices and bounded top-k lists.
 
+use std::borrow::Cow;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
@@ -7,8 +8,9 @@ use candle_core::{Device, Tensor};
 
 use crate::{Embeddings, Score};
 
-/// Rows L2-normalized as `torch.nn.functional.normalize` (a zero row stays zero).
-pub(crate) fn normalized(e: &Embeddings<'_>) -> Vec<f32> {
+/// Rows L2-normalized as `torch.nn.functional.normalize` (a zero row stays zero): scoring
+/// these by [`Score::Dot`] gives cosines without normalizing again on every search.
+pub fn normalized(e: &Embeddings<'_>) -> Vec<f32> {
     let mut out = e.as_slice().to_vec();
     for row in out.chunks_exact_mut(e.dim()) {
         let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
@@ -17,11 +19,11 @@ pub(crate) fn normalized(e: &Embeddings<'_>) -> Vec<f32> {
     out
 }
 
-/// The rows as scored: normalized for cosine, as given for dot.
-pub(crate) fn prepared(e: &Embeddings<'_>, score: Score) -> Vec<f32> {
+/// The rows as scored: normalized for cosine, as given (not copied) for dot.
+pub(crate) fn prepared<'a>(e: &Embeddings<'a>, score: Score) -> Cow<'a, [f32]> {
     match score {
-        Score::Cosine => normalized(e),
-        Score::Dot => e.as_slice().to_vec(),
+        Score::Cosine => Cow::Owned(normalized(e)),
+        Score::Dot => Cow::Borrowed(e.as_slice()),
     }
 }
 
