@@ -273,6 +273,19 @@ fn order_is_restored_for_any_batch_size() {
             .expect("embed");
         common::assert_close(&format!("batch {bs}"), &got, &one, 1e-5, 0.99999);
     }
+    // A batch size for one call gives what a model built with it gives.
+    let model = SentenceEmbedder::builder(common::tiny_dir().to_string_lossy())
+        .batch_size(32)
+        .build()
+        .expect("load");
+    let per_call: Vec<Vec<f32>> = model
+        .encode_in_batches_of(&texts, 1)
+        .expect("encode")
+        .embeddings
+        .to_vec2()
+        .expect("rows");
+    common::assert_close("per call", &per_call, &one, 1e-5, 0.99999);
+    assert!(model.encode_in_batches_of(&texts, 0).is_err());
 }
 
 #[test]

@@ -348,8 +348,29 @@ impl SentenceEmbedder {
     /// # Errors
     /// As [`SentenceEmbedder::embed`].
     pub fn encode<S: AsRef<str>>(&self, texts: &[S]) -> Result<Embeddings> {
+        self.encode_in_batches_of(texts, self.batch_size)
+    }
+
+    /// [`SentenceEmbedder::encode`] with `batch_size` texts per batch for this call instead of
+    /// the model's (sentence-transformers' `encode(batch_size=…)`); a token budget set with
+    /// `max_batch_tokens` still applies.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a batch size of 0; otherwise as
+    /// [`SentenceEmbedder::embed`].
+    pub fn encode_in_batches_of<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        batch_size: usize,
+    ) -> Result<Embeddings> {
+        if batch_size == 0 {
+            return Err(Error::InvalidArgument(
+                "batch size must be at least 1".into(),
+            ));
+        }
         let tokenized = self.tokenize(texts)?;
-        let mut pooled = self.run(&tokenized, std::slice::from_ref(&self.pooling))?;
+        let mut pooled =
+            self.run_batched(&tokenized, std::slice::from_ref(&self.pooling), batch_size)?;
         let inputs = tokenized
             .iter()
             .map(|t| InputStats {
@@ -456,6 +477,15 @@ impl SentenceEmbedder {
     /// chunk into `batch_size`, pad each chunk to its longest text, encode, pool every way,
     /// apply the heads, restore the input order.
     fn run(&self, tokenized: &[TokenizedText], poolings: &[Pooling]) -> Result<Vec<Tensor>> {
+        self.run_batched(tokenized, poolings, self.batch_size)
+    }
+
+    fn run_batched(
+        &self,
+        tokenized: &[TokenizedText],
+        poolings: &[Pooling],
+        batch_size: usize,
+    ) -> Result<Vec<Tensor>> {
         let n = tokenized.len();
         if n == 0 {
             return poolings
@@ -470,7 +500,7 @@ impl SentenceEmbedder {
                 .collect();
         }
         let lengths: Vec<usize> = tokenized.iter().map(|t| t.ids.len()).collect();
-        let batches = self.plan_batches(&lengths);
+        let batches = batching::plan(&lengths, batch_size, self.max_batch_tokens);
         let order: Vec<usize> = batches.concat();
 
         let mut chunks: Vec<Vec<Tensor>> = vec![Vec::new(); poolings.len()];

@@ -1,0 +1,276 @@
+"""Sentence embeddings equal to sentence-transformers', computed in Rust on the CPU.
+
+``SentenceEmbedder`` encodes lists of strings into ``numpy`` arrays, with the keyword names of
+sentence-transformers' ``encode``. ``ArrowEmbedder`` is a callable class for data pipelines:
+Ray Data's ``map_batches``, Daft's ``@daft.cls`` and Spark's ``mapInArrow`` hand it a batch of
+Arrow data (or a dict of numpy arrays) and get the same rows back with an embedding column.
+
+    >>> from sbert import SentenceEmbedder
+    >>> model = SentenceEmbedder("models/all-MiniLM-L6-v2", threads=2)
+    >>> e = model.encode(["A man is eating food.", "A man eats pasta."])
+    >>> e.shape, e.dtype
+    ((2, 384), dtype('float32'))
+    >>> float(model.similarity(e[0], e[1])[0, 0]) > 0.5
+    True
+
+The GIL is released while a batch is encoded, so Python threads can share one model; each
+model has its own pool of ``threads`` native threads (default: all cores), so a Ray actor
+with ``num_cpus=2`` should pass ``threads=2`` and workers do not oversubscribe cores.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+
+from ._sbert import Model, __version__
+
+__all__ = ["SentenceEmbedder", "ArrowEmbedder", "__version__"]
+
+
+def _rows(buffer: bytearray, n: int, dim: int) -> np.ndarray:
+    """A writable (n, dim) float32 view of the bytes the native module returned."""
+    return np.frombuffer(buffer, dtype="<f4").reshape(n, dim)
+
+
+class SentenceEmbedder:
+    """A sentence-transformers model: a folder, or an ``owner/name`` id found in the local
+    Hugging Face cache (``$HF_HUB_CACHE``, ``$HF_HOME/hub`` or ``~/.cache/huggingface/hub``).
+
+    ``pooling`` replaces the folder's pooling (``"mean"``, ``"max"``, ``"cls"``, …);
+    ``normalize`` turns the model's Normalize module on or off; ``max_seq_length`` changes
+    where texts are truncated. A missing model raises ``FileNotFoundError``, a malformed one
+    ``ValueError``.
+    """
+
+    def __init__(
+        self,
+        model: Union[str, "os.PathLike[str]"],
+        device: str = "cpu",
+        threads: Optional[int] = None,
+        batch_size: int = 32,
+        pooling: Optional[str] = None,
+        normalize: Optional[bool] = None,
+        max_seq_length: Optional[int] = None,
+    ) -> None:
+        if not isinstance(model, (str, os.PathLike)):
+            raise TypeError(f"model must be a folder or a hub id, not {type(model).__name__}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
+        self._model = Model(
+            os.fspath(model),
+            device=device,
+            threads=threads,
+            batch_size=batch_size,
+            pooling=pooling,
+            normalize=normalize,
+            max_seq_length=max_seq_length,
+        )
+        self.batch_size = batch_size
+
+    @property
+    def dimension(self) -> int:
+        """Values per embedding."""
+        return self._model.dimension
+
+    def get_sentence_embedding_dimension(self) -> int:
+        """Values per embedding (sentence-transformers' name)."""
+        return self._model.dimension
+
+    @property
+    def max_seq_length(self) -> int:
+        """Tokens kept per text, special tokens included; longer texts are truncated."""
+        return self._model.max_seq_length
+
+    @property
+    def prompts(self) -> dict:
+        """The model's named prompts (``config_sentence_transformers.json``)."""
+        return dict(self._model.prompts)
+
+    @property
+    def threads(self) -> int:
+        """Native threads this model encodes on."""
+        return self._model.threads
+
+    def __repr__(self) -> str:
+        return f"SentenceEmbedder({self._model!r})"
+
+    def encode(
+        self,
+        sentences: Union[str, Iterable[Optional[str]]],
+        batch_size: Optional[int] = None,
+        normalize_embeddings: bool = False,
+        convert_to_numpy: bool = True,
+        prompt_name: Optional[str] = None,
+        prompt: Optional[str] = None,
+    ) -> Union[np.ndarray, list]:
+        """Embeds ``sentences``: a ``float32`` array of shape ``(n, dimension)`` in input
+        order, or ``(dimension,)`` for a single string.
+
+        As in sentence-transformers: ``normalize_embeddings=True`` L2-normalizes the rows (a
+        model with a Normalize module already does); ``prompt`` is put before every text, or
+        the model's prompt named ``prompt_name``; ``convert_to_numpy=False`` gives a list of
+        1-D arrays. ``None`` and empty or blank strings are embedded as the empty text, and
+        texts longer than ``max_seq_length`` tokens are truncated.
+        """
+        single = isinstance(sentences, str)
+        texts = [sentences] if single else list(sentences)
+        for i, t in enumerate(texts):
+            if t is not None and not isinstance(t, str):
+                raise TypeError(f"sentence {i} is a {type(t).__name__}, not a str")
+        if prompt is None and prompt_name is not None:
+            prompts = self._model.prompts
+            if prompt_name not in prompts:
+                raise ValueError(
+                    f"prompt_name {prompt_name!r} is not among the model's prompts "
+                    f"{sorted(prompts)}"
+                )
+            prompt = prompts[prompt_name]
+        if prompt:
+            texts = [prompt + (t or "") for t in texts]
+        else:
+            texts = ["" if t is None else t for t in texts]
+        size = self.batch_size if batch_size is None else batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"batch_size must be a positive integer, not {size!r}")
+        buffer, n = self._model.encode(texts, size, bool(normalize_embeddings))
+        rows = _rows(buffer, n, self.dimension)
+        if single:
+            return rows[0]
+        return rows if convert_to_numpy else list(rows)
+
+    def similarity(self, a: Any, b: Any) -> np.ndarray:
+        """Cosine similarity of every row of ``a`` with every row of ``b``: ``(n, m)``
+        ``float32`` (1-D inputs count as one row), as sentence-transformers' ``similarity``.
+        A zero row scores 0."""
+        a = np.atleast_2d(np.asarray(a, dtype=np.float32))
+        b = np.atleast_2d(np.asarray(b, dtype=np.float32))
+        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+            raise ValueError(f"cannot compare embeddings of shapes {a.shape} and {b.shape}")
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            raise ValueError("embeddings hold NaN or infinite values")
+        na = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+        nb = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+        return (na @ nb.T).astype(np.float32)
+
+    def _encode_arrow(self, array: Any, batch_size: Optional[int], normalize: bool) -> np.ndarray:
+        """Embeddings of an Arrow string column (Array or ChunkedArray), read from its
+        buffers in Rust: no Python loop over the rows."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if isinstance(array, pa.ChunkedArray):
+            array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+        if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+            pass
+        elif pa.types.is_string_view(array.type) or pa.types.is_null(array.type):
+            array = pc.cast(array, pa.large_string())
+        else:
+            raise TypeError(f"the text column holds {array.type}, not strings")
+        width = 8 if pa.types.is_large_string(array.type) else 4
+        validity, offsets, data = array.buffers()
+        size = self.batch_size if batch_size is None else batch_size
+        buffer = self._model.encode_arrow(
+            offsets.to_pybytes(),
+            width,
+            b"" if data is None else data.to_pybytes(),
+            None if validity is None or array.null_count == 0 else validity.to_pybytes(),
+            array.offset,
+            len(array),
+            size,
+            normalize,
+        )
+        return _rows(buffer, len(array), self.dimension)
+
+
+class ArrowEmbedder:
+    """A callable for data pipelines: takes a ``pyarrow.Table`` or ``RecordBatch`` (or a
+    dict of numpy arrays, or a pandas DataFrame) with a string column ``text_column`` and
+    returns the same rows plus ``output_column``, a ``FixedSizeList<float32, dimension>``
+    (``List<float32>`` with ``fixed_size=False``, Spark's ``array<float>``; a 2-D ``float32``
+    array for numpy batches). The model loads once, when the class is
+    instantiated: once per Ray actor, Daft worker or Spark task.
+
+    ``options`` are ``SentenceEmbedder``'s (``device``, ``threads``, ``batch_size``,
+    ``pooling``, ``normalize``, ``max_seq_length``) and ``normalize_embeddings``. Null texts
+    are embedded as the empty text. An existing ``output_column`` is an error, not
+    overwritten.
+
+    Ray Data::
+
+        ds.map_batches(ArrowEmbedder, fn_constructor_kwargs={"model": path, "threads": 1},
+                       concurrency=2, num_cpus=1, batch_size=1024, batch_format="pyarrow")
+
+    Spark::
+
+        df.mapInArrow(lambda batches: ArrowEmbedder(path, fixed_size=False).map_batches(batches),
+                      df.schema.add("embedding", "array<float>"))
+    """
+
+    def __init__(
+        self,
+        model: Union[str, "os.PathLike[str]"],
+        text_column: str = "text",
+        output_column: str = "embedding",
+        normalize_embeddings: bool = False,
+        fixed_size: bool = True,
+        **options: Any,
+    ) -> None:
+        self.embedder = SentenceEmbedder(model, **options)
+        self.text_column = text_column
+        self.output_column = output_column
+        self.normalize_embeddings = bool(normalize_embeddings)
+        self.fixed_size = bool(fixed_size)
+
+    def __call__(self, batch: Any) -> Any:
+        import pyarrow as pa
+
+        if isinstance(batch, (pa.Table, pa.RecordBatch)):
+            names = batch.schema.names
+            if self.text_column not in names:
+                raise KeyError(f"no column {self.text_column!r} in {names}")
+            if self.output_column in names:
+                raise ValueError(f"the batch already has a column {self.output_column!r}")
+            rows = self._embed(batch.column(self.text_column))
+            flat = pa.array(rows.reshape(-1), type=pa.float32())
+            dim = self.embedder.dimension
+            if self.fixed_size:
+                column = pa.FixedSizeListArray.from_arrays(flat, dim)
+            else:
+                offsets = pa.array(np.arange(0, len(rows) * dim + 1, dim, dtype=np.int32))
+                column = pa.ListArray.from_arrays(offsets, flat)
+            if isinstance(batch, pa.Table):
+                return batch.append_column(self.output_column, column)
+            return pa.RecordBatch.from_arrays(
+                batch.columns + [column], names=names + [self.output_column]
+            )
+        if isinstance(batch, dict):
+            if self.text_column not in batch:
+                raise KeyError(f"no column {self.text_column!r} in {sorted(batch)}")
+            if self.output_column in batch:
+                raise ValueError(f"the batch already has a column {self.output_column!r}")
+            texts = pa.array(np.asarray(batch[self.text_column], dtype=object), type=pa.large_string())
+            out = dict(batch)
+            out[self.output_column] = self._embed(texts)
+            return out
+        if hasattr(batch, "columns") and hasattr(batch, "assign"):  # pandas
+            if self.text_column not in batch.columns:
+                raise KeyError(f"no column {self.text_column!r} in {list(batch.columns)}")
+            if self.output_column in batch.columns:
+                raise ValueError(f"the batch already has a column {self.output_column!r}")
+            texts = pa.Array.from_pandas(batch[self.text_column], type=pa.large_string())
+            return batch.assign(**{self.output_column: list(self._embed(texts))})
+        raise TypeError(
+            f"expected a pyarrow Table or RecordBatch, a dict of numpy arrays or a pandas "
+            f"DataFrame, not {type(batch).__name__}"
+        )
+
+    def map_batches(self, batches: Iterable[Any]) -> Iterator[Any]:
+        """Each batch of ``batches`` with its embeddings (Spark's ``mapInArrow`` shape)."""
+        for batch in batches:
+            yield self(batch)
+
+    def _embed(self, column: Any) -> np.ndarray:
+        return self.embedder._encode_arrow(column, None, self.normalize_embeddings)

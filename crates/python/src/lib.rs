@@ -1,0 +1,334 @@
+//! The native half of the `sbert` Python package (`sbert._sbert`): one loaded model, encoding
+//! lists of Python strings or the buffers of an Arrow string column, with the GIL released
+//! and on a thread pool of the caller's size.
+//!
+//! The public Python API (`sbert.SentenceEmbedder`, `sbert.ArrowEmbedder`) lives in
+//! `python/sbert/__init__.py` and wraps [`Model`]; embeddings cross as a `bytearray` of
+//! little-endian `float32` that numpy views without copying.
+
+use std::str::FromStr;
+
+use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes};
+use sbert::{DType, Device, Pooling, SentenceEmbedder};
+
+/// A sentence-transformers model, loaded once and shared by every Python thread that calls it.
+#[pyclass(frozen, module = "sbert._sbert")]
+struct Model {
+    inner: SentenceEmbedder,
+    pool: rayon::ThreadPool,
+    threads: usize,
+}
+
+/// Our error as the Python exception a Python user expects for it, with our message.
+fn to_py(e: sbert::Error) -> PyErr {
+    let message = error_chain(&e);
+    match e {
+        sbert::Error::MissingFile(_) | sbert::Error::ModelNotFound(_) => {
+            PyFileNotFoundError::new_err(message)
+        }
+        sbert::Error::Io { .. } | sbert::Error::Write { .. } => PyOSError::new_err(message),
+        sbert::Error::InvalidArgument(_)
+        | sbert::Error::Input { .. }
+        | sbert::Error::Unsupported(_)
+        | sbert::Error::Pooling(_)
+        | sbert::Error::InvalidWeights { .. }
+        | sbert::Error::Weights { .. }
+        | sbert::Error::Json { .. }
+        | sbert::Error::TokenizerLoad { .. } => PyValueError::new_err(message),
+        _ => PyRuntimeError::new_err(message),
+    }
+}
+
+/// The message and its causes, `: `-separated, as anyhow's `{:#}` prints them.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Rows as the bytes of a little-endian `float32` array.
+fn to_bytes(rows: &[f32]) -> Vec<u8> {
+    rows.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The strings of an Arrow `string` / `large_string` array from its buffers: `offsets`
+/// (`width` bytes each, `offset + length + 1` of them at least), `data`, and the validity
+/// bitmap when the array has nulls (a null reads as the empty text).
+fn arrow_strings<'a>(
+    offsets: &[u8],
+    width: usize,
+    data: &'a [u8],
+    validity: Option<&[u8]>,
+    offset: usize,
+    length: usize,
+) -> PyResult<Vec<&'a str>> {
+    let read = |i: usize| -> PyResult<usize> {
+        let at = (offset + i) * width;
+        let raw = offsets
+            .get(at..at + width)
+            .ok_or_else(|| PyValueError::new_err("arrow offsets buffer is too short"))?;
+        let v = match width {
+            4 => i64::from(i32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]])),
+            _ => i64::from_le_bytes([
+                raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7],
+            ]),
+        };
+        usize::try_from(v).map_err(|_| PyValueError::new_err("negative arrow offset"))
+    };
+    if width != 4 && width != 8 {
+        return Err(PyValueError::new_err("arrow offsets are 4 or 8 bytes wide"));
+    }
+    let mut out = Vec::with_capacity(length);
+    let mut start = read(0)?;
+    for i in 0..length {
+        let end = read(i + 1)?;
+        let valid = validity.is_none_or(|bits| {
+            let bit = offset + i;
+            bits.get(bit / 8).is_some_and(|b| b >> (bit % 8) & 1 == 1)
+        });
+        let text = if valid {
+            let bytes = data
+                .get(start..end)
+                .ok_or_else(|| PyValueError::new_err("arrow offsets point past the data"))?;
+            std::str::from_utf8(bytes).map_err(|e| {
+                PyValueError::new_err(format!("row {i} of the text column is not UTF-8: {e}"))
+            })?
+        } else {
+            ""
+        };
+        out.push(text);
+        start = end;
+    }
+    Ok(out)
+}
+
+impl Model {
+    /// Embeds `texts` on this model's pool: rows, row-major, normalized when asked.
+    fn rows<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        batch_size: usize,
+        normalize: bool,
+    ) -> sbert::Result<Vec<f32>> {
+        self.pool.install(|| {
+            let e = self
+                .inner
+                .encode_in_batches_of(texts, batch_size)?
+                .embeddings;
+            let e = if normalize { sbert::normalize(&e)? } else { e };
+            Ok(e.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+        })
+    }
+}
+
+#[pymethods]
+impl Model {
+    #[new]
+    #[allow(clippy::too_many_arguments)] // Python keyword arguments, one per option
+    #[pyo3(signature = (model, device="cpu", threads=None, batch_size=32, pooling=None, normalize=None, max_seq_length=None))]
+    fn new(
+        py: Python<'_>,
+        model: &str,
+        device: &str,
+        threads: Option<usize>,
+        batch_size: usize,
+        pooling: Option<&str>,
+        normalize: Option<bool>,
+        max_seq_length: Option<usize>,
+    ) -> PyResult<Self> {
+        let device = match device {
+            "cpu" => Device::Cpu,
+            "cuda" => Device::new_cuda(0).map_err(|e| to_py(e.into()))?,
+            "metal" => Device::new_metal(0).map_err(|e| to_py(e.into()))?,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "device {other:?}: expected \"cpu\", \"cuda\" or \"metal\""
+                )))
+            }
+        };
+        let threads = match threads {
+            Some(0) => return Err(PyValueError::new_err("threads must be at least 1")),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("sbert-{i}"))
+            .build()
+            .map_err(|e| PyRuntimeError::new_err(format!("starting {threads} threads: {e}")))?;
+        let mut builder = SentenceEmbedder::builder(model)
+            .device(device)
+            .batch_size(batch_size);
+        if let Some(p) = pooling {
+            builder = builder.pooling(Pooling::from_str(p).map_err(|e| to_py(e.into()))?);
+        }
+        if let Some(n) = normalize {
+            builder = builder.normalize(n);
+        }
+        if let Some(n) = max_seq_length {
+            builder = builder.max_seq_length(n);
+        }
+        let inner = py.detach(|| builder.build()).map_err(to_py)?;
+        Ok(Self {
+            inner,
+            pool,
+            threads,
+        })
+    }
+
+    /// `(bytearray of n·dim little-endian float32, n)` for a list of strings.
+    #[pyo3(signature = (texts, batch_size, normalize))]
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<String>,
+        batch_size: usize,
+        normalize: bool,
+    ) -> PyResult<(Bound<'py, PyByteArray>, usize)> {
+        let n = texts.len();
+        let rows = py
+            .detach(|| self.rows(&texts, batch_size, normalize))
+            .map_err(to_py)?;
+        Ok((PyByteArray::new(py, &to_bytes(&rows)), n))
+    }
+
+    /// As `encode`, for the buffers of an Arrow string column (see `arrow_strings`).
+    #[pyo3(signature = (offsets, width, data, validity, offset, length, batch_size, normalize))]
+    #[allow(clippy::too_many_arguments)] // the buffers and geometry of one Arrow array
+    fn encode_arrow<'py>(
+        &self,
+        py: Python<'py>,
+        offsets: &Bound<'py, PyBytes>,
+        width: usize,
+        data: &Bound<'py, PyBytes>,
+        validity: Option<&Bound<'py, PyBytes>>,
+        offset: usize,
+        length: usize,
+        batch_size: usize,
+        normalize: bool,
+    ) -> PyResult<Bound<'py, PyByteArray>> {
+        let (offsets, data) = (offsets.as_bytes(), data.as_bytes());
+        let validity = validity.map(|v| v.as_bytes());
+        let texts = arrow_strings(offsets, width, data, validity, offset, length)?;
+        let rows = py
+            .detach(|| self.rows(&texts, batch_size, normalize))
+            .map_err(to_py)?;
+        Ok(PyByteArray::new(py, &to_bytes(&rows)))
+    }
+
+    /// Values per embedding.
+    #[getter]
+    fn dimension(&self) -> usize {
+        self.inner.dim()
+    }
+
+    /// Tokens kept per text, special tokens included; longer texts are truncated.
+    #[getter]
+    fn max_seq_length(&self) -> usize {
+        self.inner.max_seq_length()
+    }
+
+    /// The pooling, as sentence-transformers names it.
+    #[getter]
+    fn pooling(&self) -> String {
+        self.inner.pooling().to_string()
+    }
+
+    /// Whether embeddings come out L2-normalized.
+    #[getter]
+    fn normalizes(&self) -> bool {
+        self.inner.normalizes()
+    }
+
+    /// `prompts` of the model's `config_sentence_transformers.json`: name → text put before
+    /// an input.
+    #[getter]
+    fn prompts(&self) -> std::collections::BTreeMap<String, String> {
+        self.inner.prompts().clone()
+    }
+
+    /// Threads of this model's pool.
+    #[getter]
+    fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// The model's folder.
+    #[getter]
+    fn path(&self) -> String {
+        self.inner.dir().display().to_string()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Model(path={:?}, dimension={}, pooling={:?}, normalize={}, threads={})",
+            self.inner.dir().display().to_string(),
+            self.inner.dim(),
+            self.inner.pooling().to_string(),
+            self.inner.normalizes(),
+            self.threads
+        )
+    }
+}
+
+#[pymodule]
+fn _sbert(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Model>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(texts: &[Option<&str>]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let (mut offsets, mut data, mut validity) = (vec![0i32], Vec::new(), vec![0u8; 1]);
+        for (i, t) in texts.iter().enumerate() {
+            if let Some(t) = t {
+                data.extend_from_slice(t.as_bytes());
+                validity[i / 8] |= 1 << (i % 8);
+            }
+            offsets.push(data.len() as i32);
+        }
+        let offsets = offsets.iter().flat_map(|o| o.to_le_bytes()).collect();
+        (offsets, data, validity)
+    }
+
+    #[test]
+    fn arrow_strings_read_slices_nulls_and_refuse_bad_buffers() {
+        let (o, d, v) = column(&[Some("a"), None, Some("héllo"), Some("")]);
+        let all = arrow_strings(&o, 4, &d, Some(&v), 0, 4).expect("read");
+        assert_eq!(all, ["a", "", "héllo", ""]);
+        let sliced = arrow_strings(&o, 4, &d, Some(&v), 1, 2).expect("read");
+        assert_eq!(sliced, ["", "héllo"]);
+        let wide: Vec<u8> = o
+            .chunks_exact(4)
+            .flat_map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes())
+            .collect();
+        assert_eq!(
+            arrow_strings(&wide, 8, &d, None, 0, 4).expect("read"),
+            ["a", "", "héllo", ""]
+        );
+        assert!(
+            arrow_strings(&o, 4, &d, None, 0, 5).is_err(),
+            "past the offsets"
+        );
+        assert!(arrow_strings(&o, 2, &d, None, 0, 1).is_err(), "width");
+        assert!(
+            arrow_strings(&o, 4, &d[..3], None, 0, 4).is_err(),
+            "past the data"
+        );
+        let (o, d, _) = column(&[Some("ok")]);
+        let mut bad = d.clone();
+        bad[0] = 0xff;
+        assert!(arrow_strings(&o, 4, &bad, None, 0, 1).is_err(), "not UTF-8");
+    }
+}
