@@ -14,7 +14,9 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
 use sbert::{Device, SentenceEmbedder};
-use sbert_search::{normalized, semantic_search, ApproximateIndex, Embeddings, HnswParams, Score};
+use sbert_search::{
+    normalized, recall, semantic_search, ApproximateIndex, Embeddings, HnswParams, Score,
+};
 
 /// A float32 `(n, dim)` array written by `sbert index build`.
 fn read_npy(path: &str, dim: usize) -> Result<Vec<f32>> {
@@ -29,18 +31,6 @@ fn read_npy(path: &str, dim: usize) -> Result<Vec<f32>> {
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect())
-}
-
-fn recall(found: &[Vec<sbert_search::Hit>], exact: &[Vec<sbert_search::Hit>]) -> f64 {
-    let (mut hit, mut all) = (0, 0);
-    for (f, e) in found.iter().zip(exact) {
-        all += e.len();
-        hit += f
-            .iter()
-            .filter(|h| e.iter().any(|x| x.corpus_id == h.corpus_id))
-            .count();
-    }
-    hit as f64 / all as f64
 }
 
 fn main() -> Result<()> {

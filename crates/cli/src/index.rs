@@ -323,16 +323,12 @@ fn bench(args: &BenchArgs) -> Result<()> {
     );
     for &ef in &args.ef {
         let start = Instant::now();
-        let mut found = 0usize;
-        for (i, truth) in exact.iter().enumerate() {
-            let hits = graph.search(&one(i)?, args.top_k, ef)?.remove(0);
-            found += hits
-                .iter()
-                .filter(|h| truth.iter().any(|t| t.corpus_id == h.corpus_id))
-                .count();
+        let mut found = Vec::with_capacity(queries.len());
+        for i in 0..queries.len() {
+            found.push(graph.search(&one(i)?, args.top_k, ef)?.remove(0));
         }
         let ms = 1000.0 * start.elapsed().as_secs_f64() / queries.len() as f64;
-        let recall = found as f64 / (queries.len() * args.top_k) as f64;
+        let recall = sbert_search::recall(&found, &exact);
         println!(
             "{}",
             serde_json::json!({"search": "hnsw", "ef": ef, "recall_at_k": round3(recall),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use hnsw_rs::prelude::{AnnT as _, Distance, Hnsw, HnswIo};
 
 use crate::scores::{normalized, TopK};
-use crate::{Embeddings, Hit, SearchError};
+use crate::{check_search, Embeddings, Hit, SearchError};
 
 /// How the graph is built. The defaults (16 links, `ef_construction` 200) are hnswlib's
 /// common choice for sentence embeddings: recall@10 ≥ 0.95 at a search width of 64–128.
@@ -54,6 +54,25 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// Recall@k of `found` against `exact` (both one list per query, in query order): the share
+/// of the exact hits that `found` holds, by `corpus_id`, over all queries. 1.0 when every
+/// exact hit is found.
+pub fn recall(found: &[Vec<Hit>], exact: &[Vec<Hit>]) -> f64 {
+    let (mut hit, mut all) = (0usize, 0usize);
+    for (f, e) in found.iter().zip(exact) {
+        all += e.len();
+        hit += e
+            .iter()
+            .filter(|x| f.iter().any(|h| h.corpus_id == x.corpus_id))
+            .count();
+    }
+    if all == 0 {
+        1.0
+    } else {
+        hit as f64 / all as f64
+    }
 }
 
 /// Files of a saved graph, beside each other in one folder.
@@ -163,21 +182,7 @@ impl ApproximateIndex {
         top_k: usize,
         ef: usize,
     ) -> Result<Vec<Vec<Hit>>, SearchError> {
-        if queries.is_empty() {
-            return Err(SearchError::Empty("query set"));
-        }
-        if queries.dim() != self.dim {
-            return Err(SearchError::DimensionMismatch {
-                queries: queries.dim(),
-                corpus: self.dim,
-            });
-        }
-        if top_k == 0 || top_k > self.len {
-            return Err(SearchError::TopK {
-                top_k,
-                max: self.len,
-            });
-        }
+        check_search(queries, self.len, self.dim, top_k)?;
         if ef == 0 {
             return Err(SearchError::Zero("ef"));
         }
@@ -354,19 +359,6 @@ mod tests {
             .collect()
     }
 
-    fn recall(found: &[Vec<Hit>], exact: &[Vec<Hit>]) -> f64 {
-        let mut hit = 0;
-        let mut all = 0;
-        for (f, e) in found.iter().zip(exact) {
-            all += e.len();
-            hit += f
-                .iter()
-                .filter(|h| e.iter().any(|x| x.corpus_id == h.corpus_id))
-                .count();
-        }
-        hit as f64 / all as f64
-    }
-
     #[test]
     fn finds_the_exact_neighbours_with_exact_scores_and_survives_a_save() {
         let dim = 24;
@@ -381,6 +373,9 @@ mod tests {
         assert_eq!((index.len(), index.dim()), (3000, dim));
         let narrow = index.search(&q, 10, 10).expect("search");
         let wide = index.search(&q, 10, 200).expect("search");
+        assert_eq!(recall(&exact, &exact), 1.0);
+        let half: Vec<Vec<Hit>> = exact.iter().map(|e| e[..5].to_vec()).collect();
+        assert!((recall(&half, &exact) - 0.5).abs() < 1e-12);
         let (r_narrow, r_wide) = (recall(&narrow, &exact), recall(&wide, &exact));
         assert!(r_wide >= 0.99, "recall@10 at ef 200: {r_wide}");
         assert!(r_wide >= r_narrow, "{r_wide} < {r_narrow}");

@@ -38,7 +38,7 @@ mod quantize;
 mod scores;
 mod search;
 
-pub use approximate::{ApproximateIndex, HnswParams, SavedGraph};
+pub use approximate::{recall, ApproximateIndex, HnswParams, SavedGraph};
 pub use community::community_detection;
 pub use dedup::{dedup, Dedup};
 pub use mining::{paraphrase_mining, Pair};
@@ -166,6 +166,35 @@ pub enum Score {
     Cosine,
     /// Dot product.
     Dot,
+}
+
+/// The checks every search makes: queries present, a corpus of `corpus_len` rows of
+/// `corpus_dim` values, the same width on both sides, `top_k` in `1..=corpus_len`.
+fn check_search(
+    queries: &Embeddings<'_>,
+    corpus_len: usize,
+    corpus_dim: usize,
+    top_k: usize,
+) -> Result<(), SearchError> {
+    if queries.is_empty() {
+        return Err(SearchError::Empty("query set"));
+    }
+    if corpus_len == 0 {
+        return Err(SearchError::Empty("corpus"));
+    }
+    if queries.dim() != corpus_dim {
+        return Err(SearchError::DimensionMismatch {
+            queries: queries.dim(),
+            corpus: corpus_dim,
+        });
+    }
+    if top_k == 0 || top_k > corpus_len {
+        return Err(SearchError::TopK {
+            top_k,
+            max: corpus_len,
+        });
+    }
+    Ok(())
 }
 
 fn check_threshold(t: f32) -> Result<(), SearchError> {

@@ -8,7 +8,7 @@
 use std::str::FromStr;
 
 use crate::scores::TopK;
-use crate::{Embeddings, Hit, SearchError};
+use crate::{check_search, Embeddings, Hit, SearchError};
 
 /// A storage precision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,24 +274,7 @@ pub fn search_quantized(
     top_k: usize,
     rescore_multiplier: Option<usize>,
 ) -> Result<Vec<Vec<Hit>>, SearchError> {
-    if queries.is_empty() {
-        return Err(SearchError::Empty("query set"));
-    }
-    if corpus.is_empty() {
-        return Err(SearchError::Empty("corpus"));
-    }
-    if queries.dim() != corpus.dim {
-        return Err(SearchError::DimensionMismatch {
-            queries: queries.dim(),
-            corpus: corpus.dim,
-        });
-    }
-    if top_k == 0 || top_k > corpus.len() {
-        return Err(SearchError::TopK {
-            top_k,
-            max: corpus.len(),
-        });
-    }
+    check_search(queries, corpus.len(), corpus.dim, top_k)?;
     if rescore_multiplier == Some(0) {
         return Err(SearchError::Zero("rescore_multiplier"));
     }

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::scores::{prepared, product_into, Scored, TopK, CORPUS_BLOCK, QUERY_BLOCK};
-use crate::{Embeddings, Score, SearchError};
+use crate::{check_search, Embeddings, Score, SearchError};
 
 /// One result of a query.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -26,24 +26,7 @@ pub fn semantic_search(
     top_k: usize,
     score: Score,
 ) -> Result<Vec<Vec<Hit>>, SearchError> {
-    if queries.is_empty() {
-        return Err(SearchError::Empty("query set"));
-    }
-    if corpus.is_empty() {
-        return Err(SearchError::Empty("corpus"));
-    }
-    if queries.dim() != corpus.dim() {
-        return Err(SearchError::DimensionMismatch {
-            queries: queries.dim(),
-            corpus: corpus.dim(),
-        });
-    }
-    if top_k == 0 || top_k > corpus.len() {
-        return Err(SearchError::TopK {
-            top_k,
-            max: corpus.len(),
-        });
-    }
+    check_search(queries, corpus.len(), corpus.dim(), top_k)?;
     let dim = corpus.dim();
     let q = prepared(queries, score);
     let c = prepared(corpus, score);
