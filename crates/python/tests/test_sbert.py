@@ -102,6 +102,28 @@ def test_nulls_blanks_and_long_texts(model):
     assert np.isfinite(a).all() and np.abs(a - b).max() <= 1e-6, "truncated at max_seq_length"
 
 
+def test_a_hub_id_loads_from_the_local_cache(tmp_path, monkeypatch, model):
+    # The layout huggingface_hub writes: blobs, a snapshot of links to them, refs/main.
+    repo = tmp_path / "models--sentence-transformers--all-MiniLM-L6-v2"
+    rev = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(rev)
+    blobs = repo / "blobs"
+    blobs.mkdir()
+    for n, path in enumerate(p for p in sorted(MODEL.rglob("*")) if p.is_file()):
+        blob = blobs / f"blob{n:04}"
+        shutil.copyfile(path, blob)
+        link = repo / "snapshots" / rev / path.relative_to(MODEL)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(blob)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    from_hub = SentenceEmbedder("sentence-transformers/all-MiniLM-L6-v2", threads=1)
+    texts = GOLDEN["sentences"][:4]
+    assert np.abs(from_hub.encode(texts) - model.encode(texts)).max() <= 1e-6
+    with pytest.raises(FileNotFoundError):
+        SentenceEmbedder("sentence-transformers/not-in-the-cache")
+
+
 def test_errors_are_python_exceptions(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         SentenceEmbedder(tmp_path / "nowhere")
