@@ -3,7 +3,7 @@
 //! and on a thread pool of the caller's size.
 //!
 //! The public Python API (`sbert.SentenceEmbedder`, `sbert.ArrowEmbedder`) lives in
-//! `python/sbert/__init__.py` and wraps [`Model`]; embeddings cross as a `bytearray` of
+//! `python/sbert/__init__.py` and wraps `Model`; embeddings cross as a `bytearray` of
 //! little-endian `float32` that numpy views without copying.
 
 use std::str::FromStr;
