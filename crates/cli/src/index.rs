@@ -27,10 +27,10 @@ const FORMAT: &str = "sbert-index/1";
 
 #[derive(Debug, Subcommand)]
 pub enum IndexCommand {
-    /// Embed a corpus once into DIR (embeddings.npy, texts.jsonl, index.json) for
-    /// `sbert search --index DIR`.
+    /// Embed a corpus once into DIR (embeddings.npy, texts.jsonl, index.json; with --hnsw also
+    /// an HNSW graph for `--approximate`) for `sbert search --index DIR`.
     ///
-    /// Example: sbert index build --corpus docs.txt --output docs.index
+    /// Example: sbert index build --corpus docs.txt --output docs.index --hnsw
     Build(BuildArgs),
     /// Recall@k and per-query time of the index's HNSW graph against exact search, one query
     /// at a time, for each search width; prints one JSON object per line.
