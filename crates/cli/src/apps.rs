@@ -11,7 +11,7 @@ use sbert_search::{Embeddings, Score};
 use serde_json::json;
 
 use crate::io::{self, InputFormat};
-use crate::{embed_all, ModelArgs};
+use crate::{check_top_k, embed_all, ModelArgs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ListFormat {
@@ -144,14 +144,6 @@ pub struct DedupArgs {
     inputs: Inputs,
 }
 
-fn read(path: &Path, format: InputFormat, what: &str) -> Result<Vec<String>> {
-    let texts = io::read_texts(path, format)?;
-    if texts.is_empty() {
-        bail!("{what} {} holds no texts", path.display());
-    }
-    Ok(texts)
-}
-
 /// Reads `args.input`, loads the model and embeds the texts: what mine, cluster and dedup
 /// start from.
 fn embedded_input(
@@ -159,17 +151,10 @@ fn embedded_input(
     input: &Path,
     inputs: &Inputs,
 ) -> Result<(Vec<String>, SentenceEmbedder, Vec<f32>)> {
-    let texts = read(input, inputs.input_format, "input")?;
+    let texts = io::read_nonempty(input, inputs.input_format, "input")?;
     let model = model.load(None)?;
     let rows = embed_all(&model, &texts, inputs.quiet, "texts")?;
     Ok((texts, model, rows))
-}
-
-fn check_top_k(top_k: usize, corpus: usize) -> Result<()> {
-    if top_k == 0 || top_k > corpus {
-        bail!("--top-k {top_k} must be between 1 and the corpus size {corpus}");
-    }
-    Ok(())
 }
 
 /// A text on one line of a table.
@@ -178,11 +163,11 @@ fn one_line(text: &str) -> String {
 }
 
 pub fn search(args: &SearchArgs) -> Result<()> {
-    let queries = read(&args.queries, args.inputs.input_format, "query file")?;
+    let queries = io::read_nonempty(&args.queries, args.inputs.input_format, "query file")?;
     // Read and check the corpus file before loading the model.
     let texts = match (&args.corpus, &args.index) {
         (Some(file), None) => {
-            let corpus = read(file, args.inputs.input_format, "corpus")?;
+            let corpus = io::read_nonempty(file, args.inputs.input_format, "corpus")?;
             check_top_k(args.top_k, corpus.len())?;
             Some(corpus)
         }

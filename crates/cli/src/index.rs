@@ -217,23 +217,16 @@ fn build(args: &BuildArgs) -> Result<()> {
             );
         }
     }
-    let texts = io::read_texts(&args.corpus, args.input_format)?;
-    if texts.is_empty() {
-        bail!("corpus {} holds no texts", args.corpus.display());
-    }
+    let texts = io::read_nonempty(&args.corpus, args.input_format, "corpus")?;
     let params = HnswParams {
         links: args.hnsw_links,
         ef_construction: args.hnsw_ef_construction,
     };
-    if args.hnsw && !(2..=128).contains(&params.links) {
-        bail!("--hnsw-links {} must be between 2 and 128", params.links);
-    }
-    if args.hnsw && params.ef_construction < params.links {
-        bail!(
-            "--hnsw-ef-construction {} must be at least --hnsw-links ({})",
-            params.ef_construction,
-            params.links
-        );
+    if args.hnsw {
+        // Before embedding, not after it.
+        params
+            .check()
+            .context("--hnsw-links / --hnsw-ef-construction")?;
     }
     let model = args.model.load(None)?;
     let id = identity(&model)?;
@@ -283,23 +276,14 @@ fn build(args: &BuildArgs) -> Result<()> {
 
 /// Exact and approximate search, one query at a time, timed; recall@k of each width.
 fn bench(args: &BenchArgs) -> Result<()> {
-    let queries = io::read_texts(&args.queries, args.input_format)?;
-    if queries.is_empty() {
-        bail!("query file {} holds no texts", args.queries.display());
-    }
+    let queries = io::read_nonempty(&args.queries, args.input_format, "query file")?;
     if args.ef.is_empty() || args.ef.contains(&0) {
         bail!("--ef takes search widths of at least 1");
     }
     let model = args.model.load(None)?;
     let index = load(&args.index, &model)?;
     let graph = index.approximate()?;
-    if args.top_k == 0 || args.top_k > index.texts.len() {
-        bail!(
-            "--top-k {} must be between 1 and the index size {}",
-            args.top_k,
-            index.texts.len()
-        );
-    }
+    crate::check_top_k(args.top_k, index.texts.len())?;
     let q = crate::embed_all(&model, &queries, args.quiet, "queries")?;
     let dim = index.dim;
     // The exact baseline at its best: rows normalized once, then one dot-product scan per

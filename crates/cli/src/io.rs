@@ -32,6 +32,15 @@ impl From<InputFormat> for sbert::input::TextFormat {
     }
 }
 
+/// [`read_texts`], refusing a file without texts: `what` names it in the error.
+pub fn read_nonempty(path: &Path, format: InputFormat, what: &str) -> Result<Vec<String>> {
+    let texts = read_texts(path, format)?;
+    if texts.is_empty() {
+        anyhow::bail!("{what} {} holds no texts", path.display());
+    }
+    Ok(texts)
+}
+
 /// The texts of `path` (`-` for standard input) in `format`.
 pub fn read_texts(path: &Path, format: InputFormat) -> Result<Vec<String>> {
     let source = if path == Path::new("-") {

@@ -213,6 +213,14 @@ struct SimilarityArgs {
 /// Texts per call into the library: bounds memory on large inputs while keeping batches full.
 const CHUNK: usize = 4096;
 
+/// Refuses a `--top-k` outside `1..=corpus`.
+pub fn check_top_k(top_k: usize, corpus: usize) -> Result<()> {
+    if top_k == 0 || top_k > corpus {
+        bail!("--top-k {top_k} must be between 1 and the corpus size {corpus}");
+    }
+    Ok(())
+}
+
 /// Texts per progress step of [`embed_all`].
 const PROGRESS_CHUNK: usize = 2048;
 
