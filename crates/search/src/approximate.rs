@@ -2,7 +2,7 @@
 //! searched by the `hnsw_rs` crate over L2-normalized rows, with our own distance kernel.
 
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hnsw_rs::prelude::{AnnT as _, Distance, Hnsw, HnswIo};
 
@@ -17,6 +17,28 @@ pub struct HnswParams {
     pub links: usize,
     /// Candidates considered while inserting a point (`efConstruction`), at least `links`.
     pub ef_construction: usize,
+}
+
+impl HnswParams {
+    /// Refuses `links` outside 2..=128 or `ef_construction` below `links`.
+    ///
+    /// # Errors
+    /// [`SearchError::Parameter`], naming the bound.
+    pub fn check(&self) -> Result<(), SearchError> {
+        if !(2..=128).contains(&self.links) {
+            return Err(SearchError::Parameter(format!(
+                "HNSW links {} must be between 2 and 128",
+                self.links
+            )));
+        }
+        if self.ef_construction < self.links {
+            return Err(SearchError::Parameter(format!(
+                "ef_construction {} must be at least links ({})",
+                self.ef_construction, self.links
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for HnswParams {
@@ -122,21 +144,10 @@ impl ApproximateIndex {
         if corpus.is_empty() {
             return Err(SearchError::Empty("corpus"));
         }
-        if !(2..=128).contains(&params.links) {
-            return Err(SearchError::Parameter(format!(
-                "HNSW links {} must be between 2 and 128",
-                params.links
-            )));
-        }
-        if params.ef_construction < params.links {
-            return Err(SearchError::Parameter(format!(
-                "ef_construction {} must be at least links ({})",
-                params.ef_construction, params.links
-            )));
-        }
+        params.check()?;
         let rows = normalized(corpus);
         let dim = corpus.dim();
-        let graph = Hnsw::new(
+        let mut graph = Hnsw::new(
             params.links,
             corpus.len(),
             16,
@@ -145,7 +156,6 @@ impl ApproximateIndex {
         );
         let items: Vec<(&[f32], usize)> = rows.chunks_exact(dim).zip(0..).collect();
         graph.parallel_insert_slice(&items);
-        let mut graph = graph;
         graph.set_searching_mode(true);
         Ok(Self {
             graph,
@@ -236,7 +246,11 @@ impl ApproximateIndex {
         self.graph.file_dump(dir, BASENAME).map_err(|e| {
             SearchError::Io(format!("writing the HNSW graph in {}: {e}", dir.display()))
         })?;
-        Ok(SavedGraph::of(dir)?.with_shape(self.len, self.dim))
+        Ok(SavedGraph {
+            files: checksums(dir)?,
+            len: self.len,
+            dim: self.dim,
+        })
     }
 
     /// Reads a graph written by [`ApproximateIndex::save`], after checking both files against
@@ -247,8 +261,8 @@ impl ApproximateIndex {
     /// A missing file, a checksum or size that differs, or a graph of another length or
     /// dimension than `expected` records.
     pub fn load(dir: &Path, expected: &SavedGraph) -> Result<Self, SearchError> {
-        let found = SavedGraph::of(dir)?;
-        for ((name, want), (_, got)) in expected.files.iter().zip(&found.files) {
+        let found = checksums(dir)?;
+        for ((name, want), (_, got)) in expected.files.iter().zip(&found) {
             if want != got {
                 return Err(SearchError::Io(format!(
                     "{} is corrupt or was replaced: checksum {}, expected {}",
@@ -292,29 +306,20 @@ pub struct SavedGraph {
     pub dim: usize,
 }
 
-impl SavedGraph {
-    fn of(dir: &Path) -> Result<Self, SearchError> {
-        let mut files = Vec::new();
-        for suffix in ["hnsw.graph", "hnsw.data"] {
+/// `(file name, checksum)` of the graph's two files in `dir`.
+fn checksums(dir: &Path) -> Result<Vec<(String, String)>, SearchError> {
+    ["hnsw.graph", "hnsw.data"]
+        .iter()
+        .map(|suffix| {
             let name = format!("{BASENAME}.{suffix}");
-            files.push((name.clone(), checksum(&dir.join(&name))?));
-        }
-        Ok(Self {
-            files,
-            len: 0,
-            dim: 0,
+            let sum = checksum(&dir.join(&name))?;
+            Ok((name, sum))
         })
-    }
-
-    fn with_shape(mut self, len: usize, dim: usize) -> Self {
-        self.len = len;
-        self.dim = dim;
-        self
-    }
+        .collect()
 }
 
 /// FNV-1a (64-bit) of a file's bytes and its length, as hex.
-fn checksum(path: &PathBuf) -> Result<String, SearchError> {
+fn checksum(path: &Path) -> Result<String, SearchError> {
     let mut file = std::fs::File::open(path)
         .map_err(|e| SearchError::Io(format!("reading {}: {e}", path.display())))?;
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -343,13 +348,7 @@ mod tests {
     /// `n` rows in `dim` dimensions around 20 centres (clustered, as sentence embeddings
     /// are), from a fixed LCG.
     fn clustered(n: usize, dim: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        };
+        let mut next = crate::uniform(seed);
         let centres: Vec<f32> = (0..20 * dim).map(|_| next()).collect();
         (0..n)
             .flat_map(|i| {

@@ -197,6 +197,18 @@ fn check_search(
     Ok(())
 }
 
+/// Uniform values in `[-1, 1)` from a 64-bit LCG seeded with `seed`: the tests' fixed data.
+#[cfg(test)]
+fn uniform(seed: u64) -> impl FnMut() -> f32 {
+    let mut state = seed;
+    move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+    }
+}
+
 fn check_threshold(t: f32) -> Result<(), SearchError> {
     if (-1.0..=1.0).contains(&t) {
         Ok(())

@@ -369,13 +369,7 @@ mod tests {
     #[test]
     fn rescored_binary_search_finds_the_float_neighbours() {
         // 200 pseudo-random unit vectors in 16 dimensions; queries are corpus points.
-        let mut state = 7u64;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        };
+        let mut next = crate::uniform(7);
         let rows: Vec<f32> = (0..200)
             .flat_map(|_| {
                 let v: Vec<f32> = (0..16).map(|_| next()).collect();
