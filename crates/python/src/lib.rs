@@ -4,7 +4,7 @@
 //!
 //! The public Python API (`sbert.SentenceEmbedder`, `sbert.ArrowEmbedder`) lives in
 //! `python/sbert/__init__.py` and wraps `Model`; embeddings cross as a `bytearray` of
-//! little-endian `float32` that numpy views without copying.
+//! native-endian `float32` that numpy views without copying.
 
 use std::str::FromStr;
 
@@ -51,11 +51,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
-}
-
-/// Rows as the bytes of a little-endian `float32` array.
-fn to_bytes(rows: &[f32]) -> Vec<u8> {
-    rows.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 /// The strings of an Arrow `string` / `large_string` array from its buffers: `offsets`
@@ -183,7 +178,7 @@ impl Model {
         })
     }
 
-    /// `(bytearray of n·dim little-endian float32, n)` for a list of strings.
+    /// `(bytearray of n·dim native-endian float32, n)` for a list of strings.
     #[pyo3(signature = (texts, batch_size, normalize))]
     fn encode<'py>(
         &self,
@@ -196,7 +191,7 @@ impl Model {
         let rows = py
             .detach(|| self.rows(&texts, batch_size, normalize))
             .map_err(to_py)?;
-        Ok((PyByteArray::new(py, &to_bytes(&rows)), n))
+        Ok((PyByteArray::new(py, bytemuck::cast_slice(&rows)), n))
     }
 
     /// As `encode`, for the buffers of an Arrow string column (see `arrow_strings`).
@@ -220,7 +215,7 @@ impl Model {
         let rows = py
             .detach(|| self.rows(&texts, batch_size, normalize))
             .map_err(to_py)?;
-        Ok(PyByteArray::new(py, &to_bytes(&rows)))
+        Ok(PyByteArray::new(py, bytemuck::cast_slice(&rows)))
     }
 
     /// Values per embedding.

@@ -32,7 +32,7 @@ __all__ = ["SentenceEmbedder", "ArrowEmbedder", "__version__"]
 
 def _rows(buffer: bytearray, n: int, dim: int) -> np.ndarray:
     """A writable (n, dim) float32 view of the bytes the native module returned."""
-    return np.frombuffer(buffer, dtype="<f4").reshape(n, dim)
+    return np.frombuffer(buffer, dtype=np.float32).reshape(n, dim)
 
 
 class SentenceEmbedder:
