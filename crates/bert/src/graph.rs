@@ -103,8 +103,8 @@ fn split_heads(xs: &Tensor, heads: usize, head_dim: usize) -> Result<Tensor> {
         .contiguous()
 }
 
-/// One layer: `hidden (b, t, h)`, additive `mask (b, 1, 1, t)` → `(b, t, h)` and the
-/// attention probabilities.
+/// One layer: `hidden (b, t, h)`, additive `mask (b, 1, 1, t)` or, with a relative position
+/// bias, `(b, heads, t, t)` → `(b, t, h)` and the attention probabilities.
 fn layer(
     w: &LayerParams<Tensor>,
     cfg: &BertConfig,
@@ -152,8 +152,11 @@ fn layer(
 }
 
 /// The forward pass over a padded batch.
+///
+/// `relative_bias` is MPNet's relative attention bias table `(num_buckets, heads)`.
 pub(crate) fn forward(
     w: &BertWeights,
+    relative_bias: Option<&Tensor>,
     cfg: &BertConfig,
     input_ids: &Tensor,
     token_type_ids: Option<&Tensor>,
@@ -168,10 +171,10 @@ pub(crate) fn forward(
             (b, t)
         );
     }
-    if t > cfg.max_position_embeddings {
+    if t > cfg.max_sequence_length() {
         candle_core::bail!(
-            "sequence of {t} tokens is longer than the model's max_position_embeddings {}",
-            cfg.max_position_embeddings
+            "sequence of {t} tokens is longer than the model's limit of {}",
+            cfg.max_sequence_length()
         );
     }
     let dtype = w.embeddings.word.dtype();
@@ -184,7 +187,13 @@ pub(crate) fn forward(
         DType::F64 => f64::MIN,
         _ => f64::from(f32::MIN),
     };
-    let additive = ((keep.ones_like()? - &keep)? * min)?.reshape((b, 1, 1, t))?;
+    let mut additive = ((keep.ones_like()? - &keep)? * min)?.reshape((b, 1, 1, t))?;
+    if let Some(table) = relative_bias {
+        // Bias and mask are added to the scores together: one (b, heads, t, t) addend.
+        additive = crate::relative::bias_tensor(table, t)?
+            .to_dtype(dtype)?
+            .broadcast_add(&additive)?;
+    }
 
     let e = &w.embeddings;
     let h = cfg.hidden_size;
@@ -194,7 +203,8 @@ pub(crate) fn forward(
         Some(ids) => lookup(&e.token_type, ids)?,
         None => lookup(&e.token_type, &input_ids.zeros_like()?)?,
     };
-    let positions = Tensor::arange(0u32, t as u32, device)?;
+    let first = cfg.first_position() as u32;
+    let positions = Tensor::arange(first, first + t as u32, device)?;
     let sum =
         (lookup(&e.word, input_ids)? + types)?.broadcast_add(&lookup(&e.position, &positions)?)?;
     let normed = layer_norm(&e.norm, &sum, cfg.layer_norm_eps, mode)?;

@@ -1,11 +1,16 @@
-//! A BERT encoder in [candle](https://github.com/huggingface/candle).
+//! Transformer encoders in [candle](https://github.com/huggingface/candle): BERT and the
+//! architectures that share its layer, and ModernBERT.
 //!
-//! `sbert-bert` loads the Hugging Face `config.json` + `model.safetensors` of a BERT checkpoint
-//! and turns a batch of token ids into contextual token embeddings `(batch, seq, hidden)`. It is
+//! `sbert-bert` loads the Hugging Face `config.json` + `model.safetensors` of a checkpoint and
+//! turns a batch of token ids into contextual token embeddings `(batch, seq, hidden)`. It is
 //! pure tensor code: no file I/O, no tokenization, no pooling (those live in `sbert` and
 //! `sbert-pooling`).
 //!
-//! * Checkpoints with or without the `bert.` prefix load the same way
+//! * [`BertModel`] runs every [`Architecture`]: BERT, RoBERTa / XLM-RoBERTa / CamemBERT,
+//!   DistilBERT and MPNet (relative attention bias), chosen by `model_type`.
+//!   [`ModernBertModel`] runs ModernBERT (rotary positions, gated GELU, sliding-window
+//!   attention) over padded batches.
+//! * Checkpoints with or without the pre-training prefix load the same way
 //!   (`bert.embeddings.word_embeddings.weight` or `embeddings.word_embeddings.weight`).
 //! * A missing tensor or a tensor of the wrong shape is an error that names the tensor and both
 //!   shapes (candle's `VarBuilder` reports them).
@@ -22,8 +27,8 @@
 //!   gradient.
 //! * [`BertModel::forward_with_attentions`] also returns the attention probabilities of every
 //!   layer and head, `(batch, heads, seq, seq)` each.
-//! * The [`Encoder`] trait is what the sentence pipeline needs of an encoder; a second
-//!   architecture implements it.
+//! * The [`Encoder`] trait is what the sentence pipeline needs of an encoder; [`BertModel`] and
+//!   [`ModernBertModel`] implement it.
 //!
 //! # Example
 //!
@@ -58,12 +63,15 @@ mod cpu;
 mod encoder;
 mod graph;
 mod model;
+mod modernbert;
 mod packed;
 mod params;
+mod relative;
 
-pub use config::{BertConfig, HiddenAct};
+pub use config::{Architecture, BertConfig, HiddenAct};
 pub use encoder::Encoder;
 pub use graph::{BertOutput, Mode};
 pub use model::BertModel;
+pub use modernbert::{ModernBertConfig, ModernBertModel, RopeParameters, RopeTheta};
 pub use packed::training::GradientSink;
 pub use params::{BertParams, BertWeights, EmbeddingParams, LayerParams, Linear, Norm};

@@ -3,12 +3,13 @@
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::config::BertConfig;
+use crate::config::{Architecture, BertConfig};
 use crate::graph::{self, BertOutput, Mode};
 use crate::packed::{self, training::GradientSink};
 use crate::params::BertWeights;
 
-/// A BERT encoder: token ids in, contextual token embeddings out.
+/// A BERT-family encoder (BERT, RoBERTa / XLM-RoBERTa, DistilBERT, MPNet; see
+/// [`Architecture`](crate::Architecture)): token ids in, contextual token embeddings out.
 ///
 /// Build it with [`BertModel::load`] from a [`VarBuilder`] over the checkpoint's tensors. Two
 /// passes read the same weights: the candle graph over padded batches (any device and dtype,
@@ -20,24 +21,40 @@ use crate::params::BertWeights;
 #[derive(Debug, Clone)]
 pub struct BertModel {
     weights: BertWeights,
+    /// MPNet's relative attention bias table, `(num_buckets, heads)`.
+    relative_attention_bias: Option<Tensor>,
     config: BertConfig,
     device: Device,
     dtype: DType,
 }
 
 impl BertModel {
-    /// Loads the encoder from `vb`, whose tensors use Hugging Face `BertModel` names, with or
-    /// without the `bert.` prefix of `BertForPreTraining`-style checkpoints.
+    /// Loads the encoder from `vb`, whose tensors use the Hugging Face names of the config's
+    /// architecture, with or without the prefix of a pre-training checkpoint (`bert.`,
+    /// `roberta.`, …).
     ///
     /// # Errors
-    /// When the config is invalid, or a tensor is missing or has a shape other than the config
-    /// implies (the error names the tensor and both shapes).
+    /// When the config is invalid or names an unsupported architecture, or a tensor is missing
+    /// or has a shape other than the config implies (the error names the tensor and both
+    /// shapes).
     pub fn load(vb: VarBuilder, config: &BertConfig) -> Result<Self> {
         config.validate()?;
         let (device, dtype) = (vb.device().clone(), vb.dtype());
+        let architecture = config.architecture()?;
+        let relative_attention_bias = match architecture {
+            Architecture::MpNet => Some(crate::params::unprefixed(vb.clone(), architecture).get(
+                (
+                    config.relative_attention_num_buckets,
+                    config.num_attention_heads,
+                ),
+                "encoder.relative_attention_bias.weight",
+            )?),
+            _ => None,
+        };
         let weights = BertWeights::load(vb, config)?;
         Ok(Self {
             weights,
+            relative_attention_bias,
             config: config.clone(),
             device,
             dtype,
@@ -118,6 +135,7 @@ impl BertModel {
     ) -> Result<BertOutput> {
         graph::forward(
             &self.weights,
+            self.relative_attention_bias.as_ref(),
             &self.config,
             input_ids,
             token_type_ids,
@@ -147,7 +165,13 @@ impl BertModel {
     /// unsupported device or dtype.
     pub fn forward_packed(&self, input_ids: &[u32], lengths: &[usize]) -> Result<Tensor> {
         self.check_packed()?;
-        packed::infer(&self.weights, &self.config, input_ids, lengths)
+        packed::infer(
+            &self.weights,
+            self.relative_attention_bias.as_ref(),
+            &self.config,
+            input_ids,
+            lengths,
+        )
     }
 
     /// The training-mode twin of [`BertModel::forward_packed`] (dropout active): the same
@@ -196,6 +220,12 @@ impl BertModel {
         sink: &GradientSink,
     ) -> Result<Tensor> {
         self.check_packed()?;
+        if self.relative_attention_bias.is_some() {
+            candle_core::bail!(
+                "the packed training pass does not differentiate MPNet's relative attention \
+                 bias; train MPNet through the graph (forward_with_mode)"
+            );
+        }
         packed::training::train(
             &self.weights,
             &self.config,

@@ -7,7 +7,7 @@
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
-use crate::config::BertConfig;
+use crate::config::{Architecture, BertConfig};
 
 /// A dense layer `y = x Wᵀ + b`: `weight (out, in)` (Hugging Face's layout) and `bias (out)`.
 #[derive(Debug, Clone, Copy)]
@@ -231,6 +231,15 @@ impl BertParams<String> {
     /// The Hugging Face `BertModel` names of the weights of an encoder of `layers` layers
     /// (no `bert.` prefix; LayerNorm `weight`/`bias`): how sentence-transformers saves them.
     pub fn hf_names(layers: usize) -> Self {
+        Self::checkpoint_names(Architecture::Bert, layers)
+    }
+}
+
+impl BertParams<String> {
+    /// The names under which a checkpoint of `architecture` stores the weights of an encoder of
+    /// `layers` layers, without the pre-training prefix. An architecture without token types
+    /// has an empty name there.
+    pub fn checkpoint_names(architecture: Architecture, layers: usize) -> Self {
         let linear = |prefix: String| Linear {
             weight: format!("{prefix}.weight"),
             bias: format!("{prefix}.bias"),
@@ -240,91 +249,146 @@ impl BertParams<String> {
             beta: format!("{prefix}.bias"),
         };
         let table = |name: &str| format!("embeddings.{name}.weight");
-        BertParams {
-            embeddings: EmbeddingParams {
-                word: table("word_embeddings"),
-                position: table("position_embeddings"),
-                token_type: table("token_type_embeddings"),
-                norm: norm("embeddings.LayerNorm".into()),
+        let embeddings = EmbeddingParams {
+            word: table("word_embeddings"),
+            position: table("position_embeddings"),
+            token_type: if architecture.has_token_types() {
+                table("token_type_embeddings")
+            } else {
+                String::new()
             },
-            layers: (0..layers)
-                .map(|l| {
-                    let p = format!("encoder.layer.{l}");
-                    LayerParams {
-                        query: linear(format!("{p}.attention.self.query")),
-                        key: linear(format!("{p}.attention.self.key")),
-                        value: linear(format!("{p}.attention.self.value")),
-                        attention_output: linear(format!("{p}.attention.output.dense")),
-                        attention_norm: norm(format!("{p}.attention.output.LayerNorm")),
-                        intermediate: linear(format!("{p}.intermediate.dense")),
-                        output: linear(format!("{p}.output.dense")),
-                        output_norm: norm(format!("{p}.output.LayerNorm")),
-                    }
-                })
-                .collect(),
+            norm: norm("embeddings.LayerNorm".into()),
+        };
+        let layer = |l: usize| match architecture {
+            Architecture::DistilBert => {
+                let p = format!("transformer.layer.{l}");
+                LayerParams {
+                    query: linear(format!("{p}.attention.q_lin")),
+                    key: linear(format!("{p}.attention.k_lin")),
+                    value: linear(format!("{p}.attention.v_lin")),
+                    attention_output: linear(format!("{p}.attention.out_lin")),
+                    attention_norm: norm(format!("{p}.sa_layer_norm")),
+                    intermediate: linear(format!("{p}.ffn.lin1")),
+                    output: linear(format!("{p}.ffn.lin2")),
+                    output_norm: norm(format!("{p}.output_layer_norm")),
+                }
+            }
+            Architecture::MpNet => {
+                let p = format!("encoder.layer.{l}");
+                LayerParams {
+                    query: linear(format!("{p}.attention.attn.q")),
+                    key: linear(format!("{p}.attention.attn.k")),
+                    value: linear(format!("{p}.attention.attn.v")),
+                    attention_output: linear(format!("{p}.attention.attn.o")),
+                    attention_norm: norm(format!("{p}.attention.LayerNorm")),
+                    intermediate: linear(format!("{p}.intermediate.dense")),
+                    output: linear(format!("{p}.output.dense")),
+                    output_norm: norm(format!("{p}.output.LayerNorm")),
+                }
+            }
+            Architecture::Bert | Architecture::Roberta => {
+                let p = format!("encoder.layer.{l}");
+                LayerParams {
+                    query: linear(format!("{p}.attention.self.query")),
+                    key: linear(format!("{p}.attention.self.key")),
+                    value: linear(format!("{p}.attention.self.value")),
+                    attention_output: linear(format!("{p}.attention.output.dense")),
+                    attention_norm: norm(format!("{p}.attention.output.LayerNorm")),
+                    intermediate: linear(format!("{p}.intermediate.dense")),
+                    output: linear(format!("{p}.output.dense")),
+                    output_norm: norm(format!("{p}.output.LayerNorm")),
+                }
+            }
+        };
+        BertParams {
+            embeddings,
+            layers: (0..layers).map(layer).collect(),
         }
     }
 }
 
+/// `vb` under the architecture's pre-training prefix (`bert.`, `roberta.`, …) when the
+/// checkpoint uses it, `vb` itself otherwise (so a missing tensor is reported unprefixed).
+pub(crate) fn unprefixed(vb: VarBuilder<'_>, architecture: Architecture) -> VarBuilder<'_> {
+    let word = "embeddings.word_embeddings.weight";
+    let prefix = architecture.checkpoint_prefix();
+    if !vb.contains_tensor(word) && vb.contains_tensor(&format!("{prefix}.{word}")) {
+        vb.pp(prefix)
+    } else {
+        vb
+    }
+}
+
 impl BertWeights {
-    /// Reads the weights of `config` from `vb` under Hugging Face `BertModel` names, with or
-    /// without the `bert.` prefix of `BertForPreTraining`-style checkpoints, and with either
-    /// `weight`/`bias` or the `gamma`/`beta` LayerNorm names of old TF-converted checkpoints.
+    /// Reads the weights of `config` from `vb` under the Hugging Face names of its
+    /// architecture, with or without the pre-training prefix (`bert.`, `roberta.`,
+    /// `distilbert.`, `mpnet.`), and with either `weight`/`bias` or the `gamma`/`beta`
+    /// LayerNorm names of old TF-converted checkpoints. An architecture without token types
+    /// gets one zero row there.
     ///
     /// # Errors
-    /// When a tensor is missing or has a shape other than the config implies (the error names
-    /// the tensor and both shapes).
+    /// When the architecture is unsupported, or a tensor is missing or has a shape other than
+    /// the config implies (the error names the tensor and both shapes).
     pub fn load(vb: VarBuilder, config: &BertConfig) -> candle_core::Result<Self> {
-        let vb = if !vb.contains_tensor("embeddings.word_embeddings.weight")
-            && vb.contains_tensor("bert.embeddings.word_embeddings.weight")
-        {
-            vb.pp("bert")
-        } else {
-            // Otherwise the error of a missing tensor names the unprefixed layout.
-            vb
-        };
+        let architecture = config.architecture()?;
+        let vb = unprefixed(vb, architecture);
+        let names = BertParams::checkpoint_names(architecture, config.num_hidden_layers);
         let (h, i) = (config.hidden_size, config.intermediate_size);
-        let linear = |vb: VarBuilder,
+        let linear = |names: &Linear<String>,
                       inputs: usize,
                       outputs: usize|
          -> candle_core::Result<Linear<Tensor>> {
             Ok(Linear {
-                weight: vb.get((outputs, inputs), "weight")?,
-                bias: vb.get(outputs, "bias")?,
+                weight: vb.get((outputs, inputs), &names.weight)?,
+                bias: vb.get(outputs, &names.bias)?,
             })
         };
-        let norm = |vb: VarBuilder| -> candle_core::Result<Norm<Tensor>> {
-            let (gamma, beta) = if !vb.contains_tensor("weight") && vb.contains_tensor("gamma") {
-                ("gamma", "beta")
-            } else {
-                ("weight", "bias")
+        let norm = |names: &Norm<String>| -> candle_core::Result<Norm<Tensor>> {
+            // Old TF-converted checkpoints name LayerNorm's weight and bias gamma and beta.
+            let tf = |name: &str, from: &str, to: &str| {
+                name.strip_suffix(from).map(|stem| format!("{stem}{to}"))
+            };
+            let tf_names = (
+                tf(&names.gamma, "weight", "gamma"),
+                tf(&names.beta, "bias", "beta"),
+            );
+            let (gamma, beta) = match tf_names {
+                (Some(g), Some(b))
+                    if !vb.contains_tensor(&names.gamma) && vb.contains_tensor(&g) =>
+                {
+                    (g, b)
+                }
+                _ => (names.gamma.clone(), names.beta.clone()),
             };
             Ok(Norm {
-                gamma: vb.get(h, gamma)?,
-                beta: vb.get(h, beta)?,
+                gamma: vb.get(h, &gamma)?,
+                beta: vb.get(h, &beta)?,
             })
         };
-        let emb = vb.pp("embeddings");
-        let table = |name: &str, rows: usize| emb.pp(name).get((rows, h), "weight");
+        let e = &names.embeddings;
         let embeddings = EmbeddingParams {
-            word: table("word_embeddings", config.vocab_size)?,
-            position: table("position_embeddings", config.max_position_embeddings)?,
-            token_type: table("token_type_embeddings", config.type_vocab_size)?,
-            norm: norm(emb.pp("LayerNorm"))?,
+            word: vb.get((config.vocab_size, h), &e.word)?,
+            position: vb.get((config.max_position_embeddings, h), &e.position)?,
+            token_type: if architecture.has_token_types() {
+                vb.get((config.type_vocab_size, h), &e.token_type)?
+            } else {
+                Tensor::zeros((1, h), vb.dtype(), vb.device())?
+            },
+            norm: norm(&e.norm)?,
         };
-        let layers = (0..config.num_hidden_layers)
-            .map(|l| {
-                let vb = vb.pp(format!("encoder.layer.{l}"));
-                let (attention, this) = (vb.pp("attention"), vb.pp("attention").pp("self"));
+        let layers = names
+            .layers
+            .iter()
+            .map(|n| {
                 Ok(LayerParams {
-                    query: linear(this.pp("query"), h, h)?,
-                    key: linear(this.pp("key"), h, h)?,
-                    value: linear(this.pp("value"), h, h)?,
-                    attention_output: linear(attention.pp("output").pp("dense"), h, h)?,
-                    attention_norm: norm(attention.pp("output").pp("LayerNorm"))?,
-                    intermediate: linear(vb.pp("intermediate").pp("dense"), h, i)?,
-                    output: linear(vb.pp("output").pp("dense"), i, h)?,
-                    output_norm: norm(vb.pp("output").pp("LayerNorm"))?,
+                    query: linear(&n.query, h, h)?,
+                    key: linear(&n.key, h, h)?,
+                    value: linear(&n.value, h, h)?,
+                    attention_output: linear(&n.attention_output, h, h)?,
+                    attention_norm: norm(&n.attention_norm)?,
+                    intermediate: linear(&n.intermediate, h, i)?,
+                    output: linear(&n.output, i, h)?,
+                    output_norm: norm(&n.output_norm)?,
                 })
             })
             .collect::<candle_core::Result<Vec<_>>>()?;

@@ -78,19 +78,6 @@ struct BenchReport {
     peak_rss_mib: Option<f64>,
 }
 
-/// FLOPs of one BERT forward pass over `len` tokens (multiply-adds × 2), as the peers' script
-/// counts them: Q, K, V and output projections, the feed-forward block and the two attention
-/// products.
-fn flops(cfg: &sbert::BertConfig, len: usize) -> f64 {
-    let (l, h, i) = (
-        len as f64,
-        cfg.hidden_size as f64,
-        cfg.intermediate_size as f64,
-    );
-    let per_layer = 8.0 * l * h * h + 4.0 * l * h * i + 4.0 * l * l * h;
-    cfg.num_hidden_layers as f64 * per_layer
-}
-
 /// Best fp32 matmul GFLOP/s of candle on this machine: square products of 1024 and 2048.
 fn sgemm_peak() -> Result<f64> {
     let mut best: f64 = 0.0;
@@ -188,8 +175,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .iter()
         .map(|b| b.len() * lengths[b[0]])
         .sum();
-    let cfg = model.encoder().config();
-    let corpus_flops: f64 = lengths.iter().map(|&l| flops(cfg, l)).sum();
+    // The peers' script counts FLOPs the same way (Encoder::flops).
+    let encoder = model.encoder();
+    let corpus_flops: f64 = lengths.iter().map(|&l| encoder.flops(l)).sum();
 
     eprintln!(
         "corpus: {} sentences, {tokens} tokens (avg {:.1}); {threads} threads",

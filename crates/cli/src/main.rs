@@ -110,6 +110,16 @@ pub struct ModelArgs {
     /// CPU threads for the matrix products (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Put the model's prompt NAME (from config_sentence_transformers.json, e.g. query or
+    /// document) before every text, as sentence-transformers' encode(prompt_name=…). Default: the
+    /// model's default_prompt_name, if it sets one.
+    #[arg(long, value_name = "NAME", conflicts_with = "prompt")]
+    prompt_name: Option<String>,
+    /// Put TEXT before every text, as sentence-transformers' encode(prompt=…); "" turns the
+    /// model's default prompt off. Where the model's pooling excludes prompts (include_prompt
+    /// false), pooling starts after it.
+    #[arg(long, value_name = "TEXT")]
+    prompt: Option<String>,
 }
 
 impl ModelArgs {
@@ -150,6 +160,12 @@ impl ModelArgs {
         }
         if let Some(n) = max_seq_length {
             builder = builder.max_seq_length(n);
+        }
+        if let Some(name) = &self.prompt_name {
+            builder = builder.prompt_name(name);
+        }
+        if let Some(text) = &self.prompt {
+            builder = builder.prompt(text);
         }
         builder.build().with_context(|| {
             if self.model == DEFAULT_MODEL {

@@ -64,6 +64,14 @@ pub enum PoolingError {
     /// A pooling config or mode list that selects no mode.
     #[error("no pooling mode selected; valid modes: {}", PoolingMode::names().join(", "))]
     NoMode,
+    /// A `pooling_mode` list in an order other than sentence-transformers' concatenation order
+    /// (cls, max, mean, mean_sqrt_len_tokens, weightedmean, lasttoken), which [`Pooling`]
+    /// always uses.
+    #[error("pooling modes {given:?} are concatenated in the order cls, max, mean, mean_sqrt_len_tokens, weightedmean, lasttoken only")]
+    ModeOrder {
+        /// The list as given.
+        given: Vec<String>,
+    },
     /// A tensor op failed (shape mismatch between embeddings and mask, for instance).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes};
-use sbert::{DType, Device, Pooling, SentenceEmbedder};
+use sbert::{DType, Device, Pooling, Prompt, SentenceEmbedder};
 
 /// A sentence-transformers model, loaded once and shared by every Python thread that calls it.
 #[pyclass(frozen, module = "sbert._sbert")]
@@ -111,11 +111,12 @@ impl Model {
         texts: &[S],
         batch_size: usize,
         normalize: bool,
+        prompt: Prompt<'_>,
     ) -> sbert::Result<Vec<f32>> {
         self.pool.install(|| {
             let e = self
                 .inner
-                .encode_in_batches_of(texts, batch_size)?
+                .encode_with_prompt_in_batches_of(texts, prompt, batch_size)?
                 .embeddings;
             let e = if normalize { sbert::normalize(&e)? } else { e };
             Ok(e.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
@@ -178,18 +179,26 @@ impl Model {
         })
     }
 
-    /// `(bytearray of n·dim native-endian float32, n)` for a list of strings.
-    #[pyo3(signature = (texts, batch_size, normalize))]
+    /// `(bytearray of n·dim native-endian float32, n)` for a list of strings, after `prompt`
+    /// (a text) or else the model's prompt `prompt_name`, else the model's default prompt.
+    #[pyo3(signature = (texts, batch_size, normalize, prompt_name=None, prompt=None))]
     fn encode<'py>(
         &self,
         py: Python<'py>,
         texts: Vec<String>,
         batch_size: usize,
         normalize: bool,
+        prompt_name: Option<String>,
+        prompt: Option<String>,
     ) -> PyResult<(Bound<'py, PyByteArray>, usize)> {
         let n = texts.len();
+        let prompt = match (&prompt, &prompt_name) {
+            (Some(text), _) => Prompt::Text(text),
+            (None, Some(name)) => Prompt::Named(name),
+            (None, None) => Prompt::Default,
+        };
         let rows = py
-            .detach(|| self.rows(&texts, batch_size, normalize))
+            .detach(|| self.rows(&texts, batch_size, normalize, prompt))
             .map_err(to_py)?;
         Ok((PyByteArray::new(py, bytemuck::cast_slice(&rows)), n))
     }
@@ -213,7 +222,7 @@ impl Model {
         let validity = validity.map(|v| v.as_bytes());
         let texts = arrow_strings(offsets, width, data, validity, offset, length)?;
         let rows = py
-            .detach(|| self.rows(&texts, batch_size, normalize))
+            .detach(|| self.rows(&texts, batch_size, normalize, Prompt::Default))
             .map_err(to_py)?;
         Ok(PyByteArray::new(py, bytemuck::cast_slice(&rows)))
     }

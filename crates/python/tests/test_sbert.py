@@ -94,6 +94,20 @@ def test_shapes_order_dtype_and_options(model):
     assert np.abs(model.encode(["b"], prompt="query: ") - model.encode(["query: b"])).max() <= 1e-6
 
 
+def test_prompts_follow_sentence_transformers_include_prompt_and_default():
+    # A seeded DistilBERT whose default prompt is an instruction left out of pooling
+    # (models/families/generate.py recorded sentence-transformers' outputs beside it).
+    folder = ROOT / "models/families/distilbert"
+    fixture = json.loads((folder / "fixture.json").read_text())
+    m = SentenceEmbedder(str(folder), threads=1)
+    sentences = fixture["sentences"]
+    assert np.abs(m.encode(sentences) - np.array(fixture["mean"])).max() <= 1e-5
+    for call in fixture["prompted"]:
+        kwargs = {k: call[k] for k in ("prompt_name", "prompt") if k in call}
+        got = m.encode(sentences, **kwargs)
+        assert np.abs(got - np.array(call["mean"])).max() <= 1e-5, kwargs
+
+
 def test_nulls_blanks_and_long_texts(model):
     e = model.encode(["", None, "   ", "\n"])
     assert np.abs(e - e[0]).max() == 0.0
@@ -148,7 +162,7 @@ def test_errors_are_python_exceptions(tmp_path):
         m.encode(["ok", 3])
     with pytest.raises(ValueError, match="batch_size"):
         m.encode(["ok"], batch_size=0)
-    with pytest.raises(ValueError, match="prompt_name"):
+    with pytest.raises(ValueError, match="no prompt named"):
         m.encode(["ok"], prompt_name="query")
 
 

@@ -24,6 +24,16 @@ pub struct EmbedderBuilder {
     pub(crate) normalize: Option<bool>,
     pub(crate) max_seq_length: Option<usize>,
     pub(crate) hf_cache: Option<PathBuf>,
+    pub(crate) prompt: Option<PromptChoice>,
+}
+
+/// The prompt a builder was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PromptChoice {
+    /// A prompt of `config_sentence_transformers.json`, by name.
+    Named(String),
+    /// A prompt's text.
+    Text(String),
 }
 
 impl EmbedderBuilder {
@@ -38,6 +48,7 @@ impl EmbedderBuilder {
             normalize: None,
             max_seq_length: None,
             hf_cache: None,
+            prompt: None,
         }
     }
 
@@ -82,9 +93,25 @@ impl EmbedderBuilder {
     }
 
     /// Longest input in tokens, special tokens included. Default: `max_seq_length` of
-    /// `sentence_bert_config.json`, capped at the encoder's `max_position_embeddings`.
+    /// `sentence_bert_config.json` (or, as sentence-transformers 6 saves it, `model_max_length`
+    /// of `tokenizer_config.json`), capped at the encoder's position limit.
     pub fn max_seq_length(mut self, max_seq_length: usize) -> Self {
         self.max_seq_length = Some(max_seq_length);
+        self
+    }
+
+    /// Puts the prompt `name` of the model's `config_sentence_transformers.json` before every
+    /// text (sentence-transformers' `encode(prompt_name=…)`); `build` fails on a name the model
+    /// does not define. Default: the model's `default_prompt_name`, if any.
+    pub fn prompt_name(mut self, name: impl Into<String>) -> Self {
+        self.prompt = Some(PromptChoice::Named(name.into()));
+        self
+    }
+
+    /// Puts `text` before every text (sentence-transformers' `encode(prompt=…)`); `""` turns
+    /// the model's default prompt off. Default: the model's `default_prompt_name`, if any.
+    pub fn prompt(mut self, text: impl Into<String>) -> Self {
+        self.prompt = Some(PromptChoice::Text(text.into()));
         self
     }
 

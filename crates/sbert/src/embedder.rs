@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use sbert_bert::{BertConfig, BertModel, Encoder};
+use sbert_bert::{BertModel, Encoder};
 use sbert_pooling::{Pooling, PoolingConfig, PoolingMode};
 use tokenizers::Tokenizer;
 
 use crate::batching::{self, PaddedBatch};
-use crate::builder::EmbedderBuilder;
+use crate::builder::{EmbedderBuilder, PromptChoice};
 use crate::error::{Error, Result};
 use crate::folder::{self, HeadEntry, SentenceBertConfig};
 use crate::heads::{self, Dense, Head};
@@ -62,7 +62,7 @@ pub struct SentenceEmbedder {
     /// The encoder's safetensors file (in the Transformer module's folder).
     weights: PathBuf,
     tokenizer: TextTokenizer,
-    encoder: BertModel,
+    encoder: Box<dyn Encoder>,
     pooling: Pooling,
     heads: Vec<Head>,
     batch_size: usize,
@@ -70,6 +70,36 @@ pub struct SentenceEmbedder {
     device: Device,
     /// `prompts` of `config_sentence_transformers.json`: name → text put before an input.
     prompts: BTreeMap<String, String>,
+    /// The prompt put before every text unless a call names another: the builder's, else the
+    /// model's `default_prompt_name`. Never empty.
+    prompt: Option<String>,
+    /// `include_prompt` of the Pooling module: whether prompt tokens are pooled.
+    include_prompt: bool,
+}
+
+/// The prompt put before each text of one call (sentence-transformers' `prompt_name` /
+/// `prompt` arguments of `encode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Prompt<'a> {
+    /// The embedder's prompt: the builder's, else the model's `default_prompt_name`, else none.
+    #[default]
+    Default,
+    /// No prompt.
+    None,
+    /// A prompt of the model's `config_sentence_transformers.json`, by name.
+    Named(&'a str),
+    /// This text.
+    Text(&'a str),
+}
+
+/// The text of prompt `name`, or an error listing the prompts there are.
+fn named_prompt<'p>(prompts: &'p BTreeMap<String, String>, name: &str) -> Result<&'p str> {
+    prompts.get(name).map(String::as_str).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "the model has no prompt named {name:?} (its prompts: {:?})",
+            prompts.keys().collect::<Vec<_>>()
+        ))
+    })
 }
 
 impl SentenceEmbedder {
@@ -97,26 +127,8 @@ impl SentenceEmbedder {
         } = folder::layout(dir)?;
 
         // The encoder.
-        let config_path = folder::require_file(transformer_dir.join("config.json"))?;
-        let config: BertConfig = folder::read_json(&config_path)?;
-        if let Some(kind) = config.model_type.as_deref() {
-            if kind != "bert" {
-                return Err(Error::Unsupported(format!(
-                    "model_type {kind:?} in {} (only \"bert\")",
-                    config_path.display()
-                )));
-            }
-        }
-        config
-            .validate()
-            .map_err(|e| Error::Unsupported(format!("{}: {e}", config_path.display())))?;
-        let weights = folder::weights_file(&transformer_dir)?;
-        let (vb, names) = crate::weights::load_with_names(&weights, opts.dtype, &opts.device)?;
-        crate::weights::check_layer_count(&weights, &names, config.num_hidden_layers)?;
-        let encoder = BertModel::load(vb, &config).map_err(|source| Error::Weights {
-            path: weights.clone(),
-            source,
-        })?;
+        let crate::encoders::LoadedEncoder { encoder, weights } =
+            crate::encoders::load(&transformer_dir, opts.dtype, &opts.device)?;
 
         // Tokenizer and sequence length.
         let sbert_cfg_path = transformer_dir.join("sentence_bert_config.json");
@@ -128,8 +140,9 @@ impl SentenceEmbedder {
         let max_seq_length = opts
             .max_seq_length
             .or(sbert_cfg.max_seq_length)
-            .unwrap_or(config.max_position_embeddings)
-            .min(config.max_position_embeddings);
+            .or(folder::tokenizer_max_length(&transformer_dir)?)
+            .unwrap_or(encoder.max_positions())
+            .min(encoder.max_positions());
         if max_seq_length < 2 {
             return Err(Error::InvalidArgument(format!(
                 "max_seq_length {max_seq_length} leaves no room for [CLS] and [SEP]"
@@ -138,31 +151,36 @@ impl SentenceEmbedder {
         let tokenizer =
             TextTokenizer::load(&transformer_dir, max_seq_length, sbert_cfg.do_lower_case)?;
         let vocab = tokenizer.inner().get_vocab_size(true);
-        if vocab > config.vocab_size {
+        if vocab > encoder.vocab_size() {
             return Err(Error::Unsupported(format!(
                 "the tokenizer has {vocab} tokens but the encoder's vocab_size is {}",
-                config.vocab_size
+                encoder.vocab_size()
             )));
         }
 
         // Pooling.
-        let pooling = match (&opts.pooling, &pooling_dir) {
-            (Some(p), _) => p.clone(),
-            (None, Some(pdir)) => {
+        let pooling_config: Option<PoolingConfig> = match &pooling_dir {
+            Some(pdir) => {
                 let cfg: PoolingConfig = folder::read_json(&pdir.join("config.json"))?;
-                if cfg.word_embedding_dimension != config.hidden_size {
+                if cfg.word_embedding_dimension != encoder.hidden_size() {
                     return Err(Error::Unsupported(format!(
                         "{} says word_embedding_dimension {} but the encoder's hidden_size is {}",
                         pdir.join("config.json").display(),
                         cfg.word_embedding_dimension,
-                        config.hidden_size
+                        encoder.hidden_size()
                     )));
                 }
-                Pooling::try_from(&cfg)?
+                Some(cfg)
             }
+            None => None,
+        };
+        let pooling = match (&opts.pooling, &pooling_config) {
+            (Some(p), _) => p.clone(),
+            (None, Some(cfg)) => Pooling::try_from(cfg)?,
             // sentence-transformers' fallback for a plain Hugging Face model.
             (None, None) => Pooling::single(PoolingMode::Mean),
         };
+        let include_prompt = pooling_config.as_ref().is_none_or(|c| c.include_prompt);
 
         // Dense and Normalize.
         match opts.normalize {
@@ -176,7 +194,7 @@ impl SentenceEmbedder {
             }
             _ => {}
         }
-        let mut width = pooling.output_dim(config.hidden_size);
+        let mut width = pooling.output_dim(encoder.hidden_size());
         let mut heads = Vec::with_capacity(heads_entries.len());
         for entry in heads_entries {
             heads.push(match entry {
@@ -196,10 +214,20 @@ impl SentenceEmbedder {
             });
         }
 
-        let prompts = folder::read_prompts(dir)?;
+        let prompt_config = folder::read_prompt_config(dir)?;
+        let prompts = prompt_config.prompts;
+        let prompt = match opts.prompt {
+            Some(PromptChoice::Named(name)) => Some(named_prompt(&prompts, &name)?.to_string()),
+            Some(PromptChoice::Text(text)) => Some(text),
+            None => prompt_config
+                .default_prompt_name
+                .map(|name| prompts[&name].clone()),
+        };
         Ok(Self {
             dir: dir.to_path_buf(),
             prompts,
+            prompt: prompt.filter(|p| !p.is_empty()),
+            include_prompt,
             weights,
             tokenizer,
             encoder,
@@ -216,6 +244,32 @@ impl SentenceEmbedder {
     /// in front of each input when `encode` is given `prompt_name`.
     pub fn prompts(&self) -> &BTreeMap<String, String> {
         &self.prompts
+    }
+
+    /// The prompt put before every text when a call names none ([`Prompt::Default`]): the
+    /// builder's, else the model's `default_prompt_name`.
+    pub fn default_prompt(&self) -> Option<&str> {
+        self.prompt.as_deref()
+    }
+
+    /// Whether a prompt's tokens take part in pooling (`include_prompt` of the Pooling module;
+    /// when `false`, pooling starts after the prompt, as in sentence-transformers).
+    pub fn pools_prompt(&self) -> bool {
+        self.include_prompt
+    }
+
+    /// The text `prompt` stands for in this model, `None` for no prompt.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a name the model does not define.
+    pub fn prompt_text<'a>(&'a self, prompt: Prompt<'a>) -> Result<Option<&'a str>> {
+        Ok(match prompt {
+            Prompt::Default => self.prompt.as_deref(),
+            Prompt::None => None,
+            Prompt::Named(name) => Some(named_prompt(&self.prompts, name)?),
+            Prompt::Text(text) => Some(text),
+        }
+        .filter(|p| !p.is_empty()))
     }
 
     /// Adds or removes the final L2 normalization (the `Normalize` module).
@@ -237,9 +291,15 @@ impl SentenceEmbedder {
         &self.weights
     }
 
-    /// The BERT encoder.
-    pub fn encoder(&self) -> &BertModel {
-        &self.encoder
+    /// The encoder.
+    pub fn encoder(&self) -> &dyn Encoder {
+        self.encoder.as_ref()
+    }
+
+    /// The encoder when it is a [`BertModel`] (BERT, RoBERTa / XLM-RoBERTa, DistilBERT,
+    /// MPNet): what training needs.
+    pub fn bert(&self) -> Option<&BertModel> {
+        self.encoder.as_bert()
     }
 
     /// The same pipeline (tokenizer, pooling, heads) around another encoder of the same shape:
@@ -249,29 +309,29 @@ impl SentenceEmbedder {
     /// [`Error::InvalidArgument`] when `encoder` differs from the current one in hidden size,
     /// vocabulary size, positions, device or dtype.
     pub fn with_encoder(mut self, encoder: BertModel) -> Result<Self> {
-        let (old, new) = (self.encoder.config(), encoder.config());
-        let same = old.hidden_size == new.hidden_size
-            && old.vocab_size == new.vocab_size
-            && old.max_position_embeddings == new.max_position_embeddings
+        let old = self.encoder.as_ref();
+        let same = old.hidden_size() == encoder.hidden_size()
+            && old.vocab_size() == Encoder::vocab_size(&encoder)
+            && old.max_positions() == encoder.max_positions()
             && encoder.device().same_device(&self.device)
-            && encoder.dtype() == self.encoder.dtype();
+            && encoder.dtype() == old.dtype();
         if !same {
             return Err(Error::InvalidArgument(format!(
                 "an encoder of hidden size {}, vocabulary {}, {} positions on {:?} in {:?} cannot \
                  replace one of {}, {}, {} on {:?} in {:?}",
-                new.hidden_size,
-                new.vocab_size,
-                new.max_position_embeddings,
+                encoder.hidden_size(),
+                Encoder::vocab_size(&encoder),
+                encoder.max_positions(),
                 encoder.device().location(),
                 encoder.dtype(),
-                old.hidden_size,
-                old.vocab_size,
-                old.max_position_embeddings,
+                old.hidden_size(),
+                old.vocab_size(),
+                old.max_positions(),
                 self.device.location(),
-                self.encoder.dtype()
+                old.dtype()
             )));
         }
-        self.encoder = encoder;
+        self.encoder = Box::new(encoder);
         Ok(self)
     }
 
@@ -312,16 +372,34 @@ impl SentenceEmbedder {
 
     fn output_dim(&self, pooling: &Pooling) -> usize {
         heads::output_width(&self.heads)
-            .unwrap_or_else(|| pooling.output_dim(self.encoder.config().hidden_size))
+            .unwrap_or_else(|| pooling.output_dim(self.encoder.hidden_size()))
     }
 
-    /// Tokenizes as sentence-transformers does: strip, lower-case if `do_lower_case`, add
-    /// `[CLS]`/`[SEP]`, truncate at `max_seq_length`, no padding.
+    /// Tokenizes as sentence-transformers does: the default prompt (if any) before each text,
+    /// strip, lower-case if `do_lower_case`, add `[CLS]`/`[SEP]`, truncate at
+    /// `max_seq_length`, no padding.
     ///
     /// # Errors
     /// When the tokenizer fails.
     pub fn tokenize<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<TokenizedText>> {
-        self.tokenizer.tokenize(texts)
+        self.tokenize_with_prompt(texts, Prompt::Default)
+    }
+
+    /// [`SentenceEmbedder::tokenize`] with `prompt` before each text instead of the default.
+    ///
+    /// # Errors
+    /// When the tokenizer fails or `prompt` names a prompt the model does not define.
+    pub fn tokenize_with_prompt<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        prompt: Prompt<'_>,
+    ) -> Result<Vec<TokenizedText>> {
+        match self.prompt_text(prompt)? {
+            Some(text) => self
+                .tokenizer
+                .tokenize_prompted(texts, text, !self.include_prompt),
+            None => self.tokenizer.tokenize(texts),
+        }
     }
 
     /// Embeds `texts`: `(n, dim)` in input order, in the model's dtype. An empty slice gives
@@ -351,6 +429,40 @@ impl SentenceEmbedder {
         self.encode_in_batches_of(texts, self.batch_size)
     }
 
+    /// [`SentenceEmbedder::encode`] with `prompt` before each text instead of the default
+    /// (sentence-transformers' `encode(prompt_name=…)` or `encode(prompt=…)`). Where the
+    /// model's Pooling has `include_prompt: false`, pooling leaves the prompt's tokens out.
+    ///
+    /// # Errors
+    /// As [`SentenceEmbedder::encode`], and for a prompt name the model does not define.
+    pub fn encode_with_prompt<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        prompt: Prompt<'_>,
+    ) -> Result<Embeddings> {
+        self.encode_with_prompt_in_batches_of(texts, prompt, self.batch_size)
+    }
+
+    /// [`SentenceEmbedder::encode_with_prompt`] with `batch_size` texts per batch (see
+    /// [`SentenceEmbedder::encode_in_batches_of`]).
+    ///
+    /// # Errors
+    /// As [`SentenceEmbedder::encode_with_prompt`], and for a batch size of 0.
+    pub fn encode_with_prompt_in_batches_of<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        prompt: Prompt<'_>,
+        batch_size: usize,
+    ) -> Result<Embeddings> {
+        if batch_size == 0 {
+            return Err(Error::InvalidArgument(
+                "batch size must be at least 1".into(),
+            ));
+        }
+        let tokenized = self.tokenize_with_prompt(texts, prompt)?;
+        self.encode_tokenized(&tokenized, batch_size)
+    }
+
     /// [`SentenceEmbedder::encode`] with `batch_size` texts per batch for this call instead of
     /// the model's (sentence-transformers' `encode(batch_size=…)`); a token budget set with
     /// `max_batch_tokens` still applies.
@@ -368,9 +480,16 @@ impl SentenceEmbedder {
                 "batch size must be at least 1".into(),
             ));
         }
-        let tokenized = self.tokenize(texts)?;
+        self.encode_tokenized(&self.tokenize(texts)?, batch_size)
+    }
+
+    fn encode_tokenized(
+        &self,
+        tokenized: &[TokenizedText],
+        batch_size: usize,
+    ) -> Result<Embeddings> {
         let mut pooled =
-            self.run_batched(&tokenized, std::slice::from_ref(&self.pooling), batch_size)?;
+            self.run_batched(tokenized, std::slice::from_ref(&self.pooling), batch_size)?;
         let inputs = tokenized
             .iter()
             .map(|t| InputStats {
@@ -394,7 +513,7 @@ impl SentenceEmbedder {
     /// [`Error::InvalidArgument`] for an empty id list, more ids than `max_seq_length`, or an id
     /// outside the vocabulary; otherwise as [`SentenceEmbedder::embed`].
     pub fn embed_tokenized(&self, tokenized: &[TokenizedText]) -> Result<Tensor> {
-        let vocab = self.encoder.config().vocab_size;
+        let vocab = self.encoder.vocab_size();
         for (i, t) in tokenized.iter().enumerate() {
             if t.ids.is_empty() || t.ids.len() > self.max_seq_length() {
                 return Err(Error::InvalidArgument(format!(
@@ -464,7 +583,7 @@ impl SentenceEmbedder {
     }
 
     fn check_heads_fit(&self, pooling: &Pooling) -> Result<()> {
-        let width = pooling.output_dim(self.encoder.config().hidden_size);
+        let width = pooling.output_dim(self.encoder.hidden_size());
         match heads::input_width(&self.heads) {
             Some(in_features) if in_features != width => Err(Error::InvalidArgument(format!(
                 "the model's Dense module takes {in_features} features but pooling '{pooling}' gives {width}"
@@ -506,7 +625,10 @@ impl SentenceEmbedder {
         let mut chunks: Vec<Vec<Tensor>> = vec![Vec::new(); poolings.len()];
         for idx in &batches {
             let group: Vec<&TokenizedText> = idx.iter().map(|&i| &tokenized[i]).collect();
-            let tokens = self.token_embeddings(&group)?;
+            let mut tokens = self.token_embeddings(&group)?;
+            if group.iter().any(|t| t.prompt_tokens > 0) {
+                tokens = tokens.without_prompts(&group, idx, poolings)?;
+            }
             // MAX pooling would hide a NaN token (max ignores NaN), so check before pooling too.
             tokens.check_finite(idx)?;
             for (k, pooling) in poolings.iter().enumerate() {
@@ -548,7 +670,7 @@ impl SentenceEmbedder {
     /// The token embeddings of one batch: packed where the encoder supports it, padded
     /// otherwise.
     fn token_embeddings(&self, group: &[&TokenizedText]) -> Result<BatchTokens> {
-        let encoder: &dyn Encoder = &self.encoder;
+        let encoder = self.encoder.as_ref();
         if encoder.supports_packed() {
             let (ids, lengths) = TokenizedText::pack(group.iter().copied());
             let rows = encoder.forward_packed(&ids, &lengths)?;
@@ -572,7 +694,7 @@ impl SentenceEmbedder {
     /// # Errors
     /// On a tensor allocation failure.
     pub fn pad(&self, texts: &[&TokenizedText]) -> Result<PaddedBatch> {
-        let pad_id = self.encoder.config().pad_token_id as u32;
+        let pad_id = self.encoder.pad_token_id();
         batching::pad(texts, pad_id, &self.device)
     }
 }
@@ -586,6 +708,64 @@ enum BatchTokens {
 }
 
 impl BatchTokens {
+    /// The tokens after each text's prompt (`prompt_tokens` of `group`, the batch's texts, at
+    /// input positions `inputs`), packed: what pooling sees when the model's Pooling has
+    /// `include_prompt: false`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when a prompt fills its whole input (truncation left no text
+    /// token) or a pooling is `weightedmean` (its weights count positions from the start of
+    /// the input, which a packed view without the prompt cannot reproduce).
+    fn without_prompts(
+        self,
+        group: &[&TokenizedText],
+        inputs: &[usize],
+        poolings: &[Pooling],
+    ) -> Result<Self> {
+        if poolings
+            .iter()
+            .any(|p| p.modes().contains(&PoolingMode::WeightedMean))
+        {
+            return Err(Error::InvalidArgument(
+                "weightedmean pooling with include_prompt false (prompt tokens left out) is not \
+                 supported"
+                    .into(),
+            ));
+        }
+        for (t, &i) in group.iter().zip(inputs) {
+            if t.prompt_tokens >= t.ids.len() {
+                return Err(Error::InvalidArgument(format!(
+                    "input {i}: the prompt fills all {} tokens, leaving nothing to pool (raise \
+                     max_seq_length or shorten the prompt)",
+                    t.ids.len()
+                )));
+            }
+        }
+        // Row of each text's first token: back to back when packed, every `t` rows when padded.
+        let (rows, padded_width) = match &self {
+            BatchTokens::Packed { rows, .. } => (rows.clone(), None),
+            BatchTokens::Padded { tokens, .. } => {
+                let (b, t, h) = tokens.dims3()?;
+                (tokens.reshape((b * t, h))?, Some(t))
+            }
+        };
+        let mut keep = Vec::new();
+        let mut lengths = Vec::with_capacity(group.len());
+        let mut start = 0usize;
+        for (r, t) in group.iter().enumerate() {
+            let len = t.ids.len();
+            let first = padded_width.map_or(start, |width| r * width);
+            keep.extend((first + t.prompt_tokens..first + len).map(|row| row as u32));
+            lengths.push(len - t.prompt_tokens);
+            start += len;
+        }
+        let keep = Tensor::from_vec(keep, lengths.iter().sum::<usize>(), rows.device())?;
+        Ok(BatchTokens::Packed {
+            rows: rows.contiguous()?.index_select(&keep, 0)?,
+            lengths,
+        })
+    }
+
     /// Fails with [`Error::NonFiniteEmbedding`] when a token of text `inputs[k]` (the batch's
     /// `k`-th text) is not finite.
     fn check_finite(&self, inputs: &[usize]) -> Result<()> {

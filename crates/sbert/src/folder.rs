@@ -77,22 +77,58 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     })
 }
 
-/// Reads a file to a string; a missing file is [`Error::MissingFile`].
-/// The `prompts` map of `config_sentence_transformers.json` in `dir`; empty when the file or
-/// the key is absent.
-pub(crate) fn read_prompts(dir: &Path) -> Result<std::collections::BTreeMap<String, String>> {
-    #[derive(Deserialize)]
-    struct StConfig {
-        #[serde(default)]
-        prompts: std::collections::BTreeMap<String, String>,
-    }
-    let path = dir.join("config_sentence_transformers.json");
-    if !path.is_file() {
-        return Ok(Default::default());
-    }
-    Ok(read_json::<StConfig>(&path)?.prompts)
+/// The prompt settings of `config_sentence_transformers.json`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct PromptConfig {
+    /// Prompt name → the text put before an input.
+    #[serde(default)]
+    pub prompts: std::collections::BTreeMap<String, String>,
+    /// The prompt applied when the caller names none.
+    #[serde(default)]
+    pub default_prompt_name: Option<String>,
 }
 
+/// The prompt settings of `config_sentence_transformers.json` in `dir`; none when the file or
+/// the keys are absent.
+pub(crate) fn read_prompt_config(dir: &Path) -> Result<PromptConfig> {
+    let path = dir.join("config_sentence_transformers.json");
+    if !path.is_file() {
+        return Ok(PromptConfig::default());
+    }
+    let config: PromptConfig = read_json(&path)?;
+    if let Some(name) = &config.default_prompt_name {
+        if !config.prompts.contains_key(name) {
+            return Err(Error::InvalidArgument(format!(
+                "{}: default_prompt_name {name:?} is not one of the prompts {:?}",
+                path.display(),
+                config.prompts.keys().collect::<Vec<_>>()
+            )));
+        }
+    }
+    Ok(config)
+}
+
+/// `model_max_length` of `tokenizer_config.json` in `dir`: sentence-transformers 6 keeps a
+/// model's `max_seq_length` there. `None` when the file or the key is absent, or holds the
+/// "no limit" placeholder (`1e30`) of `transformers`.
+pub(crate) fn tokenizer_max_length(dir: &Path) -> Result<Option<usize>> {
+    #[derive(Deserialize)]
+    struct TokenizerConfig {
+        #[serde(default)]
+        model_max_length: Option<f64>,
+    }
+    let path = dir.join("tokenizer_config.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let config: TokenizerConfig = read_json(&path)?;
+    Ok(config
+        .model_max_length
+        .filter(|&n| (1.0..1e9).contains(&n) && n.fract() == 0.0)
+        .map(|n| n as usize))
+}
+
+/// Reads a file to a string; a missing file is [`Error::MissingFile`].
 pub(crate) fn read_to_string(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|source| io_error(path, source))
 }

@@ -5,13 +5,14 @@
 //! `sentence_bert_config.json`, `1_Pooling/config.json`, optional `2_Dense/`, `Normalize`) and
 //! turns texts into fixed-size vectors that you compare with cosine similarity:
 //!
-//! text → strip → tokenize (truncate at `max_seq_length`) → sort by length, batch →
-//! BERT encoder ([`sbert_bert`]: on the CPU in f32 the batch's texts back to back without
-//! padding, elsewhere a padded batch) → pooling ([`sbert_pooling`]) → Dense → normalize →
-//! input order restored.
+//! text → prompt? → strip → tokenize (truncate at `max_seq_length`) → sort by length, batch →
+//! encoder ([`sbert_bert`]: BERT, MPNet, XLM-RoBERTa, DistilBERT — on the CPU in f32 the
+//! batch's texts back to back without padding, elsewhere a padded batch — or ModernBERT) →
+//! pooling ([`sbert_pooling`]) → Dense → normalize → input order restored.
 //!
-//! Every step reproduces sentence-transformers: on `all-MiniLM-L6-v2` the embeddings agree with
-//! Python's to 1e-4 (the workspace's golden tests check this on every CI run).
+//! Every step reproduces sentence-transformers: on `all-MiniLM-L6-v2` and `all-mpnet-base-v2`
+//! the embeddings agree with Python's to 1e-4 (the workspace's golden tests check this on every
+//! CI run).
 //!
 //! # Quickstart
 //!
@@ -50,6 +51,21 @@
 //! # }
 //! ```
 //!
+//! Models with prompts (`config_sentence_transformers.json`) take them per call or as the
+//! builder's default, as sentence-transformers' `prompt_name` / `prompt`:
+//!
+//! ```no_run
+//! use sbert::{Prompt, SentenceEmbedder};
+//!
+//! # fn main() -> sbert::Result<()> {
+//! let model = SentenceEmbedder::builder("intfloat/multilingual-e5-small").build()?;
+//! let queries = model.encode_with_prompt(&["how do cats sleep?"], Prompt::Named("query"))?;
+//! let passages = model.encode_with_prompt(&["Cats sleep 15 hours a day."], Prompt::Text("passage: "))?;
+//! # let _ = (queries, passages);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Feature flags
 //!
 //! * `hf-hub` (default): accept `owner/name` hub ids, resolved offline from the Hugging Face
@@ -62,6 +78,7 @@
 mod batching;
 mod builder;
 mod embedder;
+mod encoders;
 mod error;
 mod folder;
 mod heads;
@@ -76,7 +93,7 @@ mod weights;
 
 pub use batching::PaddedBatch;
 pub use builder::{EmbedderBuilder, DEFAULT_BATCH_SIZE};
-pub use embedder::{Embeddings, InputStats, SentenceEmbedder};
+pub use embedder::{Embeddings, InputStats, Prompt, SentenceEmbedder};
 pub use error::{Error, Result};
 pub use folder::{DenseConfig, ModuleEntry, SentenceBertConfig};
 pub use similarity::{cos_sim, cosine, normalize, pairwise_cos_sim, Similarity};

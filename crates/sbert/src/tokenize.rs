@@ -15,6 +15,10 @@ pub struct TokenizedText {
     pub ids: Vec<u32>,
     /// Whether the text was longer than `max_seq_length` and lost its tail.
     pub truncated: bool,
+    /// Leading tokens of a prompt that pooling leaves out: the prompt's length (as
+    /// sentence-transformers measures it) when the model's Pooling has `include_prompt: false`,
+    /// else 0.
+    pub prompt_tokens: usize,
 }
 
 impl TokenizedText {
@@ -87,23 +91,58 @@ impl TextTokenizer {
     pub(crate) fn tokenize<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<TokenizedText>> {
         texts
             .iter()
-            .map(|text| {
-                // A long text is tokenized through a prefix with the same first tokens, so its
-                // cost is bounded by what is kept (see `prefix`).
-                let (enc, truncated) = crate::prefix::encode_truncated(
-                    &self.tokenizer,
-                    text.as_ref().trim(),
-                    self.do_lower_case,
-                    self.max_seq_length,
-                    self.cuts_are_safe,
-                )
-                .map_err(Error::Tokenizer)?;
-                Ok(TokenizedText {
-                    ids: enc.get_ids().to_vec(),
-                    truncated,
-                })
-            })
+            .map(|t| self.tokenize_one(t.as_ref(), 0))
             .collect()
+    }
+
+    /// Tokenizes `prompt` followed by each text, as sentence-transformers does (the prompt
+    /// joins the text before stripping and tokenizing). With `exclude`, each result records
+    /// the prompt's length ([`TextTokenizer::prompt_length`]) as tokens pooling leaves out.
+    pub(crate) fn tokenize_prompted<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        prompt: &str,
+        exclude: bool,
+    ) -> Result<Vec<TokenizedText>> {
+        let skip = if exclude {
+            self.prompt_length(prompt)?
+        } else {
+            0
+        };
+        texts
+            .iter()
+            .map(|t| self.tokenize_one(&format!("{prompt}{}", t.as_ref()), skip))
+            .collect()
+    }
+
+    /// The length of `prompt` in tokens as sentence-transformers' `_get_prompt_length` counts
+    /// it: the prompt tokenized alone, special tokens included, less a trailing special token
+    /// (`[SEP]`, `</s>`).
+    pub(crate) fn prompt_length(&self, prompt: &str) -> Result<usize> {
+        let ids = self.tokenize_one(prompt, 0)?.ids;
+        let special = self.tokenizer.get_added_tokens_decoder();
+        let trailing_special = ids
+            .last()
+            .is_some_and(|id| special.get(id).is_some_and(|t| t.special));
+        Ok(ids.len() - usize::from(trailing_special))
+    }
+
+    fn tokenize_one(&self, text: &str, prompt_tokens: usize) -> Result<TokenizedText> {
+        // A long text is tokenized through a prefix with the same first tokens, so its cost is
+        // bounded by what is kept (see `prefix`).
+        let (enc, truncated) = crate::prefix::encode_truncated(
+            &self.tokenizer,
+            text.trim(),
+            self.do_lower_case,
+            self.max_seq_length,
+            self.cuts_are_safe,
+        )
+        .map_err(Error::Tokenizer)?;
+        Ok(TokenizedText {
+            ids: enc.get_ids().to_vec(),
+            truncated,
+            prompt_tokens,
+        })
     }
 }
 

@@ -161,13 +161,17 @@ pub(crate) fn load_with_names(
 }
 
 /// Fails when the file holds encoder layers beyond the config's `num_hidden_layers`
-/// (`encoder.layer.N.…` with N ≥ `layers`): the config does not describe these weights, and
-/// running a truncated encoder would give different embeddings without a word.
+/// (`encoder.layer.N.…`, DistilBERT's `transformer.layer.N.…` or ModernBERT's `layers.N.…`
+/// with N ≥ `layers`): the config does not describe these weights, and running a truncated
+/// encoder would give different embeddings without a word.
 pub(crate) fn check_layer_count(path: &Path, names: &[String], layers: usize) -> Result<()> {
     let deepest = names
         .iter()
         .filter_map(|name| {
-            let rest = &name[name.find("encoder.layer.")? + "encoder.layer.".len()..];
+            let (at, marker) = ["encoder.layer.", "transformer.layer.", "layers."]
+                .into_iter()
+                .find_map(|m| Some((name.find(m)?, m)))?;
+            let rest = &name[at + marker.len()..];
             rest.split('.').next()?.parse::<usize>().ok()
         })
         .max();

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
-use sbert::{DType, SentenceEmbedder, TokenizedText};
+use sbert::{DType, Prompt, SentenceEmbedder, TokenizedText};
 use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
@@ -17,8 +17,11 @@ use crate::metrics::Metrics;
 /// What a request asks to embed.
 #[derive(Debug, Clone)]
 pub(crate) enum Inputs {
-    /// Texts, tokenized by the model's tokenizer (with its special tokens).
+    /// Texts, tokenized by the model's tokenizer (with its special tokens), after the model's
+    /// default prompt if it has one.
     Texts(Vec<String>),
+    /// Texts after the model's prompt of this name.
+    Prompted(Vec<String>, String),
     /// Token ids, used as given.
     Ids(Vec<Vec<u32>>),
 }
@@ -26,7 +29,7 @@ pub(crate) enum Inputs {
 impl Inputs {
     pub(crate) fn len(&self) -> usize {
         match self {
-            Inputs::Texts(t) => t.len(),
+            Inputs::Texts(t) | Inputs::Prompted(t, _) => t.len(),
             Inputs::Ids(i) => i.len(),
         }
     }
@@ -138,11 +141,24 @@ fn prepare(model: &SentenceEmbedder, job: Job) -> Option<Ready> {
                 return None;
             }
         },
+        Inputs::Prompted(texts, name) => {
+            match model.tokenize_with_prompt(&texts, Prompt::Named(&name)) {
+                Ok(t) => t,
+                Err(e) => {
+                    let _ = job.reply.send(Err(EngineError::Validation(e.to_string())));
+                    return None;
+                }
+            }
+        }
         Inputs::Ids(ids) => ids
             .into_iter()
             .map(|ids| {
                 let truncated = ids.len() > model.max_seq_length();
-                TokenizedText { ids, truncated }
+                TokenizedText {
+                    ids,
+                    truncated,
+                    prompt_tokens: 0,
+                }
             })
             .collect(),
     };

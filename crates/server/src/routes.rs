@@ -11,6 +11,7 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
+use sbert::Prompt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -218,20 +219,17 @@ impl AppState {
         }
     }
 
-    /// `texts` with the named prompt put in front.
-    fn prompted(&self, texts: Vec<String>, prompt_name: Option<&str>) -> ApiResult<Vec<String>> {
+    /// `texts` to embed after the named prompt (the model's default prompt when `None`).
+    fn prompted(&self, texts: Vec<String>, prompt_name: Option<&str>) -> ApiResult<Inputs> {
         let Some(name) = prompt_name else {
-            return Ok(texts);
+            return Ok(Inputs::Texts(texts));
         };
         let loaded = self.loaded()?;
-        let prompt = loaded.model.prompts().get(name).ok_or_else(|| {
-            let known: Vec<&str> = loaded.model.prompts().keys().map(String::as_str).collect();
-            ApiError::new(
-                Kind::Validation,
-                format!("the model has no prompt named {name:?} (it has: {known:?})"),
-            )
-        })?;
-        Ok(texts.into_iter().map(|t| format!("{prompt}{t}")).collect())
+        loaded
+            .model
+            .prompt_text(Prompt::Named(name))
+            .map_err(|e| ApiError::new(Kind::Validation, e.to_string()))?;
+        Ok(Inputs::Prompted(texts, name.to_string()))
     }
 }
 
@@ -277,10 +275,8 @@ pub(crate) async fn embed(
 ) -> ApiResult<Json<Vec<Vec<f32>>>> {
     let req: EmbedRequest = parse(body)?;
     check_direction(req.truncation_direction.as_deref())?;
-    let texts = state.prompted(req.inputs.into_vec(), req.prompt_name.as_deref())?;
-    let e = state
-        .embed(Inputs::Texts(texts), req.truncate.unwrap_or(true))
-        .await?;
+    let inputs = state.prompted(req.inputs.into_vec(), req.prompt_name.as_deref())?;
+    let e = state.embed(inputs, req.truncate.unwrap_or(true)).await?;
     Ok(Json(finish(
         e.vectors,
         dimensions(req.dimensions.as_ref())?,
@@ -299,10 +295,8 @@ pub(crate) async fn similarity(
     }
     let mut texts = vec![req.inputs.source_sentence];
     texts.extend(req.inputs.sentences);
-    let texts = state.prompted(texts, req.prompt_name.as_deref())?;
-    let e = state
-        .embed(Inputs::Texts(texts), req.truncate.unwrap_or(true))
-        .await?;
+    let inputs = state.prompted(texts, req.prompt_name.as_deref())?;
+    let e = state.embed(inputs, req.truncate.unwrap_or(true)).await?;
     let v = finish(e.vectors, None, true)?;
     let source = &v[0];
     Ok(Json(
@@ -319,7 +313,21 @@ pub(crate) async fn tokenize(
 ) -> ApiResult<Json<Vec<Vec<Token>>>> {
     let req: TokenizeRequest = parse(body)?;
     let loaded = state.loaded()?;
-    let texts = state.prompted(req.inputs.into_vec(), req.prompt_name.as_deref())?;
+    let prompt = match req.prompt_name.as_deref() {
+        Some(name) => Prompt::Named(name),
+        None => Prompt::Default,
+    };
+    let prompt = loaded
+        .model
+        .prompt_text(prompt)
+        .map_err(|e| ApiError::new(Kind::Validation, e.to_string()))?
+        .unwrap_or("");
+    let texts: Vec<String> = req
+        .inputs
+        .into_vec()
+        .into_iter()
+        .map(|t| format!("{prompt}{t}"))
+        .collect();
     if texts.is_empty() {
         return Err(ApiError::new(Kind::Empty, "no inputs"));
     }
@@ -464,7 +472,7 @@ pub(crate) async fn openapi(State(state): State<Arc<AppState>>) -> Json<serde_js
     let limits = state.loaded.get().map(|l| crate::openapi::Limits {
         prompts: l.model.prompts().keys().cloned().collect(),
         dimension: l.model.dim(),
-        vocab_size: l.model.encoder().config().vocab_size,
+        vocab_size: l.model.encoder().vocab_size(),
         max_batch: state.config.max_client_batch_size,
     });
     Json(crate::openapi::document(limits.as_ref()))

@@ -7,7 +7,7 @@ use std::sync::PoisonError;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use sbert::bert::{BertParams, GradientSink};
+use sbert::bert::{Architecture, BertParams, GradientSink};
 use sbert::{BertModel, Pooling, SentenceEmbedder, TokenizedText};
 
 use crate::checkpoint::OutputDir;
@@ -53,12 +53,25 @@ impl TrainableModel {
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let embedder = pipeline(&dir)?;
-        let config = embedder.encoder().config().clone();
+        let trainable = embedder.bert().filter(|bert| {
+            matches!(
+                bert.config().architecture(),
+                Ok(Architecture::Bert | Architecture::Roberta)
+            )
+        });
+        let Some(bert) = trainable else {
+            return Err(TrainError::Invalid(format!(
+                "{}: training runs on BERT and RoBERTa / XLM-RoBERTa encoders; this model's \
+                 encoder is another architecture",
+                dir.display()
+            )));
+        };
+        let config = bert.config().clone();
         let varmap = VarMap::new();
         {
             let mut vars = varmap.data().lock().unwrap_or_else(PoisonError::into_inner);
             let names = BertParams::hf_names(config.num_hidden_layers);
-            for (name, weight) in names.iter().zip(embedder.encoder().weights().iter()) {
+            for (name, weight) in names.iter().zip(bert.weights().iter()) {
                 vars.insert(name.clone(), Var::from_tensor(weight)?);
             }
         }
@@ -111,7 +124,9 @@ impl TrainableModel {
 
     /// The trainable encoder.
     pub fn encoder(&self) -> &BertModel {
-        self.embedder.encoder()
+        self.embedder
+            .bert()
+            .expect("a TrainableModel's pipeline runs the BertModel over its varmap")
     }
 
     /// The folder's pipeline around the trainable encoder: inference over the current weights.

@@ -244,7 +244,11 @@ mod tests {
         let cfg = BertConfig {
             hidden_dropout_prob: 0.0,
             attention_probs_dropout_prob: 0.0,
-            ..embedder.encoder().config().clone()
+            ..embedder
+                .bert()
+                .expect("the tiny model is a BERT")
+                .config()
+                .clone()
         };
         let mut varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);

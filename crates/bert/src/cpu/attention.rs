@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use super::dropout::DropoutMask;
 use super::{axpy, dot, multiversion};
+use crate::relative::DistanceBias;
 
 /// Heads and their width.
 #[derive(Debug, Clone, Copy)]
@@ -95,12 +96,15 @@ fn scatter(m: &mut [f32], width: usize, col: usize, task: HeadTask, block: &[f32
 
 /// The constants of one head's kernels.
 #[derive(Debug, Clone, Copy)]
-struct HeadJob {
+struct HeadJob<'a> {
     head_dim: usize,
     scale: f32,
     drop: DropoutMask,
     /// Index of the head's first probability (the dropout mask's index base).
     block: usize,
+    /// A bias added to the scores by relative position: `2 · len − 1` values, the one of key
+    /// `j` for query `i` at `j − i + len − 1` (see [`DistanceBias::head`]).
+    position_bias: Option<&'a [f32]>,
 }
 
 /// Softmax probabilities and the context `(len, hd)` of one head. `probs` holds the whole
@@ -112,13 +116,14 @@ fn head_forward_generic(
     v: &[f32],
     probs: &mut [f32],
     ctx: &mut [f32],
-    job: HeadJob,
+    job: HeadJob<'_>,
 ) {
     let HeadJob {
         head_dim: hd,
         scale,
         drop,
         block,
+        position_bias,
     } = job;
     let len = q.len() / hd;
     let keep = probs.len() == len * len;
@@ -129,9 +134,13 @@ fn head_forward_generic(
         } else {
             &mut probs[..len]
         };
+        let bias = position_bias.map(|b| &b[len - 1 - i..][..len]);
         let mut max = f32::NEG_INFINITY;
         for (j, s) in row.iter_mut().enumerate() {
             *s = scale * dot(qi, &k[j * hd..(j + 1) * hd]);
+            if let Some(bias) = bias {
+                *s += bias[j];
+            }
             max = max.max(*s);
         }
         let mut sum = 0f32;
@@ -149,16 +158,17 @@ fn head_forward_generic(
     }
 }
 
-multiversion!(fn head_forward(q: &[f32], k: &[f32], v: &[f32], probs: &mut [f32], ctx: &mut [f32], job: HeadJob) => head_forward_generic);
+multiversion!(fn head_forward(q: &[f32], k: &[f32], v: &[f32], probs: &mut [f32], ctx: &mut [f32], job: HeadJob<'_>) => head_forward_generic);
 
 /// Attention over packed sequences: `qkv` is `(n, 3h)` (query, key and value side by side,
 /// before their biases), `offsets` the sequence boundaries (`0`, …, `n`); `drop` the dropout of the
-/// probabilities. Returns the context `(n, h)` and, with `keep`, the probabilities before
-/// dropout (one `len × len` block per (sequence, head), sequence-major) for
-/// [`attention_backward`].
+/// probabilities; `position_bias` is added to the scores (MPNet). Returns the context `(n, h)`
+/// and, with `keep`, the probabilities before dropout (one `len × len` block per (sequence,
+/// head), sequence-major) for [`attention_backward`].
 pub(crate) fn attention_forward(
     qkv: &[f32],
     bias: QkvBias<'_>,
+    position_bias: Option<&DistanceBias>,
     offsets: &[usize],
     shape: AttentionShape,
     drop: DropoutMask,
@@ -190,6 +200,7 @@ pub(crate) fn attention_forward(
                 scale: shape.scale(),
                 drop,
                 block: t.block,
+                position_bias: position_bias.map(|b| b.head(t.head, t.len)),
             };
             match block {
                 Some(block) => head_forward(&q, &k, &v, block, &mut ctx, job),
@@ -212,13 +223,14 @@ fn head_backward_generic(
     probs: &[f32],
     dc: &[f32],
     grads: (&mut [f32], &mut [f32], &mut [f32]),
-    job: HeadJob,
+    job: HeadJob<'_>,
 ) {
     let HeadJob {
         head_dim: hd,
         scale,
         drop,
         block,
+        position_bias: _,
     } = job;
     let (q, k, v) = qkv;
     let (dq, dk, dv) = grads;
@@ -246,7 +258,7 @@ fn head_backward_generic(
     }
 }
 
-multiversion!(fn head_backward(qkv: (&[f32], &[f32], &[f32]), probs: &[f32], dc: &[f32], grads: (&mut [f32], &mut [f32], &mut [f32]), job: HeadJob) => head_backward_generic);
+multiversion!(fn head_backward(qkv: (&[f32], &[f32], &[f32]), probs: &[f32], dc: &[f32], grads: (&mut [f32], &mut [f32], &mut [f32]), job: HeadJob<'_>) => head_backward_generic);
 
 /// The gradient of the biased q, k, v `(n, 3h)` (and so of the unbiased, and summed over rows
 /// of the biases) from that of the context `(n, h)`, given the forward pass's `qkv`, `bias`
@@ -280,6 +292,7 @@ pub(crate) fn attention_backward(
                 scale: shape.scale(),
                 drop,
                 block: t.block,
+                position_bias: None,
             };
             head_backward((&q, &k, &v), block, &dc, (dq, dk, dv), job);
             grads
@@ -365,8 +378,15 @@ mod tests {
             heads: 2,
             head_dim: 2,
         };
-        let (ctx, probs) =
-            attention_forward(&qkv, [&[0.; 4]; 3], &[0, 1], shape, DropoutMask::NONE, true);
+        let (ctx, probs) = attention_forward(
+            &qkv,
+            [&[0.; 4]; 3],
+            None,
+            &[0, 1],
+            shape,
+            DropoutMask::NONE,
+            true,
+        );
         assert_eq!(ctx, vec![9., 10., 11., 12.]);
         assert_eq!(probs, Some(vec![1., 1.]));
     }
@@ -377,7 +397,8 @@ mod tests {
         for (drop, keep) in [(DropoutMask::NONE, false), (DropoutMask::new(0.3, 5), true)] {
             let total = 2 * (9 + 4);
             let factors = drop.factors(total);
-            let (ctx, probs) = attention_forward(&qkv, parts(&bias()), &OFFSETS, SHAPE, drop, keep);
+            let (ctx, probs) =
+                attention_forward(&qkv, parts(&bias()), None, &OFFSETS, SHAPE, drop, keep);
             assert_eq!(probs.map(|p| p.len()), keep.then_some(total));
             for i in 0..5 {
                 for head in 0..2 {
@@ -415,7 +436,7 @@ mod tests {
                 })
                 .sum()
         };
-        let (_, probs) = attention_forward(&qkv, parts(&bias()), &OFFSETS, SHAPE, drop, true);
+        let (_, probs) = attention_forward(&qkv, parts(&bias()), None, &OFFSETS, SHAPE, drop, true);
         let d_ctx: Vec<f32> = w.iter().map(|&v| v as f32).collect();
         let grads = attention_backward(
             &qkv,

@@ -50,7 +50,7 @@ pub(crate) fn backward(
     }
     for s in tape.batch.offsets.windows(2) {
         for (p, row) in de[s[0] * h..s[1] * h].chunks_exact(h).enumerate() {
-            axpy(&mut g.position[p * h..][..h], 1.0, row);
+            axpy(&mut g.position[(d.first_position + p) * h..][..h], 1.0, row);
         }
     }
     add_column_sums(&mut g.token_type[..h], &de, h, 0);

@@ -18,6 +18,7 @@ use crate::cpu::matmul::product;
 use crate::cpu::norm::{add_norm, NormInput, NormParams, NormSaved};
 use crate::cpu::{activation, f32_slice};
 use crate::params::{BertParams, BertWeights, LayerParams, Norm};
+use crate::relative::DistanceBias;
 
 pub(crate) mod backward;
 #[cfg(test)]
@@ -47,10 +48,10 @@ impl PackedBatch {
             );
         }
         let longest = lengths.iter().copied().max().unwrap_or(0);
-        if longest > cfg.max_position_embeddings {
+        if longest > cfg.max_sequence_length() {
             candle_core::bail!(
-                "sequence of {longest} tokens is longer than the model's max_position_embeddings {}",
-                cfg.max_position_embeddings
+                "sequence of {longest} tokens is longer than the model's limit of {}",
+                cfg.max_sequence_length()
             );
         }
         if let Some(&id) = input_ids.iter().find(|&&id| id as usize >= cfg.vocab_size) {
@@ -74,6 +75,15 @@ impl PackedBatch {
     pub(crate) fn tokens(&self) -> usize {
         self.ids.len()
     }
+
+    /// Tokens in the longest sequence.
+    pub(crate) fn longest(&self) -> usize {
+        self.offsets
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// The sizes and constants of a pass.
@@ -84,6 +94,8 @@ pub(crate) struct Dims {
     pub attention: AttentionShape,
     pub eps: f32,
     pub act: HiddenAct,
+    /// Position id of each sequence's first token.
+    pub first_position: usize,
     pub hidden_dropout: f32,
     pub attention_dropout: f32,
 }
@@ -112,6 +124,7 @@ impl Dims {
             },
             eps: cfg.layer_norm_eps as f32,
             act: cfg.hidden_act,
+            first_position: cfg.first_position(),
             hidden_dropout: dropout("hidden_dropout_prob", cfg.hidden_dropout_prob)?,
             attention_dropout: dropout(
                 "attention_probs_dropout_prob",
@@ -199,9 +212,10 @@ pub(crate) struct Tape {
 
 /// The forward pass over `batch`: the last hidden states `(tokens, hidden)` and, with
 /// `record`, the tape of its backward pass. Dropout follows `d` (none for inference) under
-/// `seed`.
+/// `seed`; `position_bias` is added to the attention scores (MPNet).
 pub(crate) fn forward(
     w: &HostWeights<'_>,
+    position_bias: Option<&DistanceBias>,
     d: Dims,
     batch: PackedBatch,
     seed: u64,
@@ -215,7 +229,7 @@ pub(crate) fn forward(
     for s in batch.offsets.windows(2) {
         for (p, (row, &id)) in rows.by_ref().take(s[1] - s[0]).enumerate() {
             let word = &e.word[id as usize * h..][..h];
-            let position = &e.position[p * h..][..h];
+            let position = &e.position[(d.first_position + p) * h..][..h];
             for (((v, &a), &b), &c) in row
                 .iter_mut()
                 .zip(word)
@@ -236,7 +250,15 @@ pub(crate) fn forward(
     let mut inputs = Vec::new();
     let mut layers = Vec::new();
     for (l, layer) in w.layers.iter().enumerate() {
-        let (out, tape) = layer_forward(layer, d, l, &x, &batch.offsets, seed, record);
+        let (out, tape) = layer_forward(
+            layer,
+            position_bias,
+            d,
+            (l, seed),
+            &x,
+            &batch.offsets,
+            record,
+        );
         if let Some(tape) = tape {
             layers.push(tape);
             inputs.push(std::mem::replace(&mut x, out));
@@ -265,11 +287,11 @@ fn norm_params<'a>(n: &Norm<&'a [f32]>, eps: f32) -> NormParams<'a> {
 /// One encoder layer over `x (n, h)`: its output and, with `record`, its tape.
 fn layer_forward(
     w: &LayerParams<&[f32]>,
+    position_bias: Option<&DistanceBias>,
     d: Dims,
-    l: usize,
+    (l, seed): (usize, u64),
     x: &[f32],
     offsets: &[usize],
-    seed: u64,
     record: bool,
 ) -> (Vec<f32>, Option<LayerTape>) {
     let (h, i) = (d.hidden, d.intermediate);
@@ -278,6 +300,7 @@ fn layer_forward(
     let (ctx, probs) = attention_forward(
         &qkv,
         [w.query.bias, w.key.bias, w.value.bias],
+        position_bias,
         offsets,
         d.attention,
         attention_drop,
@@ -328,8 +351,11 @@ fn layer_forward(
 ///
 /// # Errors
 /// As [`PackedBatch::new`], or when a weight is not a contiguous f32 CPU tensor.
+///
+/// `relative_bias` is MPNet's relative attention bias table `(num_buckets, heads)`.
 pub(crate) fn infer(
     weights: &BertWeights,
+    relative_bias: Option<&Tensor>,
     cfg: &BertConfig,
     input_ids: &[u32],
     lengths: &[usize],
@@ -337,7 +363,25 @@ pub(crate) fn infer(
     let batch = PackedBatch::new(input_ids, lengths, cfg)?;
     let tokens = batch.tokens();
     let dims = Dims::new(cfg, false)?;
+    let position_bias = match relative_bias {
+        Some(table) => {
+            let table = table.flatten_all()?.to_vec1::<f32>()?;
+            Some(DistanceBias::new(
+                &table,
+                cfg.num_attention_heads,
+                batch.longest(),
+            ))
+        }
+        None => None,
+    };
     let guards = WeightGuards::new(weights);
-    let (out, _) = forward(&guards.host()?, dims, batch, 0, false);
+    let (out, _) = forward(
+        &guards.host()?,
+        position_bias.as_ref(),
+        dims,
+        batch,
+        0,
+        false,
+    );
     Tensor::from_vec(out, (tokens, dims.hidden), &candle_core::Device::Cpu)
 }

@@ -111,7 +111,9 @@ class SentenceEmbedder:
 
         As in sentence-transformers: ``normalize_embeddings=True`` L2-normalizes the rows (a
         model with a Normalize module already does); ``prompt`` is put before every text, or
-        the model's prompt named ``prompt_name``; ``convert_to_numpy=False`` gives a list of
+        the model's prompt named ``prompt_name``, or else the model's ``default_prompt_name``
+        prompt (where the model's pooling sets ``include_prompt: false``, the prompt's tokens
+        are left out of pooling); ``convert_to_numpy=False`` gives a list of
         1-D arrays. ``None`` and empty or blank strings are embedded as the empty text, and
         texts longer than ``max_seq_length`` tokens are truncated.
         """
@@ -120,22 +122,13 @@ class SentenceEmbedder:
         for i, t in enumerate(texts):
             if t is not None and not isinstance(t, str):
                 raise TypeError(f"sentence {i} is a {type(t).__name__}, not a str")
-        if prompt is None and prompt_name is not None:
-            prompts = self._model.prompts
-            if prompt_name not in prompts:
-                raise ValueError(
-                    f"prompt_name {prompt_name!r} is not among the model's prompts "
-                    f"{sorted(prompts)}"
-                )
-            prompt = prompts[prompt_name]
-        if prompt:
-            texts = [prompt + (t or "") for t in texts]
-        else:
-            texts = ["" if t is None else t for t in texts]
+        texts = ["" if t is None else t for t in texts]
         size = self.batch_size if batch_size is None else batch_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"batch_size must be a positive integer, not {size!r}")
-        buffer, n = self._model.encode(texts, size, bool(normalize_embeddings))
+        buffer, n = self._model.encode(
+            texts, size, bool(normalize_embeddings), prompt_name=prompt_name, prompt=prompt
+        )
         rows = _rows(buffer, n, self.dimension)
         if single:
             return rows[0]
