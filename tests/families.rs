@@ -256,7 +256,7 @@ fn packed_and_padded_passes_agree_for_mpnet_and_xlm_roberta() {
 fn an_unknown_model_type_is_refused_with_the_supported_ones() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("model");
-    copy_dir(&family("distilbert"), &dir);
+    common::copy_dir(&family("distilbert"), &dir);
     let config = dir.join("config.json");
     let text = std::fs::read_to_string(&config).expect("read");
     std::fs::write(&config, text.replace("\"distilbert\"", "\"t5\"")).expect("write");
@@ -284,17 +284,4 @@ fn a_prompt_name_the_model_lacks_is_an_error_naming_its_prompts() {
     assert!(model
         .encode_with_prompt(&["a"], Prompt::Named("question"))
         .is_err());
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
 }

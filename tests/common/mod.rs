@@ -31,6 +31,20 @@ pub fn minilm_dir() -> PathBuf {
     dir
 }
 
+/// Copies the folder `from` to `to`, recursively.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
 /// `../shared` beside the workspace, or `$SBERT_SHARED_DIR`.
 pub fn shared_dir() -> PathBuf {
     std::env::var_os("SBERT_SHARED_DIR")

@@ -85,7 +85,8 @@ fn dropout(xs: &Tensor, p: f64, mode: Mode) -> Result<Tensor> {
     xs * mask
 }
 
-fn activation(xs: &Tensor, act: HiddenAct) -> Result<Tensor> {
+/// The feed-forward activation `act` of `xs` (exact GELU through the error function).
+pub(crate) fn activation(xs: &Tensor, act: HiddenAct) -> Result<Tensor> {
     match act {
         HiddenAct::Gelu => xs.gelu_erf(),
         HiddenAct::GeluTanh => xs.gelu(),
@@ -151,6 +152,24 @@ fn layer(
     Ok((out, probs))
 }
 
+/// The most negative finite value of `dtype`: what a masked attention score gets (as HF).
+pub(crate) fn mask_value(dtype: DType) -> f64 {
+    match dtype {
+        DType::F16 => -65504.0,
+        DType::BF16 => -3.389_531_389_251_535e38,
+        DType::F64 => f64::MIN,
+        _ => f64::from(f32::MIN),
+    }
+}
+
+/// The additive attention mask `(b, 1, 1, t)` of a padding mask `(b, t)` (1 real, 0 padding):
+/// 0 where attended, [`mask_value`] at padding.
+pub(crate) fn padding_mask(attention_mask: &Tensor, dtype: DType) -> Result<Tensor> {
+    let (b, t) = attention_mask.dims2()?;
+    let keep = attention_mask.to_dtype(dtype)?;
+    ((keep.ones_like()? - &keep)? * mask_value(dtype))?.reshape((b, 1, 1, t))
+}
+
 /// The forward pass over a padded batch.
 ///
 /// `relative_bias` is MPNet's relative attention bias table `(num_buckets, heads)`.
@@ -179,15 +198,7 @@ pub(crate) fn forward(
     }
     let dtype = w.embeddings.word.dtype();
     let device = input_ids.device();
-    // Additive mask: 0 where attended, the dtype's most negative value at padding (as HF).
-    let keep = attention_mask.to_dtype(dtype)?;
-    let min = match dtype {
-        DType::F16 => -65504.0,
-        DType::BF16 => -3.389_531_389_251_535e38,
-        DType::F64 => f64::MIN,
-        _ => f64::from(f32::MIN),
-    };
-    let mut additive = ((keep.ones_like()? - &keep)? * min)?.reshape((b, 1, 1, t))?;
+    let mut additive = padding_mask(attention_mask, dtype)?;
     if let Some(table) = relative_bias {
         // Bias and mask are added to the scores together: one (b, heads, t, t) addend.
         additive = crate::relative::bias_tensor(table, t)?

@@ -351,15 +351,8 @@ impl ModernBertModel {
     /// The additive masks `(b, 1, t, t)` of full and sliding-window attention for a padding
     /// mask `(b, t)`.
     fn masks(&self, attention_mask: &Tensor, t: usize) -> Result<(Tensor, Tensor)> {
-        let b = attention_mask.dim(0)?;
-        let min = match self.dtype {
-            DType::F16 => -65504.0,
-            DType::BF16 => -3.389_531_389_251_535e38,
-            DType::F64 => f64::MIN,
-            _ => f64::from(f32::MIN),
-        };
-        let keep = attention_mask.to_dtype(self.dtype)?;
-        let padding = ((keep.ones_like()? - &keep)? * min)?.reshape((b, 1, 1, t))?;
+        let min = crate::graph::mask_value(self.dtype);
+        let padding = crate::graph::padding_mask(attention_mask, self.dtype)?;
         let half = (self.config.local_attention / 2) as i64;
         let window: Vec<f32> = (0..t * t)
             .map(|k| {
@@ -385,15 +378,6 @@ fn rotate(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let x2 = xs.narrow(D::Minus1, hd / 2, hd / 2)?;
     let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
     xs.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
-}
-
-fn activation(xs: &Tensor, act: HiddenAct) -> Result<Tensor> {
-    match act {
-        HiddenAct::Gelu => xs.gelu_erf(),
-        HiddenAct::GeluTanh => xs.gelu(),
-        HiddenAct::Relu => xs.relu(),
-        HiddenAct::Silu => xs.silu(),
-    }
 }
 
 impl Encoder for ModernBertModel {
@@ -488,8 +472,10 @@ impl Encoder for ModernBertModel {
             x = (x + layer.wo.forward(&context)?)?;
             let inner = layer.wi.forward(&layer.mlp_norm.forward(&x)?)?;
             let i = cfg.intermediate_size;
-            let gated = (activation(&inner.narrow(D::Minus1, 0, i)?, cfg.hidden_activation)?
-                * inner.narrow(D::Minus1, i, i)?)?;
+            let gated = (crate::graph::activation(
+                &inner.narrow(D::Minus1, 0, i)?,
+                cfg.hidden_activation,
+            )? * inner.narrow(D::Minus1, i, i)?)?;
             x = (x + layer.mlp_wo.forward(&gated)?)?;
         }
         self.final_norm.forward(&x)

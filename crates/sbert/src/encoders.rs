@@ -32,7 +32,10 @@ pub(crate) fn load(dir: &Path, dtype: DType, device: &Device) -> Result<LoadedEn
     let raw: serde_json::Value = folder::read_json(&config_path)?;
     let model_type = raw.get("model_type").and_then(serde_json::Value::as_str);
     if model_type == Some("modernbert") {
-        return load_modernbert(dir, &config_path, raw, dtype, device);
+        let config: ModernBertConfig = parse(&config_path, raw, ModernBertConfig::validate)?;
+        return with_weights(dir, config.num_hidden_layers, dtype, device, |vb| {
+            ModernBertModel::load(vb, &config)
+        });
     }
     if let Some(kind) = model_type {
         if Architecture::from_model_type(Some(kind)).is_err() {
@@ -43,44 +46,39 @@ pub(crate) fn load(dir: &Path, dtype: DType, device: &Device) -> Result<LoadedEn
             )));
         }
     }
-    let config: BertConfig = serde_json::from_value(raw).map_err(|source| Error::Json {
-        path: config_path.clone(),
-        source,
-    })?;
-    config
-        .validate()
-        .map_err(|e| Error::Unsupported(format!("{}: {e}", config_path.display())))?;
-    let weights = folder::weights_file(dir)?;
-    let (vb, names) = crate::weights::load_with_names(&weights, dtype, device)?;
-    crate::weights::check_layer_count(&weights, &names, config.num_hidden_layers)?;
-    let encoder = BertModel::load(vb, &config).map_err(|source| Error::Weights {
-        path: weights.clone(),
-        source,
-    })?;
-    Ok(LoadedEncoder {
-        encoder: Box::new(encoder),
-        weights,
+    let config: BertConfig = parse(&config_path, raw, BertConfig::validate)?;
+    with_weights(dir, config.num_hidden_layers, dtype, device, |vb| {
+        BertModel::load(vb, &config)
     })
 }
 
-fn load_modernbert(
-    dir: &Path,
-    config_path: &Path,
+/// The config `raw` (read from `path`) as `T`, checked by `validate`.
+fn parse<T: serde::de::DeserializeOwned>(
+    path: &Path,
     raw: serde_json::Value,
-    dtype: DType,
-    device: &Device,
-) -> Result<LoadedEncoder> {
-    let config: ModernBertConfig = serde_json::from_value(raw).map_err(|source| Error::Json {
-        path: config_path.to_path_buf(),
+    validate: impl FnOnce(&T) -> candle_core::Result<()>,
+) -> Result<T> {
+    let config: T = serde_json::from_value(raw).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
         source,
     })?;
-    config
-        .validate()
-        .map_err(|e| Error::Unsupported(format!("{}: {e}", config_path.display())))?;
+    validate(&config).map_err(|e| Error::Unsupported(format!("{}: {e}", path.display())))?;
+    Ok(config)
+}
+
+/// Reads the module's weights (checking that the file holds no layer past `layers`) and builds
+/// the encoder over them.
+fn with_weights<E: Encoder + 'static>(
+    dir: &Path,
+    layers: usize,
+    dtype: DType,
+    device: &Device,
+    build: impl FnOnce(candle_nn::VarBuilder<'static>) -> candle_core::Result<E>,
+) -> Result<LoadedEncoder> {
     let weights = folder::weights_file(dir)?;
     let (vb, names) = crate::weights::load_with_names(&weights, dtype, device)?;
-    crate::weights::check_layer_count(&weights, &names, config.num_hidden_layers)?;
-    let encoder = ModernBertModel::load(vb, &config).map_err(|source| Error::Weights {
+    crate::weights::check_layer_count(&weights, &names, layers)?;
+    let encoder = build(vb).map_err(|source| Error::Weights {
         path: weights.clone(),
         source,
     })?;
