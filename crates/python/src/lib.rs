@@ -192,10 +192,10 @@ impl Model {
         prompt: Option<String>,
     ) -> PyResult<(Bound<'py, PyByteArray>, usize)> {
         let n = texts.len();
-        let prompt = match (&prompt, &prompt_name) {
-            (Some(text), _) => Prompt::Text(text),
-            (None, Some(name)) => Prompt::Named(name),
-            (None, None) => Prompt::Default,
+        // As sentence-transformers: a prompt's text wins over a prompt name.
+        let prompt = match &prompt {
+            Some(text) => Prompt::Text(text),
+            None => Prompt::named_or_default(prompt_name.as_deref()),
         };
         let rows = py
             .detach(|| self.rows(&texts, batch_size, normalize, prompt))

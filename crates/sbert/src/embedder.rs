@@ -92,6 +92,14 @@ pub enum Prompt<'a> {
     Text(&'a str),
 }
 
+impl<'a> Prompt<'a> {
+    /// The prompt `name` when given, else the default: sentence-transformers' `prompt_name`
+    /// argument, whose `None` means the model's default prompt.
+    pub fn named_or_default(name: Option<&'a str>) -> Self {
+        name.map_or(Prompt::Default, Prompt::Named)
+    }
+}
+
 /// The text of prompt `name`, or an error listing the prompts there are.
 fn named_prompt<'p>(prompts: &'p BTreeMap<String, String>, name: &str) -> Result<&'p str> {
     prompts.get(name).map(String::as_str).ok_or_else(|| {
@@ -460,7 +468,19 @@ impl SentenceEmbedder {
             ));
         }
         let tokenized = self.tokenize_with_prompt(texts, prompt)?;
-        self.encode_tokenized(&tokenized, batch_size)
+        let mut pooled =
+            self.run_batched(&tokenized, std::slice::from_ref(&self.pooling), batch_size)?;
+        let inputs = tokenized
+            .iter()
+            .map(|t| InputStats {
+                tokens: t.ids.len(),
+                truncated: t.truncated,
+            })
+            .collect();
+        Ok(Embeddings {
+            embeddings: pooled.pop().expect("one pooling in, one tensor out"),
+            inputs,
+        })
     }
 
     /// [`SentenceEmbedder::encode`] with `batch_size` texts per batch for this call instead of
@@ -475,32 +495,7 @@ impl SentenceEmbedder {
         texts: &[S],
         batch_size: usize,
     ) -> Result<Embeddings> {
-        if batch_size == 0 {
-            return Err(Error::InvalidArgument(
-                "batch size must be at least 1".into(),
-            ));
-        }
-        self.encode_tokenized(&self.tokenize(texts)?, batch_size)
-    }
-
-    fn encode_tokenized(
-        &self,
-        tokenized: &[TokenizedText],
-        batch_size: usize,
-    ) -> Result<Embeddings> {
-        let mut pooled =
-            self.run_batched(tokenized, std::slice::from_ref(&self.pooling), batch_size)?;
-        let inputs = tokenized
-            .iter()
-            .map(|t| InputStats {
-                tokens: t.ids.len(),
-                truncated: t.truncated,
-            })
-            .collect();
-        Ok(Embeddings {
-            embeddings: pooled.pop().expect("one pooling in, one tensor out"),
-            inputs,
-        })
+        self.encode_with_prompt_in_batches_of(texts, Prompt::Default, batch_size)
     }
 
     /// Embeds already tokenized inputs (ids with the special tokens, as

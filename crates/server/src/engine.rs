@@ -18,10 +18,8 @@ use crate::metrics::Metrics;
 #[derive(Debug, Clone)]
 pub(crate) enum Inputs {
     /// Texts, tokenized by the model's tokenizer (with its special tokens), after the model's
-    /// default prompt if it has one.
-    Texts(Vec<String>),
-    /// Texts after the model's prompt of this name.
-    Prompted(Vec<String>, String),
+    /// prompt of the given name, or else its default prompt if it has one.
+    Texts(Vec<String>, Option<String>),
     /// Token ids, used as given.
     Ids(Vec<Vec<u32>>),
 }
@@ -29,7 +27,7 @@ pub(crate) enum Inputs {
 impl Inputs {
     pub(crate) fn len(&self) -> usize {
         match self {
-            Inputs::Texts(t) | Inputs::Prompted(t, _) => t.len(),
+            Inputs::Texts(t, _) => t.len(),
             Inputs::Ids(i) => i.len(),
         }
     }
@@ -134,15 +132,8 @@ fn prepare(model: &SentenceEmbedder, job: Job) -> Option<Ready> {
         return None;
     }
     let tokenized = match job.inputs {
-        Inputs::Texts(texts) => match model.tokenize(&texts) {
-            Ok(t) => t,
-            Err(e) => {
-                let _ = job.reply.send(Err(EngineError::Validation(e.to_string())));
-                return None;
-            }
-        },
-        Inputs::Prompted(texts, name) => {
-            match model.tokenize_with_prompt(&texts, Prompt::Named(&name)) {
+        Inputs::Texts(texts, name) => {
+            match model.tokenize_with_prompt(&texts, Prompt::named_or_default(name.as_deref())) {
                 Ok(t) => t,
                 Err(e) => {
                     let _ = job.reply.send(Err(EngineError::Validation(e.to_string())));

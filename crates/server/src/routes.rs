@@ -117,7 +117,7 @@ fn openai_inputs(input: &serde_json::Value) -> ApiResult<Inputs> {
         )
     };
     if let Some(s) = input.as_str() {
-        return Ok(Inputs::Texts(vec![s.to_string()]));
+        return Ok(Inputs::Texts(vec![s.to_string()], None));
     }
     let items = input.as_array().ok_or_else(invalid)?;
     if items.iter().all(serde_json::Value::is_string) {
@@ -126,6 +126,7 @@ fn openai_inputs(input: &serde_json::Value) -> ApiResult<Inputs> {
                 .iter()
                 .filter_map(|v| v.as_str().map(String::from))
                 .collect(),
+            None,
         ));
     }
     if let Some(ids) = token_ids(input) {
@@ -219,17 +220,16 @@ impl AppState {
         }
     }
 
-    /// `texts` to embed after the named prompt (the model's default prompt when `None`).
+    /// `texts` to embed after the named prompt (the model's default prompt when `None`); an
+    /// unknown name is refused here, before the request queues.
     fn prompted(&self, texts: Vec<String>, prompt_name: Option<&str>) -> ApiResult<Inputs> {
-        let Some(name) = prompt_name else {
-            return Ok(Inputs::Texts(texts));
-        };
-        let loaded = self.loaded()?;
-        loaded
-            .model
-            .prompt_text(Prompt::Named(name))
-            .map_err(|e| ApiError::new(Kind::Validation, e.to_string()))?;
-        Ok(Inputs::Prompted(texts, name.to_string()))
+        if let Some(name) = prompt_name {
+            self.loaded()?
+                .model
+                .prompt_text(Prompt::Named(name))
+                .map_err(|e| ApiError::new(Kind::Validation, e.to_string()))?;
+        }
+        Ok(Inputs::Texts(texts, prompt_name.map(String::from)))
     }
 }
 
@@ -313,13 +313,9 @@ pub(crate) async fn tokenize(
 ) -> ApiResult<Json<Vec<Vec<Token>>>> {
     let req: TokenizeRequest = parse(body)?;
     let loaded = state.loaded()?;
-    let prompt = match req.prompt_name.as_deref() {
-        Some(name) => Prompt::Named(name),
-        None => Prompt::Default,
-    };
     let prompt = loaded
         .model
-        .prompt_text(prompt)
+        .prompt_text(Prompt::named_or_default(req.prompt_name.as_deref()))
         .map_err(|e| ApiError::new(Kind::Validation, e.to_string()))?
         .unwrap_or("");
     let texts: Vec<String> = req
