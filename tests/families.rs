@@ -106,19 +106,13 @@ fn check_golden(dir: &Path, golden: &Golden, max_abs: f32, min_cos: f32) {
             golden.sentences[i]
         );
     }
-    let poolings: Vec<Pooling> = MODES.into_iter().map(Pooling::single).collect();
-    let pooled = raw
-        .embed_poolings(&golden.sentences, &poolings)
-        .expect("embed");
-    for ((mode, got), want) in
-        MODES
-            .iter()
-            .zip(pooled)
-            .zip([&golden.mean, &golden.max, &golden.cls])
-    {
-        let got: Vec<Vec<f32>> = got.to_vec2().expect("vec");
-        common::assert_close(mode.name(), &got, want, max_abs, min_cos);
-    }
+    common::assert_poolings_match(
+        &raw,
+        &golden.sentences,
+        [&golden.mean, &golden.max, &golden.cls],
+        max_abs,
+        min_cos,
+    );
     let normalized = load(dir, None, true)
         .embed_vecs(&golden.sentences)
         .expect("embed");

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use sbert::{Pooling, PoolingMode, SentenceEmbedder};
+use sbert::SentenceEmbedder;
 use serde::Deserialize;
 
 use crate::common;
@@ -59,20 +59,13 @@ fn check(path: &Path) {
         .normalize(false)
         .build()
         .expect("load");
-    let modes = [PoolingMode::Mean, PoolingMode::Max, PoolingMode::Cls];
-    let poolings: Vec<Pooling> = modes.into_iter().map(Pooling::single).collect();
-    let pooled = raw
-        .embed_poolings(&golden.sentences, &poolings)
-        .expect("embed");
-    for ((mode, got), want) in
-        modes
-            .iter()
-            .zip(pooled)
-            .zip([&golden.mean, &golden.max, &golden.cls])
-    {
-        let got: Vec<Vec<f32>> = got.to_vec2().expect("vec");
-        common::assert_close(mode.name(), &got, want, MAX_ABS, MIN_COS);
-    }
+    common::assert_poolings_match(
+        &raw,
+        &golden.sentences,
+        [&golden.mean, &golden.max, &golden.cls],
+        MAX_ABS,
+        MIN_COS,
+    );
 
     // The model as shipped: mean pooling, then Normalize (modules.json).
     assert!(model.normalizes());

@@ -84,3 +84,22 @@ pub fn assert_close(label: &str, got: &[Vec<f32>], want: &[Vec<f32>], max_abs: f
         assert!(c >= min_cos, "{label} row {i}: cosine {c} < {min_cos}");
     }
 }
+
+/// Embeds `sentences` once and pools them MEAN, MAX and CLS (`embed_poolings`), asserting each
+/// against `want` (in that order) to `max_abs` and cosine ≥ `min_cos`.
+pub fn assert_poolings_match(
+    model: &SentenceEmbedder,
+    sentences: &[String],
+    want: [&[Vec<f32>]; 3],
+    max_abs: f32,
+    min_cos: f32,
+) {
+    use sbert::{Pooling, PoolingMode};
+    let modes = [PoolingMode::Mean, PoolingMode::Max, PoolingMode::Cls];
+    let poolings: Vec<Pooling> = modes.into_iter().map(Pooling::single).collect();
+    let pooled = model.embed_poolings(sentences, &poolings).expect("embed");
+    for ((mode, got), want) in modes.iter().zip(pooled).zip(want) {
+        let got: Vec<Vec<f32>> = got.to_vec2().expect("vec");
+        assert_close(mode.name(), &got, want, max_abs, min_cos);
+    }
+}
