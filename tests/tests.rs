@@ -12,6 +12,7 @@ mod bad_input;
 mod families;
 mod golden;
 mod hub_cache;
+mod quantization;
 mod senteval;
 mod sts;
 mod tiny_model;

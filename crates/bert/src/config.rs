@@ -210,7 +210,7 @@ impl BertConfig {
                 candle_core::bail!("invalid BERT config: {name} is 0");
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             candle_core::bail!(
                 "invalid BERT config: hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size,

@@ -66,6 +66,7 @@ mod model;
 mod modernbert;
 mod packed;
 mod params;
+mod quantization;
 mod relative;
 
 pub use config::{Architecture, BertConfig, HiddenAct};
@@ -75,3 +76,4 @@ pub use model::BertModel;
 pub use modernbert::{ModernBertConfig, ModernBertModel, RopeParameters, RopeTheta};
 pub use packed::training::GradientSink;
 pub use params::{BertParams, BertWeights, EmbeddingParams, LayerParams, Linear, Norm};
+pub use quantization::Quantization;

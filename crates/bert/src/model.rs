@@ -1,12 +1,16 @@
 //! [`BertModel`]: the weights by name, the config, and the passes over them.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::{Architecture, BertConfig};
 use crate::graph::{self, BertOutput, Mode};
+use crate::packed::WeightGuards;
 use crate::packed::{self, training::GradientSink};
 use crate::params::BertWeights;
+use crate::quantization::{Int8Weights, Quantization};
 
 /// A BERT-family encoder (BERT, RoBERTa / XLM-RoBERTa, DistilBERT, MPNet; see
 /// [`Architecture`](crate::Architecture)): token ids in, contextual token embeddings out.
@@ -17,12 +21,15 @@ use crate::params::BertWeights;
 /// sequences stored back to back ([`BertModel::forward_packed`], and
 /// [`BertModel::forward_train`] with its hand-written backward pass). Neither caches anything
 /// derived from the weights, so a model whose weights are being trained is always evaluated
-/// with its current weights.
+/// with its current weights. The one exception is asked for: [`BertModel::quantize`] keeps an
+/// int8 copy of the dense weights, which the packed inference pass then multiplies by.
 #[derive(Debug, Clone)]
 pub struct BertModel {
     weights: BertWeights,
     /// MPNet's relative attention bias table, `(num_buckets, heads)`.
     relative_attention_bias: Option<Tensor>,
+    /// The dense weights in int8, after [`BertModel::quantize`].
+    int8: Option<Arc<Int8Weights>>,
     config: BertConfig,
     device: Device,
     dtype: DType,
@@ -55,10 +62,61 @@ impl BertModel {
         Ok(Self {
             weights,
             relative_attention_bias,
+            int8: None,
             config: config.clone(),
             device,
             dtype,
         })
+    }
+
+    /// The model with its dense products computed as `quantization` says: for
+    /// [`Quantization::Int8`], the query/key/value, attention-output and feed-forward weights
+    /// are quantized once here and [`BertModel::forward_packed`] multiplies by them (the graph
+    /// pass, [`BertModel::forward`], keeps the f32 weights).
+    ///
+    /// ```
+    /// use candle_core::{DType, Device};
+    /// use candle_nn::VarBuilder;
+    /// use sbert_bert::{BertConfig, BertModel, Quantization};
+    ///
+    /// # fn main() -> candle_core::Result<()> {
+    /// let config = BertConfig { vocab_size: 200, hidden_size: 16, num_hidden_layers: 2,
+    ///     num_attention_heads: 4, intermediate_size: 32, ..BertConfig::default() };
+    /// let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
+    /// let model = BertModel::load(vb, &config)?.quantize(Quantization::Int8)?;
+    /// assert_eq!(model.quantization(), Quantization::Int8);
+    /// let hidden = model.forward_packed(&[101, 7, 8, 102, 101, 9, 102], &[4, 3])?;
+    /// assert_eq!(hidden.dims(), &[7, 16]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// For int8, when the weights are not f32 on the CPU (the int8 kernels are CPU kernels).
+    pub fn quantize(mut self, quantization: Quantization) -> Result<Self> {
+        self.int8 = match quantization {
+            Quantization::None => None,
+            Quantization::Int8 => {
+                self.check_packed()?;
+                let guards = WeightGuards::new(&self.weights);
+                let host = guards.host()?;
+                Some(Arc::new(Int8Weights::quantize(
+                    &host,
+                    self.config.hidden_size,
+                    self.config.intermediate_size,
+                )))
+            }
+        };
+        Ok(self)
+    }
+
+    /// How the packed pass's dense products compute (see [`BertModel::quantize`]).
+    pub fn quantization(&self) -> Quantization {
+        if self.int8.is_some() {
+            Quantization::Int8
+        } else {
+            Quantization::None
+        }
     }
 
     /// The configuration the model was loaded with.
@@ -167,6 +225,7 @@ impl BertModel {
         self.check_packed()?;
         packed::infer(
             &self.weights,
+            self.int8.as_deref(),
             self.relative_attention_bias.as_ref(),
             &self.config,
             input_ids,
@@ -210,8 +269,8 @@ impl BertModel {
     /// ```
     ///
     /// # Errors
-    /// As [`BertModel::forward_packed`], and when a dropout probability of the config is
-    /// outside [0, 1).
+    /// As [`BertModel::forward_packed`], when a dropout probability of the config is outside
+    /// [0, 1), and for a quantized model.
     pub fn forward_train(
         &self,
         input_ids: &[u32],
@@ -220,6 +279,11 @@ impl BertModel {
         sink: &GradientSink,
     ) -> Result<Tensor> {
         self.check_packed()?;
+        if self.int8.is_some() {
+            candle_core::bail!(
+                "a quantized model is for inference; train the f32 model and quantize it after"
+            );
+        }
         if self.relative_attention_bias.is_some() {
             candle_core::bail!(
                 "the packed training pass does not differentiate MPNet's relative attention \

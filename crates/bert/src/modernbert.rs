@@ -114,7 +114,7 @@ impl ModernBertConfig {
     pub fn is_global(&self, l: usize) -> bool {
         match &self.layer_types {
             Some(types) => types.get(l).is_some_and(|t| t == "full_attention"),
-            None => l % self.global_attn_every_n_layers.max(1) == 0,
+            None => l.is_multiple_of(self.global_attn_every_n_layers.max(1)),
         }
     }
 
@@ -153,7 +153,8 @@ impl ModernBertConfig {
             }
         }
         let heads = self.num_attention_heads;
-        if self.hidden_size % heads != 0 || (self.hidden_size / heads) % 2 != 0 {
+        if !self.hidden_size.is_multiple_of(heads) || !(self.hidden_size / heads).is_multiple_of(2)
+        {
             candle_core::bail!(
                 "invalid ModernBERT config: hidden_size {} does not split into {heads} heads of \
                  an even width",

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use sbert::{DType, Device, SentenceEmbedder, Tensor};
+use sbert::{DType, Device, Quantization, SentenceEmbedder, Tensor};
 use serde::Serialize;
 
 use crate::io::{self, InputFormat};
@@ -76,6 +76,11 @@ struct BenchReport {
     p50_ms: f64,
     p90_ms: f64,
     peak_rss_mib: Option<f64>,
+    /// `none` or `int8`.
+    quantization: String,
+    /// With int8: the cosine of each corpus embedding to the f32 model's, smallest and mean.
+    cosine_to_f32_min: Option<f64>,
+    cosine_to_f32_mean: Option<f64>,
 }
 
 /// Best fp32 matmul GFLOP/s of candle on this machine: square products of 1024 and 2048.
@@ -101,6 +106,22 @@ fn peak_rss_mib() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// The cosine of each row of `quantized` to the same text's embedding by the f32 model, loaded
+/// as the bench loads the quantized one (smallest, mean).
+fn cosine_to_f32(args: &BenchArgs, corpus: &[String], quantized: &Tensor) -> Result<(f64, f64)> {
+    let mut f32_args = args.model.clone();
+    f32_args.quantize = Quantization::None.to_string();
+    let reference = f32_args
+        .load_with(None, args.max_batch_tokens, args.seq_len)?
+        .embed(corpus)?;
+    let cosines = sbert::pairwise_cos_sim(quantized, &reference)?
+        .to_dtype(DType::F32)?
+        .to_vec1::<f32>()?;
+    let min = cosines.iter().copied().fold(f32::INFINITY, f32::min);
+    let mean = cosines.iter().map(|&c| f64::from(c)).sum::<f64>() / cosines.len() as f64;
+    Ok((f64::from(min), mean))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -196,6 +217,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let rate = median(&runs);
     let seconds = corpus.len() as f64 / rate;
+    let quantized = match args.model.quantization()? {
+        Quantization::None => None,
+        Quantization::Int8 => Some(model.embed(&corpus)?),
+    };
 
     let text = [args.latency_text.as_str()];
     model.embed(&text)?;
@@ -213,6 +238,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     // Read before the sgemm measurement, whose 2048² matrices would count otherwise.
     let peak_rss = peak_rss_mib();
+    let cosines = match quantized {
+        Some(quantized) => Some(cosine_to_f32(args, &corpus, &quantized)?),
+        None => None,
+    };
     let peak = sgemm_peak().context("measuring the sgemm peak")?;
     let gflops = corpus_flops / seconds / 1e9;
     let report = BenchReport {
@@ -237,6 +266,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         p50_ms: percentile(&lat, 0.5),
         p90_ms: percentile(&lat, 0.9),
         peak_rss_mib: peak_rss,
+        quantization: args.model.quantization()?.to_string(),
+        cosine_to_f32_min: cosines.map(|c| c.0),
+        cosine_to_f32_mean: cosines.map(|c| c.1),
     };
     match args.format {
         BenchFormat::Json => println!("{}", serde_json::to_string(&report)?),
@@ -271,6 +303,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             );
             if let Some(rss) = r.peak_rss_mib {
                 println!("peak RSS         {rss:.1} MiB");
+            }
+            if let (Some(min), Some(mean)) = (r.cosine_to_f32_min, r.cosine_to_f32_mean) {
+                println!(
+                    "{} vs f32      cosine min {min:.5}, mean {mean:.5}",
+                    r.quantization
+                );
             }
         }
     }

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use candle_core::{DType, Device};
+use sbert_bert::Quantization;
 use sbert_pooling::Pooling;
 
 /// Default number of texts per forward pass, as in sentence-transformers.
@@ -25,6 +26,7 @@ pub struct EmbedderBuilder {
     pub(crate) max_seq_length: Option<usize>,
     pub(crate) hf_cache: Option<PathBuf>,
     pub(crate) prompt: Option<PromptChoice>,
+    pub(crate) quantization: Quantization,
 }
 
 /// The prompt a builder was given.
@@ -49,12 +51,21 @@ impl EmbedderBuilder {
             max_seq_length: None,
             hf_cache: None,
             prompt: None,
+            quantization: Quantization::None,
         }
     }
 
     /// The device to run on. Default: `Device::Cpu`.
     pub fn device(mut self, device: Device) -> Self {
         self.device = device;
+        self
+    }
+
+    /// How the encoder's dense products compute: [`Quantization::Int8`] multiplies by int8
+    /// weights quantized at load (CPU, f32 models of the BERT family; faster, embeddings close
+    /// to f32's but not equal). Default: [`Quantization::None`].
+    pub fn quantize(mut self, quantization: Quantization) -> Self {
+        self.quantization = quantization;
         self
     }
 

@@ -135,8 +135,12 @@ impl SentenceEmbedder {
         } = folder::layout(dir)?;
 
         // The encoder.
-        let crate::encoders::LoadedEncoder { encoder, weights } =
-            crate::encoders::load(&transformer_dir, opts.dtype, &opts.device)?;
+        let crate::encoders::LoadedEncoder { encoder, weights } = crate::encoders::load(
+            &transformer_dir,
+            opts.dtype,
+            &opts.device,
+            opts.quantization,
+        )?;
 
         // Tokenizer and sequence length.
         let sbert_cfg_path = transformer_dir.join("sentence_bert_config.json");

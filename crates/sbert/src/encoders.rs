@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
-use sbert_bert::{Architecture, BertConfig, BertModel, Encoder, ModernBertConfig, ModernBertModel};
+use sbert_bert::{
+    Architecture, BertConfig, BertModel, Encoder, ModernBertConfig, ModernBertModel, Quantization,
+};
 
 use crate::error::{Error, Result};
 use crate::folder;
@@ -22,16 +24,30 @@ fn supported() -> String {
 }
 
 /// Loads the encoder of the Transformer module in `dir`: `config.json` names the architecture
-/// (`model_type`), `model.safetensors` holds the weights.
+/// (`model_type`), `model.safetensors` holds the weights; `quantization` applies to the
+/// BERT family.
 ///
 /// # Errors
 /// A missing or malformed file, an unsupported `model_type` (the error lists the supported
-/// ones), an invalid config, or weights that do not fit the config.
-pub(crate) fn load(dir: &Path, dtype: DType, device: &Device) -> Result<LoadedEncoder> {
+/// ones), an invalid config, weights that do not fit the config, or a quantization the
+/// encoder, device or dtype cannot run.
+pub(crate) fn load(
+    dir: &Path,
+    dtype: DType,
+    device: &Device,
+    quantization: Quantization,
+) -> Result<LoadedEncoder> {
     let config_path = folder::require_file(dir.join("config.json"))?;
     let raw: serde_json::Value = folder::read_json(&config_path)?;
     let model_type = raw.get("model_type").and_then(serde_json::Value::as_str);
     if model_type == Some("modernbert") {
+        if quantization != Quantization::None {
+            return Err(Error::Unsupported(format!(
+                "{quantization} quantization of ModernBERT ({}): the int8 kernels serve the BERT \
+                 family's packed pass",
+                config_path.display()
+            )));
+        }
         let config: ModernBertConfig = parse(&config_path, raw, ModernBertConfig::validate)?;
         return with_weights(dir, config.num_hidden_layers, dtype, device, |vb| {
             ModernBertModel::load(vb, &config)
@@ -47,8 +63,15 @@ pub(crate) fn load(dir: &Path, dtype: DType, device: &Device) -> Result<LoadedEn
         }
     }
     let config: BertConfig = parse(&config_path, raw, BertConfig::validate)?;
+    if quantization != Quantization::None && !(device.is_cpu() && dtype == DType::F32) {
+        return Err(Error::Unsupported(format!(
+            "{quantization} quantization on {:?} in {dtype:?}: the int8 kernels run on the CPU \
+             from f32 weights",
+            device.location()
+        )));
+    }
     with_weights(dir, config.num_hidden_layers, dtype, device, |vb| {
-        BertModel::load(vb, &config)
+        BertModel::load(vb, &config)?.quantize(quantization)
     })
 }
 

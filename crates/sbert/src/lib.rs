@@ -100,7 +100,7 @@ pub use similarity::{cos_sim, cosine, normalize, pairwise_cos_sim, Similarity};
 pub use text_embedder::TextEmbedder;
 pub use tokenize::TokenizedText;
 
-pub use sbert_bert::{self as bert, BertConfig, BertModel};
+pub use sbert_bert::{self as bert, BertConfig, BertModel, Quantization};
 pub use sbert_pooling::{self as pooling, Pooling, PoolingConfig, PoolingError, PoolingMode};
 
 pub use candle_core::{self, DType, Device, Tensor};

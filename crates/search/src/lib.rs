@@ -117,7 +117,7 @@ impl<'a> Embeddings<'a> {
     /// [`SearchError::Shape`] when `dim` is 0 or does not divide `data.len()`;
     /// [`SearchError::NotFinite`] for a NaN or infinite value.
     pub fn new(data: &'a [f32], dim: usize) -> Result<Self, SearchError> {
-        if dim == 0 || data.len() % dim != 0 {
+        if dim == 0 || !data.len().is_multiple_of(dim) {
             return Err(SearchError::Shape {
                 len: data.len(),
                 dim,

@@ -411,7 +411,7 @@ impl Trainer {
                 k += 1;
 
                 let eval_now = dev.is_some()
-                    && (k == total || cfg.eval_every.is_some_and(|e| e > 0 && k % e == 0));
+                    && (k == total || cfg.eval_every.is_some_and(|e| e > 0 && k.is_multiple_of(e)));
                 let mut log = StepLog {
                     step: k,
                     total,

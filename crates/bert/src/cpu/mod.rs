@@ -11,6 +11,7 @@
 //! * [`norm`]: LayerNorm with the dropout and residual before it, forward and backward;
 //! * [`attention`]: attention over sequences stored back to back, forward and backward;
 //! * [`dropout`]: inverted dropout whose mask is a pure function of a seed;
+//! * [`int8`]: dense products with int8 weights and activations (VNNI or portable kernels);
 //! * [`matmul`]: strided matrix views over slices, `gemm`, and the dense layer.
 
 use candle_core::{CpuStorage, Layout, Result};
@@ -18,6 +19,7 @@ use candle_core::{CpuStorage, Layout, Result};
 pub(crate) mod activation;
 pub(crate) mod attention;
 pub(crate) mod dropout;
+pub(crate) mod int8;
 pub(crate) mod matmul;
 pub(crate) mod norm;
 

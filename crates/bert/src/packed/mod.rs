@@ -14,10 +14,12 @@ use candle_core::{Result, Storage, StorageRef, Tensor};
 use crate::config::{BertConfig, HiddenAct};
 use crate::cpu::attention::{attention_forward, AttentionShape};
 use crate::cpu::dropout::{mix, DropoutMask};
+use crate::cpu::int8::int8_product;
 use crate::cpu::matmul::product;
 use crate::cpu::norm::{add_norm, NormInput, NormParams, NormSaved};
 use crate::cpu::{activation, f32_slice};
 use crate::params::{BertParams, BertWeights, LayerParams, Norm};
+use crate::quantization::{Int8Layer, Int8Weights};
 use crate::relative::DistanceBias;
 
 pub(crate) mod backward;
@@ -212,9 +214,11 @@ pub(crate) struct Tape {
 
 /// The forward pass over `batch`: the last hidden states `(tokens, hidden)` and, with
 /// `record`, the tape of its backward pass. Dropout follows `d` (none for inference) under
-/// `seed`; `position_bias` is added to the attention scores (MPNet).
+/// `seed`; `position_bias` is added to the attention scores (MPNet). With `int8`, the dense
+/// products run on its int8 weights (inference only: `record` must be false).
 pub(crate) fn forward(
     w: &HostWeights<'_>,
+    int8: Option<&Int8Weights>,
     position_bias: Option<&DistanceBias>,
     d: Dims,
     batch: PackedBatch,
@@ -251,7 +255,7 @@ pub(crate) fn forward(
     let mut layers = Vec::new();
     for (l, layer) in w.layers.iter().enumerate() {
         let (out, tape) = layer_forward(
-            layer,
+            (layer, int8.map(|q| &q.layers[l])),
             position_bias,
             d,
             (l, seed),
@@ -284,9 +288,10 @@ fn norm_params<'a>(n: &Norm<&'a [f32]>, eps: f32) -> NormParams<'a> {
     }
 }
 
-/// One encoder layer over `x (n, h)`: its output and, with `record`, its tape.
+/// One encoder layer over `x (n, h)`, by its f32 weights or, when given, its int8 products: its
+/// output and, with `record`, its tape.
 fn layer_forward(
-    w: &LayerParams<&[f32]>,
+    (w, int8): (&LayerParams<&[f32]>, Option<&Int8Layer>),
     position_bias: Option<&DistanceBias>,
     d: Dims,
     (l, seed): (usize, u64),
@@ -295,7 +300,10 @@ fn layer_forward(
     record: bool,
 ) -> (Vec<f32>, Option<LayerTape>) {
     let (h, i) = (d.hidden, d.intermediate);
-    let qkv = product(x, h, &[w.query.weight, w.key.weight, w.value.weight]);
+    let qkv = match int8 {
+        Some(q) => int8_product(x, h, &q.qkv),
+        None => product(x, h, &[w.query.weight, w.key.weight, w.value.weight]),
+    };
     let attention_drop = d.dropout(seed, Site::Attention(l));
     let (ctx, probs) = attention_forward(
         &qkv,
@@ -307,7 +315,10 @@ fn layer_forward(
         record,
     );
 
-    let mut y1 = product(&ctx, h, &[w.attention_output.weight]);
+    let mut y1 = match int8 {
+        Some(q) => int8_product(&ctx, h, &q.attention_output),
+        None => product(&ctx, h, &[w.attention_output.weight]),
+    };
     let input = NormInput {
         bias: Some(w.attention_output.bias),
         drop: d.dropout(seed, Site::AttentionOutput(l)),
@@ -320,10 +331,16 @@ fn layer_forward(
         record,
     );
 
-    let mut act = product(&y1, h, &[w.intermediate.weight]);
+    let mut act = match int8 {
+        Some(q) => int8_product(&y1, h, &q.intermediate),
+        None => product(&y1, h, &[w.intermediate.weight]),
+    };
     let inter = activation::bias_act(&mut act, w.intermediate.bias, d.act, record);
 
-    let mut y2 = product(&act, i, &[w.output.weight]);
+    let mut y2 = match int8 {
+        Some(q) => int8_product(&act, i, &q.output),
+        None => product(&act, i, &[w.output.weight]),
+    };
     let input = NormInput {
         bias: Some(w.output.bias),
         drop: d.dropout(seed, Site::Output(l)),
@@ -352,9 +369,11 @@ fn layer_forward(
 /// # Errors
 /// As [`PackedBatch::new`], or when a weight is not a contiguous f32 CPU tensor.
 ///
-/// `relative_bias` is MPNet's relative attention bias table `(num_buckets, heads)`.
+/// `relative_bias` is MPNet's relative attention bias table `(num_buckets, heads)`; with
+/// `int8`, the dense products run on its int8 weights.
 pub(crate) fn infer(
     weights: &BertWeights,
+    int8: Option<&Int8Weights>,
     relative_bias: Option<&Tensor>,
     cfg: &BertConfig,
     input_ids: &[u32],
@@ -377,6 +396,7 @@ pub(crate) fn infer(
     let guards = WeightGuards::new(weights);
     let (out, _) = forward(
         &guards.host()?,
+        int8,
         position_bias.as_ref(),
         dims,
         batch,

@@ -130,7 +130,7 @@ pub(crate) fn train(
     let dims = Dims::new(cfg, true)?;
     let (output, tape) = {
         let guards = WeightGuards::new(weights);
-        forward(&guards.host()?, None, dims, batch, seed, true)
+        forward(&guards.host()?, None, None, dims, batch, seed, true)
     };
     let Some(tape) = tape else {
         candle_core::bail!("a recorded pass keeps its tape")
