@@ -11,7 +11,7 @@ use std::str::FromStr;
 use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes};
-use sbert::{DType, Device, Pooling, Prompt, SentenceEmbedder};
+use sbert::{DType, Device, Pooling, Prompt, Quantization, SentenceEmbedder};
 
 /// A sentence-transformers model, loaded once and shared by every Python thread that calls it.
 #[pyclass(frozen, module = "sbert._sbert")]
@@ -128,7 +128,7 @@ impl Model {
 impl Model {
     #[new]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments, one per option
-    #[pyo3(signature = (model, device="cpu", threads=None, batch_size=32, pooling=None, normalize=None, max_seq_length=None))]
+    #[pyo3(signature = (model, device="cpu", threads=None, batch_size=32, pooling=None, normalize=None, max_seq_length=None, quantize=None))]
     fn new(
         py: Python<'_>,
         model: &str,
@@ -138,7 +138,12 @@ impl Model {
         pooling: Option<&str>,
         normalize: Option<bool>,
         max_seq_length: Option<usize>,
+        quantize: Option<&str>,
     ) -> PyResult<Self> {
+        let quantization = match quantize {
+            None => Quantization::None,
+            Some(q) => q.parse::<Quantization>().map_err(PyValueError::new_err)?,
+        };
         let device = match device {
             "cpu" => Device::Cpu,
             "cuda" => Device::new_cuda(0).map_err(|e| to_py(e.into()))?,
@@ -161,7 +166,8 @@ impl Model {
             .map_err(|e| PyRuntimeError::new_err(format!("starting {threads} threads: {e}")))?;
         let mut builder = SentenceEmbedder::builder(model)
             .device(device)
-            .batch_size(batch_size);
+            .batch_size(batch_size)
+            .quantize(quantization);
         if let Some(p) = pooling {
             builder = builder.pooling(Pooling::from_str(p).map_err(|e| to_py(e.into()))?);
         }

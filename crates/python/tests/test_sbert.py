@@ -53,6 +53,15 @@ def test_encode_equals_sentence_transformers(pooling, normalize, key):
     assert np.abs(got - want).max() <= 1e-4
 
 
+def test_int8_stays_close_to_sentence_transformers():
+    m = SentenceEmbedder(MODEL, quantize="int8", threads=2)
+    got = m.encode(GOLDEN["sentences"])
+    want = np.array(GOLDEN["mean_normalized"], dtype=np.float32)
+    cos = (got * want).sum(1)
+    assert cos.min() >= 0.97 and cos.mean() >= 0.995
+    assert np.abs(got - want).max() > 1e-4  # quantized, not the float32 path
+
+
 def test_similarity_equals_sentence_transformers(model):
     e = model.encode(GOLDEN["sentences"])
     want = np.array(GOLDEN["cosine_mean_normalized"], dtype=np.float32)
@@ -155,6 +164,8 @@ def test_errors_are_python_exceptions(tmp_path):
         SentenceEmbedder(MODEL, batch_size=0)
     with pytest.raises(ValueError, match="device"):
         SentenceEmbedder(MODEL, device="tpu")
+    with pytest.raises(ValueError, match="int4"):
+        SentenceEmbedder(MODEL, quantize="int4")
     with pytest.raises(TypeError):
         SentenceEmbedder(42)
     m = SentenceEmbedder(MODEL, threads=1)
