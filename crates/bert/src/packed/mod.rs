@@ -394,14 +394,11 @@ pub(crate) fn infer(
         None => None,
     };
     let guards = WeightGuards::new(weights);
-    let (out, _) = forward(
-        &guards.host()?,
-        int8,
-        position_bias.as_ref(),
-        dims,
-        batch,
-        0,
-        false,
-    );
+    let host = guards.host()?;
+    // The whole pass on one of rayon's threads: its parallel loops then start from inside the
+    // pool instead of each waking a worker from outside and putting the caller to sleep (some
+    // forty hand-offs per pass, which cost a short text on one thread 11.0 ms against 4.6 ms).
+    let (out, _) =
+        rayon::scope(|_| forward(&host, int8, position_bias.as_ref(), dims, batch, 0, false));
     Tensor::from_vec(out, (tokens, dims.hidden), &candle_core::Device::Cpu)
 }
