@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::dropout::DropoutMask;
+use super::matmul::{gemm_on, MatMut, MatRef};
 use super::{axpy, dot, multiversion};
 use crate::relative::DistanceBias;
 
@@ -160,6 +161,62 @@ fn head_forward_generic(
 
 multiversion!(fn head_forward(q: &[f32], k: &[f32], v: &[f32], probs: &mut [f32], ctx: &mut [f32], job: HeadJob<'_>) => head_forward_generic);
 
+/// From this many tokens, an inference head runs its two products as matrix products
+/// ([`head_forward_gemm`]); below, the per-query loop of [`head_forward`] costs less than
+/// `gemm`'s packing.
+const GEMM_FROM_LEN: usize = 48;
+
+/// [`head_forward`] for inference (no dropout, probabilities not kept) as two matrix products
+/// on the calling thread: the scores `q·kᵀ`, a softmax per row, then `p·v`.
+fn head_forward_gemm(q: &[f32], k: &[f32], v: &[f32], ctx: &mut [f32], job: HeadJob<'_>) {
+    let hd = job.head_dim;
+    let len = q.len() / hd;
+    let mut scores = vec![0f32; len * len];
+    gemm_on(
+        MatMut::new(&mut scores, len, len),
+        MatRef::new(q, len, hd),
+        MatRef::new(k, len, hd).t(),
+        false,
+        1,
+    );
+    for (i, row) in scores.chunks_exact_mut(len).enumerate() {
+        softmax_row(
+            row,
+            job.scale,
+            job.position_bias.map(|b| &b[len - 1 - i..][..len]),
+        );
+    }
+    gemm_on(
+        MatMut::new(ctx, len, hd),
+        MatRef::new(&scores, len, len),
+        MatRef::new(v, len, hd),
+        false,
+        1,
+    );
+}
+
+/// `row ← softmax(scale · row + bias)`.
+#[inline(always)]
+fn softmax_row_generic(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
+    match bias {
+        Some(bias) => row
+            .iter_mut()
+            .zip(bias)
+            .for_each(|(s, b)| *s = *s * scale + b),
+        None => row.iter_mut().for_each(|s| *s *= scale),
+    }
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    let mut sum = 0f32;
+    for s in row.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|s| *s *= inv);
+}
+
+multiversion!(fn softmax_row(row: &mut [f32], scale: f32, bias: Option<&[f32]>) => softmax_row_generic);
+
 /// Attention over packed sequences: `qkv` is `(n, 3h)` (query, key and value side by side,
 /// before their biases), `offsets` the sequence boundaries (`0`, …, `n`); `drop` the dropout of the
 /// probabilities; `position_bias` is added to the scores (MPNet). Returns the context `(n, h)`
@@ -204,6 +261,9 @@ pub(crate) fn attention_forward(
             };
             match block {
                 Some(block) => head_forward(&q, &k, &v, block, &mut ctx, job),
+                None if t.len >= GEMM_FROM_LEN && !drop.is_active() => {
+                    head_forward_gemm(&q, &k, &v, &mut ctx, job)
+                }
                 None => head_forward(&q, &k, &v, &mut vec![0f32; t.len], &mut ctx, job),
             }
             ctx
@@ -367,6 +427,53 @@ mod tests {
                     .sum()
             })
             .collect()
+    }
+
+    #[test]
+    fn long_inference_heads_as_matrix_products_equal_the_per_query_loop() {
+        // Sequences on both sides of GEMM_FROM_LEN, with and without a position bias; keeping
+        // the probabilities forces the per-query loop for the same inputs.
+        let shape = AttentionShape {
+            heads: 2,
+            head_dim: 5,
+        };
+        let h = 10;
+        let lens = [GEMM_FROM_LEN + 13, 7, GEMM_FROM_LEN];
+        let n: usize = lens.iter().sum();
+        let mut offsets = vec![0];
+        for len in lens {
+            offsets.push(offsets[offsets.len() - 1] + len);
+        }
+        let qkv: Vec<f32> = (0..n * 3 * h).map(|i| (i as f32 * 0.173).sin()).collect();
+        let bias: Vec<f32> = (0..3 * h).map(|i| (i as f32 * 0.31).cos() * 0.2).collect();
+        let bias = [&bias[..h], &bias[h..2 * h], &bias[2 * h..]];
+        let table: Vec<f32> = (0..32 * 2).map(|i| (i as f32 * 0.7).sin()).collect();
+        let relative = DistanceBias::new(&table, 2, *lens.iter().max().expect("lens"));
+        for position_bias in [None, Some(&relative)] {
+            let run = |keep| {
+                attention_forward(
+                    &qkv,
+                    bias,
+                    position_bias,
+                    &offsets,
+                    shape,
+                    DropoutMask::NONE,
+                    keep,
+                )
+                .0
+            };
+            let (fast, looped) = (run(false), run(true));
+            let diff = fast
+                .iter()
+                .zip(&looped)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                diff < 1e-5,
+                "max |Δ| {diff} (bias: {})",
+                position_bias.is_some()
+            );
+        }
     }
 
     #[test]

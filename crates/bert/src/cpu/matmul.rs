@@ -323,7 +323,13 @@ pub(crate) fn gemm(dst: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bo
 }
 
 /// [`gemm`] on up to `threads` of rayon's threads (1: on the calling thread only).
-fn gemm_on(dst: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool, threads: usize) {
+pub(crate) fn gemm_on(
+    dst: MatMut<'_>,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    accumulate: bool,
+    threads: usize,
+) {
     let (m, n, k) = (dst.rows, dst.cols, a.cols);
     assert!(
         a.rows == m && b.rows == k && b.cols == n,
