@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::cpu::int8::Int8Matrix;
-use crate::packed::HostWeights;
+use crate::params::BertParams;
 
 /// How the dense layers of the packed CPU pass compute (attention, LayerNorm, the activations
 /// and the embeddings stay f32 either way).
@@ -68,8 +68,9 @@ pub(crate) struct Int8Weights {
 }
 
 impl Int8Weights {
-    /// Quantizes the dense weights of `w` (hidden size `h`, intermediate size `i`).
-    pub(crate) fn quantize(w: &HostWeights<'_>, h: usize, i: usize) -> Self {
+    /// Quantizes the dense weights of `w` (the host view of the weights; hidden size `h`,
+    /// intermediate size `i`).
+    pub(crate) fn quantize(w: &BertParams<&[f32]>, h: usize, i: usize) -> Self {
         use rayon::prelude::*;
         let layers = w
             .layers
