@@ -25,6 +25,9 @@
 //!   backward pass writes every weight's gradient into a [`GradientSink`] (drained into
 //!   candle's `GradStore` after `loss.backward()`); checked against the graph gradient by
 //!   gradient.
+//! * [`BertModel::quantize`] with [`Quantization::Int8`] makes the packed pass multiply by
+//!   int8 weights (per output channel) and int8 activations (per row), on AVX-512 VNNI where
+//!   the CPU has it.
 //! * [`BertModel::forward_with_attentions`] also returns the attention probabilities of every
 //!   layer and head, `(batch, heads, seq, seq)` each.
 //! * The [`Encoder`] trait is what the sentence pipeline needs of an encoder; [`BertModel`] and
