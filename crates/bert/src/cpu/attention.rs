@@ -135,25 +135,13 @@ fn head_forward_generic(
         } else {
             &mut probs[..len]
         };
-        let bias = position_bias.map(|b| &b[len - 1 - i..][..len]);
-        let mut max = f32::NEG_INFINITY;
         for (j, s) in row.iter_mut().enumerate() {
-            *s = scale * dot(qi, &k[j * hd..(j + 1) * hd]);
-            if let Some(bias) = bias {
-                *s += bias[j];
-            }
-            max = max.max(*s);
+            *s = dot(qi, &k[j * hd..(j + 1) * hd]);
         }
-        let mut sum = 0f32;
-        for s in row.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        let inv = 1.0 / sum;
+        softmax_row_generic(row, scale, position_bias.map(|b| &b[len - 1 - i..][..len]));
         let out = &mut ctx[i * hd..(i + 1) * hd];
-        for (j, s) in row.iter_mut().enumerate() {
-            *s *= inv;
-            let w = *s * drop.factor(block + i * len + j);
+        for (j, &p) in row.iter().enumerate() {
+            let w = p * drop.factor(block + i * len + j);
             axpy(out, w, &v[j * hd..(j + 1) * hd]);
         }
     }
