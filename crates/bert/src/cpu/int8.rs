@@ -330,18 +330,14 @@ mod vnni {
         __m512i, _mm512_dpbusd_epi32, _mm512_loadu_si512, _mm512_set1_epi32, _mm512_setzero_si512,
         _mm512_storeu_si512,
     };
-    use std::sync::OnceLock;
 
     use super::{BLOCK, GROUP, GROUP_BYTES, TILE_ROWS};
 
-    /// Whether the CPU has AVX-512 with VNNI (checked once).
+    /// Whether the CPU has AVX-512 with VNNI (`is_x86_feature_detected!` caches its answer).
     pub(super) fn available() -> bool {
-        static HAS: OnceLock<bool> = OnceLock::new();
-        *HAS.get_or_init(|| {
-            std::is_x86_feature_detected!("avx512f")
-                && std::is_x86_feature_detected!("avx512bw")
-                && std::is_x86_feature_detected!("avx512vnni")
-        })
+        std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vnni")
     }
 
     /// [`super::tile`] with `vpdpbusd`.

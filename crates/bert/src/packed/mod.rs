@@ -14,7 +14,7 @@ use candle_core::{Result, Storage, StorageRef, Tensor};
 use crate::config::{BertConfig, HiddenAct};
 use crate::cpu::attention::{attention_forward, AttentionShape};
 use crate::cpu::dropout::{mix, DropoutMask};
-use crate::cpu::int8::int8_product;
+use crate::cpu::int8::{int8_product, Int8Matrix};
 use crate::cpu::matmul::product;
 use crate::cpu::norm::{add_norm, NormInput, NormParams, NormSaved};
 use crate::cpu::{activation, f32_slice};
@@ -288,6 +288,15 @@ fn norm_params<'a>(n: &Norm<&'a [f32]>, eps: f32) -> NormParams<'a> {
     }
 }
 
+/// `x · [W₁; W₂; …]ᵀ` by the int8 copy of the weights when there is one, by the f32 weights
+/// otherwise.
+fn dense(x: &[f32], inner: usize, weights: &[&[f32]], int8: Option<&Int8Matrix>) -> Vec<f32> {
+    match int8 {
+        Some(q) => int8_product(x, inner, q),
+        None => product(x, inner, weights),
+    }
+}
+
 /// One encoder layer over `x (n, h)`, by its f32 weights or, when given, its int8 products: its
 /// output and, with `record`, its tape.
 fn layer_forward(
@@ -300,10 +309,12 @@ fn layer_forward(
     record: bool,
 ) -> (Vec<f32>, Option<LayerTape>) {
     let (h, i) = (d.hidden, d.intermediate);
-    let qkv = match int8 {
-        Some(q) => int8_product(x, h, &q.qkv),
-        None => product(x, h, &[w.query.weight, w.key.weight, w.value.weight]),
-    };
+    let qkv = dense(
+        x,
+        h,
+        &[w.query.weight, w.key.weight, w.value.weight],
+        int8.map(|q| &q.qkv),
+    );
     let attention_drop = d.dropout(seed, Site::Attention(l));
     let (ctx, probs) = attention_forward(
         &qkv,
@@ -315,10 +326,12 @@ fn layer_forward(
         record,
     );
 
-    let mut y1 = match int8 {
-        Some(q) => int8_product(&ctx, h, &q.attention_output),
-        None => product(&ctx, h, &[w.attention_output.weight]),
-    };
+    let mut y1 = dense(
+        &ctx,
+        h,
+        &[w.attention_output.weight],
+        int8.map(|q| &q.attention_output),
+    );
     let input = NormInput {
         bias: Some(w.attention_output.bias),
         drop: d.dropout(seed, Site::AttentionOutput(l)),
@@ -331,16 +344,15 @@ fn layer_forward(
         record,
     );
 
-    let mut act = match int8 {
-        Some(q) => int8_product(&y1, h, &q.intermediate),
-        None => product(&y1, h, &[w.intermediate.weight]),
-    };
+    let mut act = dense(
+        &y1,
+        h,
+        &[w.intermediate.weight],
+        int8.map(|q| &q.intermediate),
+    );
     let inter = activation::bias_act(&mut act, w.intermediate.bias, d.act, record);
 
-    let mut y2 = match int8 {
-        Some(q) => int8_product(&act, i, &q.output),
-        None => product(&act, i, &[w.output.weight]),
-    };
+    let mut y2 = dense(&act, i, &[w.output.weight], int8.map(|q| &q.output));
     let input = NormInput {
         bias: Some(w.output.bias),
         drop: d.dropout(seed, Site::Output(l)),
