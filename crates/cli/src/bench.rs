@@ -112,7 +112,7 @@ fn peak_rss_mib() -> Option<f64> {
 /// as the bench loads the quantized one (smallest, mean).
 fn cosine_to_f32(args: &BenchArgs, corpus: &[String], quantized: &Tensor) -> Result<(f64, f64)> {
     let mut f32_args = args.model.clone();
-    f32_args.quantize = Quantization::None.to_string();
+    f32_args.quantize = Quantization::None;
     let reference = f32_args
         .load_with(None, args.max_batch_tokens, args.seq_len)?
         .embed(corpus)?;
@@ -217,7 +217,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let rate = median(&runs);
     let seconds = corpus.len() as f64 / rate;
-    let quantized = match args.model.quantization()? {
+    let quantized = match args.model.quantize {
         Quantization::None => None,
         Quantization::Int8 => Some(model.embed(&corpus)?),
     };
@@ -266,7 +266,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         p50_ms: percentile(&lat, 0.5),
         p90_ms: percentile(&lat, 0.9),
         peak_rss_mib: peak_rss,
-        quantization: args.model.quantization()?.to_string(),
+        quantization: args.model.quantize.to_string(),
         cosine_to_f32_min: cosines.map(|c| c.0),
         cosine_to_f32_mean: cosines.map(|c| c.1),
     };

@@ -125,16 +125,22 @@ pub struct ModelArgs {
     /// pooling stay f32. Faster, with embeddings close to f32's but not equal (`sbert bench
     /// --quantize int8` reports their cosine to f32). BERT-family models (BERT, RoBERTa,
     /// XLM-R, DistilBERT, MPNet).
-    #[arg(long, default_value = "none", value_parser = ["none", "int8"])]
-    pub quantize: String,
+    #[arg(long, default_value = "none", value_parser = quantization_parser())]
+    pub quantize: Quantization,
+}
+
+/// `--quantize`'s values, listed in `--help` and parsed into [`Quantization`].
+fn quantization_parser() -> impl clap::builder::TypedValueParser<Value = Quantization> {
+    use clap::builder::{PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new([Quantization::None.as_str(), Quantization::Int8.as_str()]).try_map(
+        |name| {
+            name.parse::<Quantization>()
+                .map_err(|e| clap::Error::raw(clap::error::ErrorKind::InvalidValue, e))
+        },
+    )
 }
 
 impl ModelArgs {
-    /// The `--quantize` choice.
-    pub fn quantization(&self) -> Result<Quantization> {
-        self.quantize.parse().map_err(anyhow::Error::msg)
-    }
-
     /// Loads the model, with `pooling` replacing the folder's when given.
     fn load(&self, pooling: Option<&Pooling>) -> Result<SentenceEmbedder> {
         self.load_with(pooling, None, None)
@@ -179,7 +185,7 @@ impl ModelArgs {
         if let Some(text) = &self.prompt {
             builder = builder.prompt(text);
         }
-        builder = builder.quantize(self.quantization()?);
+        builder = builder.quantize(self.quantize);
         builder.build().with_context(|| {
             if self.model == DEFAULT_MODEL {
                 format!("loading the default model {DEFAULT_MODEL} (install it with models/fetch.sh, or pass --model)")
