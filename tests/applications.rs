@@ -13,9 +13,7 @@ use serde_json::Value;
 use crate::common;
 
 fn reference() -> Value {
-    let path = common::root().join("tests/fixtures/applications_reference.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).expect("reference JSON")
+    common::read_json(&common::root().join("tests/fixtures/applications_reference.json"))
 }
 
 fn sts_sentences(file: &str) -> Vec<Vec<String>> {

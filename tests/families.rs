@@ -50,12 +50,6 @@ impl Prompted {
     }
 }
 
-fn read(path: &Path) -> Golden {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
-    serde_json::from_str(&text).expect("parse fixture")
-}
-
 fn family(name: &str) -> PathBuf {
     common::root().join("models/families").join(name)
 }
@@ -85,7 +79,7 @@ fn load(dir: &Path, pooling: Option<PoolingMode>, normalize: bool) -> SentenceEm
 /// Token ids, the three poolings (default prompt applied, as `encode` does), the normalized
 /// mean, and every prompted call of the fixture.
 fn check(dir: &Path, max_abs: f32, min_cos: f32) {
-    let golden = read(&dir.join("fixture.json"));
+    let golden: Golden = common::read_json(&dir.join("fixture.json"));
     check_golden(dir, &golden, max_abs, min_cos);
 }
 
@@ -185,7 +179,8 @@ fn modernbert_matches_sentence_transformers() {
 
 #[test]
 fn all_mpnet_base_v2_matches_sentence_transformers() {
-    let golden = read(&common::root().join("tests/fixtures/golden_mpnet.json"));
+    let golden =
+        common::read_json::<Golden>(&common::root().join("tests/fixtures/golden_mpnet.json"));
     check_golden(&mpnet_dir(), &golden, 1e-4, 0.99999);
 }
 

@@ -23,18 +23,12 @@ struct Golden {
     cosine_mean_normalized: Vec<Vec<f32>>,
 }
 
-fn read(path: &Path) -> Golden {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
-    serde_json::from_str(&text).expect("parse fixture")
-}
-
 /// Tolerances of the fixtures' README: CPU fp32, max |Δ| ≤ 1e-4, cosine ≥ 0.99999.
 const MAX_ABS: f32 = 1e-4;
 const MIN_COS: f32 = 0.99999;
 
 fn check(path: &Path) {
-    let golden = read(path);
+    let golden: Golden = common::read_json(path);
     let model = common::minilm();
     assert_eq!(model.max_seq_length(), golden.max_seq_length);
 
@@ -100,7 +94,8 @@ fn another_text_set_matches_sentence_transformers() {
 
 #[test]
 fn truncation_at_256_is_reported() {
-    let golden = read(&common::shared_dir().join("fixtures/golden_visible.json"));
+    let golden =
+        common::read_json::<Golden>(&common::shared_dir().join("fixtures/golden_visible.json"));
     let out = common::minilm().encode(&golden.sentences).expect("embed");
     let long: Vec<usize> = (0..golden.sentences.len())
         .filter(|&i| out.inputs[i].truncated)
@@ -131,7 +126,8 @@ fn a_text_alone_equals_the_same_text_in_a_batch_of_longer_texts() {
 
 #[test]
 fn input_order_is_restored_for_any_batch_size() {
-    let golden = read(&common::shared_dir().join("fixtures/golden_visible.json"));
+    let golden =
+        common::read_json::<Golden>(&common::shared_dir().join("fixtures/golden_visible.json"));
     let reference = common::minilm()
         .embed_vecs(&golden.sentences)
         .expect("embed");

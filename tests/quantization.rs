@@ -12,12 +12,6 @@ struct Golden {
     mean_normalized: Vec<Vec<f32>>,
 }
 
-fn golden(path: &std::path::Path) -> Golden {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
-    serde_json::from_str(&text).expect("parse fixture")
-}
-
 fn int8(dir: &std::path::Path) -> SentenceEmbedder {
     SentenceEmbedder::builder(dir.to_string_lossy())
         .quantize(Quantization::Int8)
@@ -35,7 +29,7 @@ fn int8_minilm_embeddings_stay_close_to_sentence_transformers() {
         common::shared_dir().join("fixtures/golden_visible.json"),
         common::root().join("tests/fixtures/golden_extra.json"),
     ] {
-        let g = golden(&path);
+        let g: Golden = common::read_json(&path);
         let got = model.embed_vecs(&g.sentences).expect("embed");
         for (i, (a, b)) in got.iter().zip(&g.mean_normalized).enumerate() {
             let c = sbert::cosine(a, b);

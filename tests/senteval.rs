@@ -7,9 +7,7 @@ use sbert_senteval::{evaluate, Options, Task};
 use crate::common;
 
 fn reference() -> serde_json::Value {
-    let path = common::root().join("tests/fixtures/senteval_reference.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).expect("reference JSON")
+    common::read_json(&common::root().join("tests/fixtures/senteval_reference.json"))
 }
 
 /// Both protocol families on real data: nested cross-validation (CR, MPQA) and k-fold then

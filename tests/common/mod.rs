@@ -45,6 +45,13 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// The JSON fixture at `path`; panics naming the file when it cannot be read or parsed.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> T {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("cannot parse {}: {e}", path.display()))
+}
+
 /// `../shared` beside the workspace, or `$SBERT_SHARED_DIR`.
 pub fn shared_dir() -> PathBuf {
     std::env::var_os("SBERT_SHARED_DIR")
