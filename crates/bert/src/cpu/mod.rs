@@ -11,7 +11,9 @@
 //! * [`norm`]: LayerNorm with the dropout and residual before it, forward and backward;
 //! * [`attention`]: attention over sequences stored back to back, forward and backward;
 //! * [`dropout`]: inverted dropout whose mask is a pure function of a seed;
+//! * [`few_rows`]: products of a few rows (one short text) by whole weight matrices;
 //! * [`int8`]: dense products with int8 weights and activations (VNNI or portable kernels);
+//! * [`pool`]: a whole pass on rayon's pool, its workers kept awake until it ends;
 //! * [`matmul`]: strided matrix views over slices, `gemm`, and the dense layer.
 
 use candle_core::{CpuStorage, Layout, Result};
@@ -19,9 +21,11 @@ use candle_core::{CpuStorage, Layout, Result};
 pub(crate) mod activation;
 pub(crate) mod attention;
 pub(crate) mod dropout;
+pub(crate) mod few_rows;
 pub(crate) mod int8;
 pub(crate) mod matmul;
 pub(crate) mod norm;
+pub(crate) mod pool;
 
 /// Defines `$name`, which runs `$generic` compiled for AVX2 + FMA when the CPU has them and as
 /// plain (baseline x86-64 or other target) code otherwise. Release builds target baseline
