@@ -1,4 +1,5 @@
-//! all-MiniLM-L6-v2 against sentence-transformers' own outputs.
+//! all-MiniLM-L6-v2 against sentence-transformers' own outputs, on the CPU or, with
+//! `SBERT_TEST_DEVICE`, another device (`benches/gpu.sh`).
 //!
 //! * `../shared/fixtures/golden_visible.json`: 24 awkward texts (sentence-transformers 6.2.0);
 //! * `tests/fixtures/golden_extra.json`: 40 other texts, made by `tests/fixtures/gen_extra.py`
@@ -50,6 +51,7 @@ fn check(path: &Path) {
 
     // Encoded once, pooled three ways (tiny_model tests show this equals one model per pooling).
     let raw = SentenceEmbedder::builder(common::minilm_dir().to_string_lossy())
+        .device(common::device())
         .normalize(false)
         .build()
         .expect("load");
@@ -133,6 +135,7 @@ fn input_order_is_restored_for_any_batch_size() {
         .expect("embed");
     for bs in [1, 5, 7] {
         let got = SentenceEmbedder::builder(common::minilm_dir().to_string_lossy())
+            .device(common::device())
             .batch_size(bs)
             .build()
             .expect("load")

@@ -59,12 +59,27 @@ pub fn shared_dir() -> PathBuf {
         .unwrap_or_else(|| root().join("../shared"))
 }
 
-/// all-MiniLM-L6-v2, loaded once per test binary.
+/// The device the real-model tests run on: `$SBERT_TEST_DEVICE` (`cpu`, the default, `cuda` in
+/// a build with the `cuda` feature, or `metal` with `metal`); `benches/gpu.sh` runs the golden
+/// tests on CUDA this way.
+pub fn device() -> sbert::Device {
+    match std::env::var("SBERT_TEST_DEVICE").as_deref() {
+        Err(_) | Ok("" | "cpu") => sbert::Device::Cpu,
+        Ok("cuda") => sbert::Device::new_cuda(0).unwrap_or_else(|e| {
+            panic!("SBERT_TEST_DEVICE=cuda: {e} (build with --features sbert/cuda)")
+        }),
+        Ok("metal") => sbert::Device::new_metal(0).unwrap_or_else(|e| {
+            panic!("SBERT_TEST_DEVICE=metal: {e} (build with --features sbert/metal)")
+        }),
+        Ok(other) => panic!("SBERT_TEST_DEVICE={other}: expected cpu, cuda or metal"),
+    }
+}
+
+/// all-MiniLM-L6-v2 on [`device`], loaded once per test binary.
 pub fn minilm() -> &'static SentenceEmbedder {
     static MODEL: std::sync::OnceLock<SentenceEmbedder> = std::sync::OnceLock::new();
     MODEL.get_or_init(|| {
-        SentenceEmbedder::from_dir(minilm_dir(), &sbert::Device::Cpu)
-            .expect("load all-MiniLM-L6-v2")
+        SentenceEmbedder::from_dir(minilm_dir(), &device()).expect("load all-MiniLM-L6-v2")
     })
 }
 

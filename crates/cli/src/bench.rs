@@ -78,7 +78,10 @@ struct BenchReport {
     peak_rss_mib: Option<f64>,
     /// `none` or `int8`.
     quantization: String,
-    /// With int8: the cosine of each corpus embedding to the f32 model's, smallest and mean.
+    /// `f32`, `f16` or `bf16`.
+    dtype: String,
+    /// With int8, f16 or bf16: the cosine of each corpus embedding to the f32 model's, smallest
+    /// and mean.
     cosine_to_f32_min: Option<f64>,
     cosine_to_f32_mean: Option<f64>,
 }
@@ -110,13 +113,14 @@ fn peak_rss_mib() -> Option<f64> {
 
 /// The cosine of each row of `quantized` to the same text's embedding by the f32 model, loaded
 /// as the bench loads the quantized one (smallest, mean).
-fn cosine_to_f32(args: &BenchArgs, corpus: &[String], quantized: &Tensor) -> Result<(f64, f64)> {
+fn cosine_to_f32(args: &BenchArgs, corpus: &[String], reduced: &Tensor) -> Result<(f64, f64)> {
     let mut f32_args = args.model.clone();
     f32_args.quantize = Quantization::None;
+    f32_args.dtype = DType::F32;
     let reference = f32_args
         .load_with(None, args.max_batch_tokens, args.seq_len)?
         .embed(corpus)?;
-    let cosines = sbert::pairwise_cos_sim(quantized, &reference)?
+    let cosines = sbert::pairwise_cos_sim(&reduced.to_dtype(DType::F32)?, &reference)?
         .to_dtype(DType::F32)?
         .to_vec1::<f32>()?;
     let min = cosines.iter().copied().fold(f32::INFINITY, f32::min);
@@ -217,10 +221,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let rate = median(&runs);
     let seconds = corpus.len() as f64 / rate;
-    let quantized = match args.model.quantize {
-        Quantization::None => None,
-        Quantization::Int8 => Some(model.embed(&corpus)?),
-    };
+    // Embeddings of a reduced precision (int8 products, f16 or bf16) are compared with f32's.
+    let reduced = (args.model.quantize != Quantization::None || args.model.dtype != DType::F32)
+        .then(|| model.embed(&corpus))
+        .transpose()?;
 
     let text = [args.latency_text.as_str()];
     model.embed(&text)?;
@@ -238,8 +242,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     // Read before the sgemm measurement, whose 2048² matrices would count otherwise.
     let peak_rss = peak_rss_mib();
-    let cosines = match quantized {
-        Some(quantized) => Some(cosine_to_f32(args, &corpus, &quantized)?),
+    let cosines = match reduced {
+        Some(reduced) => Some(cosine_to_f32(args, &corpus, &reduced)?),
         None => None,
     };
     let peak = sgemm_peak().context("measuring the sgemm peak")?;
@@ -267,6 +271,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         p90_ms: percentile(&lat, 0.9),
         peak_rss_mib: peak_rss,
         quantization: args.model.quantize.to_string(),
+        dtype: args.model.dtype.as_str().to_string(),
         cosine_to_f32_min: cosines.map(|c| c.0),
         cosine_to_f32_mean: cosines.map(|c| c.1),
     };
@@ -305,10 +310,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 println!("peak RSS         {rss:.1} MiB");
             }
             if let (Some(min), Some(mean)) = (r.cosine_to_f32_min, r.cosine_to_f32_mean) {
-                println!(
-                    "{} vs f32      cosine min {min:.5}, mean {mean:.5}",
-                    r.quantization
-                );
+                let precision = if r.quantization == "none" {
+                    &r.dtype
+                } else {
+                    &r.quantization
+                };
+                println!("{precision:<4} vs f32      cosine min {min:.5}, mean {mean:.5}");
             }
         }
     }

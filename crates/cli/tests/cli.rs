@@ -62,6 +62,28 @@ fn embed_lines_and_jsonl_give_the_same_vectors_in_input_order() {
 }
 
 #[test]
+fn half_precision_embeddings_are_close_to_f32_and_other_dtypes_are_refused() {
+    let m = tiny();
+    let text = b"hello world\nthe cat sat\n";
+    let full = rows(&sbert(&["embed", "-m", &m], text));
+    for dtype in ["f16", "bf16"] {
+        let half = rows(&sbert(&["embed", "-m", &m, "--dtype", dtype], text));
+        assert_eq!(half.len(), full.len());
+        for (h, f) in half.iter().zip(&full) {
+            let dot: f32 = h.iter().zip(f).map(|(a, b)| a * b).sum();
+            let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let cos = dot / (norm(h) * norm(f));
+            assert!(cos > 0.99, "{dtype}: cosine to f32 {cos}");
+            assert_ne!(h, f, "{dtype} ran in f32");
+        }
+    }
+    let out = sbert(&["embed", "-m", &m, "--dtype", "f64"], text);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("f64") && err.contains("bf16"), "{err}");
+}
+
+#[test]
 fn npy_output_has_a_valid_header_and_all_rows() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("e.npy");
