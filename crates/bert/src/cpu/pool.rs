@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 /// A keep-awake task gives up after this long without finding work. A pass never idles this
 /// long between its loops; the limit only bounds the spinning when a task lands where it
-/// cannot help (on the thread that runs the pass itself, waiting below it in the stack, or
-/// beside another caller's pass), so that it can never hold a pass up for longer.
+/// cannot help (on a thread whose own pass waits below it in the stack, when several callers
+/// share the pool), so that it can never hold that pass up for longer.
 const IDLE_LIMIT: Duration = Duration::from_micros(500);
 
 /// `pass()` run on one of the current pool's threads, with every other worker of the pool
@@ -26,8 +26,16 @@ pub(crate) fn run_awake<R: Send>(pass: impl FnOnce() -> R + Send) -> R {
     }
     let done = AtomicBool::new(false);
     rayon::scope(|scope| {
+        // A task that ends up on the pass's own thread (popped there while the pass waits
+        // below it) returns at once: spinning there would only hold the pass up.
+        let home = rayon::current_thread_index();
         for _ in 0..others {
-            scope.spawn(|_| keep_awake(&done));
+            let done = &done;
+            scope.spawn(move |_| {
+                if rayon::current_thread_index() != home {
+                    keep_awake(done);
+                }
+            });
         }
         let out = pass();
         done.store(true, Ordering::Release);
