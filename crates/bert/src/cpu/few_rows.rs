@@ -90,6 +90,45 @@ impl Kernel {
     }
 }
 
+/// Calls `tile(o, r, n_w, n_x)` over `yt (out, rows) = w (out, inner) · x (rows, inner)ᵀ`
+/// (`outputs` values) in
+/// register tiles: whole groups of `w_rows` weight rows (then the last few one at a time) by up
+/// to `x_rows` rows of `x`, every `(weight row, row)` pair once, with `o + n_w <= out` and
+/// `r + n_x <= rows`.
+///
+/// # Panics
+/// When the lengths do not agree (`x` whole rows of `inner`, `w` whole rows, one output per
+/// (weight row, row of `x`)): a bug in the caller.
+#[cfg(target_arch = "x86_64")]
+fn for_each_tile(
+    outputs: usize,
+    x: &[f32],
+    w: &[f32],
+    inner: usize,
+    w_rows: usize,
+    x_rows: usize,
+    mut tile: impl FnMut(usize, usize, usize, usize),
+) {
+    assert!(inner > 0, "transposed product: empty rows");
+    let rows = x.len() / inner;
+    let out = w.len() / inner;
+    assert!(
+        rows * inner == x.len() && out * inner == w.len() && outputs == out * rows,
+        "transposed product: operand sizes"
+    );
+    let mut o = 0;
+    while o < out {
+        let n_w = if out - o >= w_rows { w_rows } else { 1 };
+        let mut r = 0;
+        while r < rows {
+            let n_x = (rows - r).min(x_rows);
+            tile(o, r, n_w, n_x);
+            r += n_x;
+        }
+        o += n_w;
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod fma {
     use std::arch::x86_64::{
@@ -108,37 +147,23 @@ mod fma {
     /// When the lengths do not agree (`x` whole rows of `inner`, `w` whole rows, `yt` one value
     /// per (weight row, row of `x`)): a bug in the caller.
     pub(super) fn transposed_product(yt: &mut [f32], x: &[f32], w: &[f32], inner: usize) {
-        assert!(inner > 0, "transposed product: empty rows");
-        let rows = x.len() / inner;
-        let out = w.len() / inner;
-        assert!(
-            rows * inner == x.len() && out * inner == w.len() && yt.len() == out * rows,
-            "transposed product: operand sizes"
-        );
-        // Whole groups of W weight rows, then the last few one at a time.
-        let mut o = 0;
-        while o < out {
-            let n_w = if out - o >= W { W } else { 1 };
-            let mut r = 0;
-            while r < rows {
-                let n_x = (rows - r).min(X);
-                #[allow(unsafe_code)]
-                // SAFETY: the CPU has AVX2 and FMA (the caller checked); with the assert above,
-                // `o + n_w <= out` and `r + n_x <= rows` keep every access in bounds.
-                unsafe {
-                    match (n_w, n_x) {
-                        (W, 3) => tile::<W, 3>(yt, x, w, inner, rows, o, r),
-                        (W, 2) => tile::<W, 2>(yt, x, w, inner, rows, o, r),
-                        (W, _) => tile::<W, 1>(yt, x, w, inner, rows, o, r),
-                        (_, 3) => tile::<1, 3>(yt, x, w, inner, rows, o, r),
-                        (_, 2) => tile::<1, 2>(yt, x, w, inner, rows, o, r),
-                        _ => tile::<1, 1>(yt, x, w, inner, rows, o, r),
-                    }
+        let rows = x.len() / inner.max(1);
+        super::for_each_tile(yt.len(), x, w, inner, W, X, |o, r, n_w, n_x| {
+            #[allow(unsafe_code)]
+            // SAFETY: the CPU has AVX2 and FMA (the caller checked); `for_each_tile` checked the
+            // operand sizes and keeps `o + n_w <= out` and `r + n_x <= rows`, so every access
+            // is in bounds.
+            unsafe {
+                match (n_w, n_x) {
+                    (W, 3) => tile::<W, 3>(yt, x, w, inner, rows, o, r),
+                    (W, 2) => tile::<W, 2>(yt, x, w, inner, rows, o, r),
+                    (W, _) => tile::<W, 1>(yt, x, w, inner, rows, o, r),
+                    (_, 3) => tile::<1, 3>(yt, x, w, inner, rows, o, r),
+                    (_, 2) => tile::<1, 2>(yt, x, w, inner, rows, o, r),
+                    _ => tile::<1, 1>(yt, x, w, inner, rows, o, r),
                 }
-                r += n_x;
             }
-            o += n_w;
-        }
+        });
     }
 
     /// `yt[(o + i)·rows + r + j] = w[o + i] · x[r + j]` for `i < NW`, `j < NX`.
@@ -214,42 +239,29 @@ mod avx512 {
     /// When the lengths do not agree (`x` whole rows of `inner`, `w` whole rows, `yt` one value
     /// per (weight row, row of `x`)): a bug in the caller.
     pub(super) fn transposed_product(yt: &mut [f32], x: &[f32], w: &[f32], inner: usize) {
-        assert!(inner > 0, "transposed product: empty rows");
-        let rows = x.len() / inner;
-        let out = w.len() / inner;
-        assert!(
-            rows * inner == x.len() && out * inner == w.len() && yt.len() == out * rows,
-            "transposed product: operand sizes"
-        );
-        let mut o = 0;
-        while o < out {
-            let n_w = if out - o >= W { W } else { 1 };
-            let mut r = 0;
-            while r < rows {
-                let n_x = (rows - r).min(X);
-                #[allow(unsafe_code)]
-                // SAFETY: the CPU has AVX-512F (the caller checked); with the assert above,
-                // `o + n_w <= out` and `r + n_x <= rows` keep every access in bounds.
-                unsafe {
-                    match (n_w, n_x) {
-                        (W, 6) => tile::<W, 6>(yt, x, w, inner, rows, o, r),
-                        (W, 5) => tile::<W, 5>(yt, x, w, inner, rows, o, r),
-                        (W, 4) => tile::<W, 4>(yt, x, w, inner, rows, o, r),
-                        (W, 3) => tile::<W, 3>(yt, x, w, inner, rows, o, r),
-                        (W, 2) => tile::<W, 2>(yt, x, w, inner, rows, o, r),
-                        (W, _) => tile::<W, 1>(yt, x, w, inner, rows, o, r),
-                        (_, 6) => tile::<1, 6>(yt, x, w, inner, rows, o, r),
-                        (_, 5) => tile::<1, 5>(yt, x, w, inner, rows, o, r),
-                        (_, 4) => tile::<1, 4>(yt, x, w, inner, rows, o, r),
-                        (_, 3) => tile::<1, 3>(yt, x, w, inner, rows, o, r),
-                        (_, 2) => tile::<1, 2>(yt, x, w, inner, rows, o, r),
-                        _ => tile::<1, 1>(yt, x, w, inner, rows, o, r),
-                    }
+        let rows = x.len() / inner.max(1);
+        super::for_each_tile(yt.len(), x, w, inner, W, X, |o, r, n_w, n_x| {
+            #[allow(unsafe_code)]
+            // SAFETY: the CPU has AVX-512F (the caller checked); `for_each_tile` checked the
+            // operand sizes and keeps `o + n_w <= out` and `r + n_x <= rows`, so every access
+            // is in bounds.
+            unsafe {
+                match (n_w, n_x) {
+                    (W, 6) => tile::<W, 6>(yt, x, w, inner, rows, o, r),
+                    (W, 5) => tile::<W, 5>(yt, x, w, inner, rows, o, r),
+                    (W, 4) => tile::<W, 4>(yt, x, w, inner, rows, o, r),
+                    (W, 3) => tile::<W, 3>(yt, x, w, inner, rows, o, r),
+                    (W, 2) => tile::<W, 2>(yt, x, w, inner, rows, o, r),
+                    (W, _) => tile::<W, 1>(yt, x, w, inner, rows, o, r),
+                    (_, 6) => tile::<1, 6>(yt, x, w, inner, rows, o, r),
+                    (_, 5) => tile::<1, 5>(yt, x, w, inner, rows, o, r),
+                    (_, 4) => tile::<1, 4>(yt, x, w, inner, rows, o, r),
+                    (_, 3) => tile::<1, 3>(yt, x, w, inner, rows, o, r),
+                    (_, 2) => tile::<1, 2>(yt, x, w, inner, rows, o, r),
+                    _ => tile::<1, 1>(yt, x, w, inner, rows, o, r),
                 }
-                r += n_x;
             }
-            o += n_w;
-        }
+        });
     }
 
     /// `yt[(o + i)·rows + r + j] = w[o + i] · x[r + j]` for `i < NW`, `j < NX`; the last
