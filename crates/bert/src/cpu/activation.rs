@@ -131,6 +131,11 @@ fn bias_act_rows_generic(x: &mut [f32], bias: &[f32], pre: Option<&mut [f32]>, a
 
 multiversion!(fn bias_act_rows(x: &mut [f32], bias: &[f32], pre: Option<&mut [f32]>, act: HiddenAct) => bias_act_rows_generic);
 
+/// `x ← act(x + bias)` over whole rows of `x`, on the calling thread.
+pub(crate) fn bias_act_on_thread(x: &mut [f32], bias: &[f32], act: HiddenAct) {
+    bias_act_rows(x, bias, None, act);
+}
+
 /// `x ← act(x + bias)` in place, rows as wide as `bias`; with `keep`, also returns `x + bias`
 /// (the input of the activation, for [`activation_backward`]).
 pub(crate) fn bias_act(

@@ -14,7 +14,7 @@ use candle_core::{Result, Storage, StorageRef, Tensor};
 use crate::config::{BertConfig, HiddenAct};
 use crate::cpu::attention::{attention_forward, AttentionShape};
 use crate::cpu::dropout::{mix, DropoutMask};
-use crate::cpu::int8::{int8_product, Int8Matrix};
+use crate::cpu::int8::{int8_feed_forward, int8_product, Int8Matrix};
 use crate::cpu::matmul::product;
 use crate::cpu::norm::{add_norm, NormInput, NormParams, NormSaved};
 use crate::cpu::pool::run_awake;
@@ -345,15 +345,31 @@ fn layer_forward(
         record,
     );
 
-    let mut act = dense(
-        &y1,
-        h,
-        &[w.intermediate.weight],
-        int8.map(|q| &q.intermediate),
-    );
-    let inter = activation::bias_act(&mut act, w.intermediate.bias, d.act, record);
-
-    let mut y2 = dense(&act, i, &[w.output.weight], int8.map(|q| &q.output));
+    let fused = match int8 {
+        Some(q) if !record => int8_feed_forward(
+            &y1,
+            h,
+            &q.intermediate,
+            w.intermediate.bias,
+            d.act,
+            &q.output,
+        ),
+        _ => None,
+    };
+    let (mut y2, inter, act) = match fused {
+        Some(y2) => (y2, None, Vec::new()),
+        None => {
+            let mut act = dense(
+                &y1,
+                h,
+                &[w.intermediate.weight],
+                int8.map(|q| &q.intermediate),
+            );
+            let inter = activation::bias_act(&mut act, w.intermediate.bias, d.act, record);
+            let y2 = dense(&act, i, &[w.output.weight], int8.map(|q| &q.output));
+            (y2, inter, act)
+        }
+    };
     let input = NormInput {
         bias: Some(w.output.bias),
         drop: d.dropout(seed, Site::Output(l)),
