@@ -212,6 +212,21 @@ fn quantize_row_block_generic(bytes: &mut [u8], scales: &mut [f32], x: &[f32], i
 
 multiversion!(fn quantize_row_block(bytes: &mut [u8], scales: &mut [f32], x: &[f32], inner: usize) => quantize_row_block_generic);
 
+/// Rows per task when many rows are multiplied in blocks of rows: about four tasks per
+/// thread, within [`TILE_ROWS`]..=64.
+fn rows_per_job(rows: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    rows.div_ceil(threads * 4).clamp(TILE_ROWS, 64)
+}
+
+/// Rows `span` of `xq` times every block of channels of `w`, block after block (so that a
+/// block's weights stay in cache across the rows), into `y (span.len(), w.out())`.
+fn rows_times_matrix(xq: &Int8Rows, span: std::ops::Range<usize>, w: &Int8Matrix, y: &mut [f32]) {
+    for b in 0..w.blocks() {
+        rows_times_block(xq, span.clone(), w, b, y, w.out(), b * BLOCK);
+    }
+}
+
 /// `x · Wᵀ` for `x (rows, inner)` into `y (rows, w.out())`, all on the calling thread: the
 /// pieces of [`int8_feed_forward`]'s row blocks.
 fn int8_product_on_thread(x: &[f32], inner: usize, w: &Int8Matrix, y: &mut [f32]) {
@@ -223,9 +238,7 @@ fn int8_product_on_thread(x: &[f32], inner: usize, w: &Int8Matrix, y: &mut [f32]
         scales: vec![0f32; rows],
     };
     quantize_row_block(&mut xq.bytes, &mut xq.scales, x, inner);
-    for b in 0..w.blocks() {
-        rows_times_block(&xq, 0..rows, w, b, y, w.out(), b * BLOCK);
-    }
+    rows_times_matrix(&xq, 0..rows, w, y);
 }
 
 /// The feed-forward block `act(x · W₁ᵀ + b₁) · W₂ᵀ` in int8, `x (rows, inner)` to
@@ -244,11 +257,10 @@ pub(crate) fn int8_feed_forward(
     w2: &Int8Matrix,
 ) -> Option<Vec<f32>> {
     let rows = x.len() / inner;
-    let threads = rayon::current_num_threads().max(1);
     if rows <= FEW_ROWS {
         return None;
     }
-    let per = rows.div_ceil(threads * 4).clamp(TILE_ROWS, 64);
+    let per = rows_per_job(rows);
     let (mid, width) = (w1.out(), w2.out());
     let mut y = vec![0f32; rows * width];
     y.par_chunks_mut(per * width)
@@ -293,18 +305,13 @@ pub(crate) fn int8_product(x: &[f32], inner: usize, w: &Int8Matrix) -> Vec<f32> 
         }
         return y;
     }
-    // Parallel over blocks of rows; within one, block after block of channels, so that a
-    // block's weights stay in cache across the rows.
-    let threads = rayon::current_num_threads().max(1);
-    let per = rows.div_ceil(threads * 4).clamp(TILE_ROWS, 64);
+    // Parallel over blocks of rows.
+    let per = rows_per_job(rows);
     y.par_chunks_mut(per * width)
         .enumerate()
         .for_each(|(job, y)| {
             let start = job * per;
-            let span = start..start + y.len() / width;
-            for b in 0..w.blocks() {
-                rows_times_block(&xq, span.clone(), w, b, y, width, b * BLOCK);
-            }
+            rows_times_matrix(&xq, start..start + y.len() / width, w, y);
         });
     y
 }
