@@ -90,11 +90,30 @@ impl Kernel {
     }
 }
 
+/// `$tile::<NW, NX>($args…)` for the tile shape `($n_w, $n_x)` known at run time: `NW` is
+/// `$w` when `$n_w` is, else 1; `NX` is the listed count `$n_x` equals, else the last one.
+#[cfg(target_arch = "x86_64")]
+macro_rules! dispatch_tile {
+    ($tile:ident::<$w:ident>($n_w:expr, $n_x:expr) in [$($nx:literal),+; $last:literal],
+     $args:tt) => {
+        if $n_w == $w {
+            dispatch_tile!(@rows $tile, $w, $n_x, [$($nx),+; $last], $args)
+        } else {
+            dispatch_tile!(@rows $tile, 1, $n_x, [$($nx),+; $last], $args)
+        }
+    };
+    (@rows $tile:ident, $nw:tt, $n_x:expr, [$($nx:literal),+; $last:literal], $args:tt) => {
+        match $n_x {
+            $($nx => $tile::<$nw, $nx> $args,)+
+            _ => $tile::<$nw, $last> $args,
+        }
+    };
+}
+
 /// Calls `tile(o, r, n_w, n_x)` over `yt (out, rows) = w (out, inner) · x (rows, inner)ᵀ`
-/// (`outputs` values) in
-/// register tiles: whole groups of `w_rows` weight rows (then the last few one at a time) by up
-/// to `x_rows` rows of `x`, every `(weight row, row)` pair once, with `o + n_w <= out` and
-/// `r + n_x <= rows`.
+/// (`outputs` values) in register tiles: whole groups of `w_rows` weight rows (then the last
+/// few one at a time) by up to `x_rows` rows of `x`, every `(weight row, row)` pair once, with
+/// `o + n_w <= out` and `r + n_x <= rows`.
 ///
 /// # Panics
 /// When the lengths do not agree (`x` whole rows of `inner`, `w` whole rows, one output per
@@ -154,14 +173,10 @@ mod fma {
             // operand sizes and keeps `o + n_w <= out` and `r + n_x <= rows`, so every access
             // is in bounds.
             unsafe {
-                match (n_w, n_x) {
-                    (W, 3) => tile::<W, 3>(yt, x, w, inner, rows, o, r),
-                    (W, 2) => tile::<W, 2>(yt, x, w, inner, rows, o, r),
-                    (W, _) => tile::<W, 1>(yt, x, w, inner, rows, o, r),
-                    (_, 3) => tile::<1, 3>(yt, x, w, inner, rows, o, r),
-                    (_, 2) => tile::<1, 2>(yt, x, w, inner, rows, o, r),
-                    _ => tile::<1, 1>(yt, x, w, inner, rows, o, r),
-                }
+                dispatch_tile!(
+                    tile::<W>(n_w, n_x) in [3, 2; 1],
+                    (yt, x, w, inner, rows, o, r)
+                )
             }
         });
     }
@@ -246,20 +261,10 @@ mod avx512 {
             // operand sizes and keeps `o + n_w <= out` and `r + n_x <= rows`, so every access
             // is in bounds.
             unsafe {
-                match (n_w, n_x) {
-                    (W, 6) => tile::<W, 6>(yt, x, w, inner, rows, o, r),
-                    (W, 5) => tile::<W, 5>(yt, x, w, inner, rows, o, r),
-                    (W, 4) => tile::<W, 4>(yt, x, w, inner, rows, o, r),
-                    (W, 3) => tile::<W, 3>(yt, x, w, inner, rows, o, r),
-                    (W, 2) => tile::<W, 2>(yt, x, w, inner, rows, o, r),
-                    (W, _) => tile::<W, 1>(yt, x, w, inner, rows, o, r),
-                    (_, 6) => tile::<1, 6>(yt, x, w, inner, rows, o, r),
-                    (_, 5) => tile::<1, 5>(yt, x, w, inner, rows, o, r),
-                    (_, 4) => tile::<1, 4>(yt, x, w, inner, rows, o, r),
-                    (_, 3) => tile::<1, 3>(yt, x, w, inner, rows, o, r),
-                    (_, 2) => tile::<1, 2>(yt, x, w, inner, rows, o, r),
-                    _ => tile::<1, 1>(yt, x, w, inner, rows, o, r),
-                }
+                dispatch_tile!(
+                    tile::<W>(n_w, n_x) in [6, 5, 4, 3, 2; 1],
+                    (yt, x, w, inner, rows, o, r)
+                )
             }
         });
     }
