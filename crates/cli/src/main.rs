@@ -110,7 +110,11 @@ pub struct ModelArgs {
     /// Floating-point type of the weights and activations: f32, or f16 / bf16 (on a GPU, about
     /// twice f32's speed, embeddings close to f32's but not equal: `sbert bench --dtype f16`
     /// reports their cosine to f32). The CPU's fast path is f32 only.
-    #[arg(long, default_value = "f32", value_parser = dtype_parser())]
+    #[arg(long, default_value = "f32", value_parser = named_values::<sbert::DType, 3>([
+        sbert::DType::F32.as_str(),
+        sbert::DType::F16.as_str(),
+        sbert::DType::BF16.as_str(),
+    ]))]
     pub dtype: sbert::DType,
     /// CPU threads for the matrix products (default: all cores).
     #[arg(long, value_name = "N")]
@@ -130,28 +134,26 @@ pub struct ModelArgs {
     /// pooling stay f32. Faster, with embeddings close to f32's but not equal (`sbert bench
     /// --quantize int8` reports their cosine to f32). BERT-family models (BERT, RoBERTa,
     /// XLM-R, DistilBERT, MPNet).
-    #[arg(long, default_value = "none", value_parser = quantization_parser())]
+    #[arg(long, default_value = "none", value_parser = named_values::<Quantization, 2>([
+        Quantization::None.as_str(),
+        Quantization::Int8.as_str(),
+    ]))]
     pub quantize: Quantization,
 }
 
-/// `--quantize`'s values, listed in `--help` and parsed into [`Quantization`].
-fn quantization_parser() -> impl clap::builder::TypedValueParser<Value = Quantization> {
+/// A parser that accepts exactly `names` (listed in `--help`) and parses the chosen one with
+/// `T`'s own `FromStr`: `--quantize` and `--dtype`.
+fn named_values<T, const N: usize>(
+    names: [&'static str; N],
+) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::fmt::Display,
+{
     use clap::builder::{PossibleValuesParser, TypedValueParser};
-    PossibleValuesParser::new([Quantization::None.as_str(), Quantization::Int8.as_str()]).try_map(
-        |name| {
-            name.parse::<Quantization>()
-                .map_err(|e| clap::Error::raw(clap::error::ErrorKind::InvalidValue, e))
-        },
-    )
-}
-
-/// `--dtype`'s values, parsed into candle's [`sbert::DType`].
-fn dtype_parser() -> impl clap::builder::TypedValueParser<Value = sbert::DType> {
-    use clap::builder::{PossibleValuesParser, TypedValueParser};
-    PossibleValuesParser::new(["f32", "f16", "bf16"]).map(|name| match name.as_str() {
-        "f16" => sbert::DType::F16,
-        "bf16" => sbert::DType::BF16,
-        _ => sbert::DType::F32,
+    PossibleValuesParser::new(names).try_map(|name| {
+        name.parse::<T>()
+            .map_err(|e| clap::Error::raw(clap::error::ErrorKind::InvalidValue, e))
     })
 }
 
