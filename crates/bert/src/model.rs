@@ -10,7 +10,7 @@ use crate::graph::{self, BertOutput, Mode};
 use crate::packed::WeightGuards;
 use crate::packed::{self, training::GradientSink};
 use crate::params::BertWeights;
-use crate::quantization::{Int8Weights, Quantization};
+use crate::quantization::{PreparedWeights, Quantization};
 
 /// A BERT-family encoder (BERT, RoBERTa / XLM-RoBERTa, DistilBERT, MPNet; see
 /// [`Architecture`](crate::Architecture)): token ids in, contextual token embeddings out.
@@ -21,15 +21,17 @@ use crate::quantization::{Int8Weights, Quantization};
 /// sequences stored back to back ([`BertModel::forward_packed`], and
 /// [`BertModel::forward_train`] with its hand-written backward pass). Neither caches anything
 /// derived from the weights, so a model whose weights are being trained is always evaluated
-/// with its current weights. The one exception is asked for: [`BertModel::quantize`] keeps an
-/// int8 copy of the dense weights, which the packed inference pass then multiplies by.
+/// with its current weights. The one exception is asked for: [`BertModel::quantize`] keeps a
+/// copy of the dense weights in the layout the packed inference pass multiplies by fastest
+/// (f32 panels, or int8), and such a model is for inference only.
 #[derive(Debug, Clone)]
 pub struct BertModel {
     weights: BertWeights,
     /// MPNet's relative attention bias table, `(num_buckets, heads)`.
     relative_attention_bias: Option<Tensor>,
-    /// The dense weights in int8, after [`BertModel::quantize`].
-    int8: Option<Arc<Int8Weights>>,
+    /// The dense weights as the packed inference pass reads them, after
+    /// [`BertModel::quantize`].
+    prepared: Option<Arc<PreparedWeights>>,
     config: BertConfig,
     device: Device,
     dtype: DType,
@@ -62,17 +64,22 @@ impl BertModel {
         Ok(Self {
             weights,
             relative_attention_bias,
-            int8: None,
+            prepared: None,
             config: config.clone(),
             device,
             dtype,
         })
     }
 
-    /// The model with its dense products computed as `quantization` says: for
-    /// [`Quantization::Int8`], the query/key/value, attention-output and feed-forward weights
-    /// are quantized once here and [`BertModel::forward_packed`] multiplies by them (the graph
-    /// pass, [`BertModel::forward`], keeps the f32 weights).
+    /// The model prepared for inference, its dense products computed as `quantization` says:
+    /// the query/key/value, attention-output and feed-forward weights are copied once, here,
+    /// into the layout [`BertModel::forward_packed`] multiplies by: f32 panels for
+    /// [`Quantization::None`] (the same products to rounding, without the per-call weight
+    /// repacking of a general matrix product; about 4 bytes more per weight), int8 per output
+    /// channel for [`Quantization::Int8`] (1 byte). The graph pass ([`BertModel::forward`])
+    /// keeps the f32 weights. A prepared model is for inference: [`BertModel::forward_train`]
+    /// refuses it, since its copy would not follow the training. On a GPU or in f16/bf16,
+    /// `Quantization::None` leaves the model as it is.
     ///
     /// ```
     /// use candle_core::{DType, Device};
@@ -94,29 +101,29 @@ impl BertModel {
     /// # Errors
     /// For int8, when the weights are not f32 on the CPU (the int8 kernels are CPU kernels).
     pub fn quantize(mut self, quantization: Quantization) -> Result<Self> {
-        self.int8 = match quantization {
-            Quantization::None => None,
-            Quantization::Int8 => {
-                self.check_packed()?;
-                let guards = WeightGuards::new(&self.weights);
-                let host = guards.host()?;
-                Some(Arc::new(Int8Weights::quantize(
-                    &host,
-                    self.config.hidden_size,
-                    self.config.intermediate_size,
-                )))
-            }
+        if quantization == Quantization::Int8 {
+            self.check_packed()?;
+        }
+        self.prepared = if self.supports_packed() {
+            let guards = WeightGuards::new(&self.weights);
+            let host = guards.host()?;
+            Some(Arc::new(PreparedWeights::new(
+                &host,
+                self.config.hidden_size,
+                self.config.intermediate_size,
+                quantization,
+            )))
+        } else {
+            None
         };
         Ok(self)
     }
 
     /// How the packed pass's dense products compute (see [`BertModel::quantize`]).
     pub fn quantization(&self) -> Quantization {
-        if self.int8.is_some() {
-            Quantization::Int8
-        } else {
-            Quantization::None
-        }
+        self.prepared
+            .as_ref()
+            .map_or(Quantization::None, |p| p.quantization())
     }
 
     /// The configuration the model was loaded with.
@@ -225,7 +232,7 @@ impl BertModel {
         self.check_packed()?;
         packed::infer(
             &self.weights,
-            self.int8.as_deref(),
+            self.prepared.as_deref(),
             self.relative_attention_bias.as_ref(),
             &self.config,
             input_ids,
@@ -270,7 +277,7 @@ impl BertModel {
     ///
     /// # Errors
     /// As [`BertModel::forward_packed`], when a dropout probability of the config is outside
-    /// [0, 1), and for a quantized model.
+    /// [0, 1), and for a model prepared for inference by [`BertModel::quantize`].
     pub fn forward_train(
         &self,
         input_ids: &[u32],
@@ -279,9 +286,11 @@ impl BertModel {
         sink: &GradientSink,
     ) -> Result<Tensor> {
         self.check_packed()?;
-        if self.int8.is_some() {
+        if self.prepared.is_some() {
             candle_core::bail!(
-                "a quantized model is for inference; train the f32 model and quantize it after"
+                "a model prepared by quantize is for inference (its copy of the weights would \
+                 not follow the training); train the model BertModel::load returns, then \
+                 quantize it"
             );
         }
         if self.relative_attention_bias.is_some() {

@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::cpu::int8::Int8Matrix;
+use crate::cpu::panels::PanelMatrix;
 use crate::params::BertParams;
 
 /// How the dense layers of the packed CPU pass compute (attention, LayerNorm, the activations
@@ -51,38 +52,124 @@ impl FromStr for Quantization {
     }
 }
 
-/// One layer's products in int8.
+/// One layer's dense weights in the layout a product reads: `M` is a [`PanelMatrix`] (f32)
+/// or an [`Int8Matrix`].
 #[derive(Debug, Clone)]
-pub(crate) struct Int8Layer {
+pub(crate) struct DenseLayer<M> {
     /// Query, key and value stacked, `(3h, h)`.
-    pub qkv: Int8Matrix,
-    pub attention_output: Int8Matrix,
-    pub intermediate: Int8Matrix,
-    pub output: Int8Matrix,
+    pub qkv: M,
+    pub attention_output: M,
+    pub intermediate: M,
+    pub output: M,
 }
 
-/// Every layer's products in int8.
-#[derive(Debug, Clone)]
-pub(crate) struct Int8Weights {
-    pub layers: Vec<Int8Layer>,
-}
-
-impl Int8Weights {
-    /// Quantizes the dense weights of `w` (the host view of the weights; hidden size `h`,
-    /// intermediate size `i`).
-    pub(crate) fn quantize(w: &BertParams<&[f32]>, h: usize, i: usize) -> Self {
+impl<M: Send> DenseLayer<M> {
+    /// Every layer of `w` (the host view of the weights; hidden size `h`, intermediate size
+    /// `i`) converted by `convert(weights stacked, inner size)`, the layers in parallel.
+    fn convert_all(
+        w: &BertParams<&[f32]>,
+        h: usize,
+        i: usize,
+        convert: impl Fn(&[&[f32]], usize) -> M + Sync,
+    ) -> Vec<Self> {
         use rayon::prelude::*;
-        let layers = w
-            .layers
+        w.layers
             .par_iter()
-            .map(|l| Int8Layer {
-                qkv: Int8Matrix::quantize(&[l.query.weight, l.key.weight, l.value.weight], h),
-                attention_output: Int8Matrix::quantize(&[l.attention_output.weight], h),
-                intermediate: Int8Matrix::quantize(&[l.intermediate.weight], h),
-                output: Int8Matrix::quantize(&[l.output.weight], i),
+            .map(|l| Self {
+                qkv: convert(&[l.query.weight, l.key.weight, l.value.weight], h),
+                attention_output: convert(&[l.attention_output.weight], h),
+                intermediate: convert(&[l.intermediate.weight], h),
+                output: convert(&[l.output.weight], i),
             })
-            .collect();
-        Self { layers }
+            .collect()
+    }
+}
+
+/// The copy of the dense weights the packed inference pass multiplies by, made once by
+/// [`crate::BertModel::quantize`].
+#[derive(Debug, Clone)]
+pub(crate) enum PreparedWeights {
+    /// f32, packed into panels.
+    F32(Vec<DenseLayer<PanelMatrix>>),
+    /// int8 per output channel.
+    Int8(Vec<DenseLayer<Int8Matrix>>),
+}
+
+/// One layer of [`PreparedWeights`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PreparedLayer<'a> {
+    F32(&'a DenseLayer<PanelMatrix>),
+    Int8(&'a DenseLayer<Int8Matrix>),
+}
+
+/// One product's prepared weights.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PreparedMatrix<'a> {
+    F32(&'a PanelMatrix),
+    Int8(&'a Int8Matrix),
+}
+
+impl PreparedWeights {
+    /// Prepares the dense weights of `w` (the host view of the weights; hidden size `h`,
+    /// intermediate size `i`) for `quantization`.
+    pub(crate) fn new(
+        w: &BertParams<&[f32]>,
+        h: usize,
+        i: usize,
+        quantization: Quantization,
+    ) -> Self {
+        match quantization {
+            Quantization::None => Self::F32(DenseLayer::convert_all(w, h, i, PanelMatrix::pack)),
+            Quantization::Int8 => {
+                Self::Int8(DenseLayer::convert_all(w, h, i, Int8Matrix::quantize))
+            }
+        }
+    }
+
+    /// The quantization the weights were prepared for.
+    pub(crate) fn quantization(&self) -> Quantization {
+        match self {
+            Self::F32(_) => Quantization::None,
+            Self::Int8(_) => Quantization::Int8,
+        }
+    }
+
+    /// Layer `l`.
+    pub(crate) fn layer(&self, l: usize) -> PreparedLayer<'_> {
+        match self {
+            Self::F32(layers) => PreparedLayer::F32(&layers[l]),
+            Self::Int8(layers) => PreparedLayer::Int8(&layers[l]),
+        }
+    }
+}
+
+/// The dense products of a layer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Product {
+    Qkv,
+    AttentionOutput,
+    Intermediate,
+    Output,
+}
+
+impl<M> DenseLayer<M> {
+    fn get(&self, product: Product) -> &M {
+        match product {
+            Product::Qkv => &self.qkv,
+            Product::AttentionOutput => &self.attention_output,
+            Product::Intermediate => &self.intermediate,
+            Product::Output => &self.output,
+        }
+    }
+}
+
+impl<'a> PreparedLayer<'a> {
+    /// The prepared weights of `product`.
+    pub(crate) fn matrix(self, product: Product) -> PreparedMatrix<'a> {
+        match self {
+            Self::F32(l) => PreparedMatrix::F32(l.get(product)),
+            Self::Int8(l) => PreparedMatrix::Int8(l.get(product)),
+        }
     }
 }
 
@@ -123,7 +210,7 @@ mod tests {
             .forward_train(&[1, 2, 3], &[3], 0, &GradientSink::new())
             .expect_err("training a quantized model")
             .to_string();
-        assert!(err.contains("quantized"), "{err}");
+        assert!(err.contains("prepared by quantize"), "{err}");
         assert_eq!(
             model
                 .quantize(Quantization::None)

@@ -12,6 +12,7 @@
 //! * [`attention`]: attention over sequences stored back to back, forward and backward;
 //! * [`dropout`]: inverted dropout whose mask is a pure function of a seed;
 //! * [`few_rows`]: products of a few rows (one short text) by whole weight matrices;
+//! * [`panels`]: dense products by f32 weights packed once into panels;
 //! * [`int8`]: dense products with int8 weights and activations (VNNI or portable kernels);
 //! * [`pool`]: a whole pass on rayon's pool, its workers kept awake until it ends;
 //! * [`matmul`]: strided matrix views over slices, `gemm`, and the dense layer.
@@ -25,6 +26,7 @@ pub(crate) mod few_rows;
 pub(crate) mod int8;
 pub(crate) mod matmul;
 pub(crate) mod norm;
+pub(crate) mod panels;
 pub(crate) mod pool;
 
 /// Defines `$name`, which runs `$generic` compiled for AVX2 + FMA when the CPU has them and as

@@ -14,13 +14,14 @@ use candle_core::{Result, Storage, StorageRef, Tensor};
 use crate::config::{BertConfig, HiddenAct};
 use crate::cpu::attention::{attention_forward, AttentionShape};
 use crate::cpu::dropout::{mix, DropoutMask};
-use crate::cpu::int8::{int8_feed_forward, int8_product, Int8Matrix};
+use crate::cpu::int8::{int8_feed_forward, int8_product};
 use crate::cpu::matmul::product;
 use crate::cpu::norm::{add_norm, NormInput, NormParams, NormSaved};
+use crate::cpu::panels::panel_product;
 use crate::cpu::pool::run_awake;
 use crate::cpu::{activation, f32_slice};
 use crate::params::{BertParams, BertWeights, LayerParams, Norm};
-use crate::quantization::{Int8Layer, Int8Weights};
+use crate::quantization::{PreparedLayer, PreparedMatrix, PreparedWeights, Product};
 use crate::relative::DistanceBias;
 
 pub(crate) mod backward;
@@ -215,11 +216,11 @@ pub(crate) struct Tape {
 
 /// The forward pass over `batch`: the last hidden states `(tokens, hidden)` and, with
 /// `record`, the tape of its backward pass. Dropout follows `d` (none for inference) under
-/// `seed`; `position_bias` is added to the attention scores (MPNet). With `int8`, the dense
-/// products run on its int8 weights (inference only: `record` must be false).
+/// `seed`; `position_bias` is added to the attention scores (MPNet). With `prepared`, the
+/// dense products run on its copy of the weights (inference only: `record` must be false).
 pub(crate) fn forward(
     w: &HostWeights<'_>,
-    int8: Option<&Int8Weights>,
+    prepared: Option<&PreparedWeights>,
     position_bias: Option<&DistanceBias>,
     d: Dims,
     batch: PackedBatch,
@@ -256,7 +257,7 @@ pub(crate) fn forward(
     let mut layers = Vec::new();
     for (l, layer) in w.layers.iter().enumerate() {
         let (out, tape) = layer_forward(
-            (layer, int8.map(|q| &q.layers[l])),
+            (layer, prepared.map(|p| p.layer(l))),
             position_bias,
             d,
             (l, seed),
@@ -289,19 +290,26 @@ fn norm_params<'a>(n: &Norm<&'a [f32]>, eps: f32) -> NormParams<'a> {
     }
 }
 
-/// `x · [W₁; W₂; …]ᵀ` by the int8 copy of the weights when there is one, by the f32 weights
-/// otherwise.
-fn dense(x: &[f32], inner: usize, weights: &[&[f32]], int8: Option<&Int8Matrix>) -> Vec<f32> {
-    match int8 {
-        Some(q) => int8_product(x, inner, q),
+/// `x · [W₁; W₂; …]ᵀ` by the prepared copy of the weights when there is one, by the weights
+/// as loaded otherwise.
+fn dense(
+    x: &[f32],
+    inner: usize,
+    weights: &[&[f32]],
+    prepared: Option<PreparedLayer<'_>>,
+    which: Product,
+) -> Vec<f32> {
+    match prepared.map(|p| p.matrix(which)) {
+        Some(PreparedMatrix::F32(w)) => panel_product(x, inner, w),
+        Some(PreparedMatrix::Int8(q)) => int8_product(x, inner, q),
         None => product(x, inner, weights),
     }
 }
 
-/// One encoder layer over `x (n, h)`, by its f32 weights or, when given, its int8 products: its
+/// One encoder layer over `x (n, h)`, by its weights or, when given, their prepared copy: its
 /// output and, with `record`, its tape.
 fn layer_forward(
-    (w, int8): (&LayerParams<&[f32]>, Option<&Int8Layer>),
+    (w, prepared): (&LayerParams<&[f32]>, Option<PreparedLayer<'_>>),
     position_bias: Option<&DistanceBias>,
     d: Dims,
     (l, seed): (usize, u64),
@@ -314,7 +322,8 @@ fn layer_forward(
         x,
         h,
         &[w.query.weight, w.key.weight, w.value.weight],
-        int8.map(|q| &q.qkv),
+        prepared,
+        Product::Qkv,
     );
     let attention_drop = d.dropout(seed, Site::Attention(l));
     let (ctx, probs) = attention_forward(
@@ -331,7 +340,8 @@ fn layer_forward(
         &ctx,
         h,
         &[w.attention_output.weight],
-        int8.map(|q| &q.attention_output),
+        prepared,
+        Product::AttentionOutput,
     );
     let input = NormInput {
         bias: Some(w.attention_output.bias),
@@ -345,8 +355,8 @@ fn layer_forward(
         record,
     );
 
-    let fused = match int8 {
-        Some(q) if !record => int8_feed_forward(
+    let fused = match prepared {
+        Some(PreparedLayer::Int8(q)) if !record => int8_feed_forward(
             &y1,
             h,
             &q.intermediate,
@@ -363,10 +373,11 @@ fn layer_forward(
                 &y1,
                 h,
                 &[w.intermediate.weight],
-                int8.map(|q| &q.intermediate),
+                prepared,
+                Product::Intermediate,
             );
             let inter = activation::bias_act(&mut act, w.intermediate.bias, d.act, record);
-            let y2 = dense(&act, i, &[w.output.weight], int8.map(|q| &q.output));
+            let y2 = dense(&act, i, &[w.output.weight], prepared, Product::Output);
             (y2, inter, act)
         }
     };
@@ -399,10 +410,10 @@ fn layer_forward(
 /// As [`PackedBatch::new`], or when a weight is not a contiguous f32 CPU tensor.
 ///
 /// `relative_bias` is MPNet's relative attention bias table `(num_buckets, heads)`; with
-/// `int8`, the dense products run on its int8 weights.
+/// `prepared`, the dense products run on its copy of the weights.
 pub(crate) fn infer(
     weights: &BertWeights,
-    int8: Option<&Int8Weights>,
+    prepared: Option<&PreparedWeights>,
     relative_bias: Option<&Tensor>,
     cfg: &BertConfig,
     input_ids: &[u32],
@@ -428,7 +439,16 @@ pub(crate) fn infer(
     // pool instead of each waking a worker from outside and putting the caller to sleep (some
     // forty hand-offs per pass, which cost a short text on one thread 11.0 ms against 4.6 ms),
     // and the other workers stay awake between the loops.
-    let (out, _) =
-        run_awake(|| forward(&host, int8, position_bias.as_ref(), dims, batch, 0, false));
+    let (out, _) = run_awake(|| {
+        forward(
+            &host,
+            prepared,
+            position_bias.as_ref(),
+            dims,
+            batch,
+            0,
+            false,
+        )
+    });
     Tensor::from_vec(out, (tokens, dims.hidden), &candle_core::Device::Cpu)
 }

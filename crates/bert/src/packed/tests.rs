@@ -266,6 +266,31 @@ fn inference_matches_the_graph_and_reads_current_weights() {
     assert!(diff < 1e-5, "after the update: {diff}");
 }
 
+/// The model prepared for f32 inference (its dense weights packed into panels, narrower than
+/// one panel here) computes what the graph does, and refuses training.
+#[test]
+fn the_prepared_f32_pass_matches_the_graph_and_is_not_trained() {
+    let (_varmap, model) = tiny(0.0);
+    let ids = ids();
+    let (padded_ids, mask, rows) = padded(&ids);
+    let graph = real_tokens(
+        &model.forward(&padded_ids, None, &mask).expect("forward"),
+        &rows,
+    );
+    let prepared = model.quantize(crate::Quantization::None).expect("prepare");
+    let ours = prepared.forward_packed(&ids, &LENGTHS).expect("packed");
+    let diff = max_abs(&(&ours - &graph).expect("sub"));
+    assert!(
+        diff < 1e-5,
+        "the prepared pass differs from the graph by {diff}"
+    );
+    let err = prepared
+        .forward_train(&ids, &LENGTHS, 0, &GradientSink::new())
+        .expect_err("training a prepared model")
+        .to_string();
+    assert!(err.contains("for inference"), "{err}");
+}
+
 #[test]
 fn bad_lengths_and_ids_are_errors() {
     let (_, model) = tiny(0.0);
