@@ -17,7 +17,7 @@ use crate::cpu::dropout::{mix, DropoutMask};
 use crate::cpu::int8::{int8_feed_forward, int8_product};
 use crate::cpu::matmul::product;
 use crate::cpu::norm::{add_norm, NormInput, NormParams, NormSaved};
-use crate::cpu::panels::panel_product;
+use crate::cpu::panels::{panel_feed_forward, panel_product};
 use crate::cpu::pool::run_awake;
 use crate::cpu::{activation, f32_slice};
 use crate::params::{BertParams, BertWeights, LayerParams, Norm};
@@ -363,6 +363,14 @@ fn layer_forward(
             w.intermediate.bias,
             d.act,
             &q.output,
+        ),
+        Some(PreparedLayer::F32(p)) if !record => panel_feed_forward(
+            &y1,
+            h,
+            &p.intermediate,
+            w.intermediate.bias,
+            d.act,
+            &p.output,
         ),
         _ => None,
     };
