@@ -113,11 +113,7 @@ impl Int8Matrix {
     /// When a weight's length is not a multiple of `inner`: a bug, since the weights were
     /// checked against the config when they were loaded.
     pub(crate) fn quantize(weights: &[&[f32]], inner: usize) -> Self {
-        assert!(
-            inner > 0 && weights.iter().all(|w| w.len() % inner == 0),
-            "int8 quantize: weight shapes"
-        );
-        let out: usize = weights.iter().map(|w| w.len() / inner).sum();
+        let out = super::stacked_outputs(weights, inner, "int8 quantize");
         let groups = inner.div_ceil(GROUP);
         let blocks = out.div_ceil(BLOCK);
         let mut packed = vec![0i8; blocks * groups * GROUP_BYTES];

@@ -21,12 +21,8 @@ const FEW_ROWS: usize = 16;
 /// When a weight's length is not a multiple of `inner`: a bug, since the weights were checked
 /// against the config when they were loaded.
 pub(crate) fn product(x: &[f32], inner: usize, weights: &[&[f32]]) -> Vec<f32> {
-    assert!(
-        inner > 0 && weights.iter().all(|w| w.len() % inner == 0),
-        "product: weight shapes"
-    );
     let rows = x.len() / inner;
-    let width: usize = weights.iter().map(|w| w.len() / inner).sum();
+    let width = super::stacked_outputs(weights, inner, "product");
     let mut y = vec![0f32; rows * width];
     if rows <= FEW_ROWS {
         few_rows_product(&mut y, x, inner, weights);

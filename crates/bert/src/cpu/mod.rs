@@ -56,6 +56,19 @@ macro_rules! multiversion {
 
 pub(crate) use multiversion;
 
+/// The output channels of `weights` stacked (Hugging Face's `(out, inner)` matrices, row-major).
+///
+/// # Panics
+/// When `inner` is 0 or a weight's length is not a multiple of it: a bug, since the weights
+/// were checked against the config when they were loaded. `what` names the caller.
+pub(crate) fn stacked_outputs(weights: &[&[f32]], inner: usize, what: &str) -> usize {
+    assert!(
+        inner > 0 && weights.iter().all(|w| w.len() % inner == 0),
+        "{what}: weight shapes"
+    );
+    weights.iter().map(|w| w.len() / inner).sum()
+}
+
 /// Rows per rayon task for row-wise kernels: enough work per task to amortize scheduling.
 pub(crate) fn rows_per_task(width: usize) -> usize {
     (16 * 1024 / width.max(1)).max(1)

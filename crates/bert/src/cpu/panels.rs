@@ -50,11 +50,7 @@ impl PanelMatrix {
     /// When `inner` is 0 or a weight's length is not a multiple of it: a bug, since the
     /// weights were checked against the config when they were loaded.
     pub(crate) fn pack(weights: &[&[f32]], inner: usize) -> Self {
-        assert!(
-            inner > 0 && weights.iter().all(|w| w.len() % inner == 0),
-            "panels: weight shapes"
-        );
-        let out: usize = weights.iter().map(|w| w.len() / inner).sum();
+        let out = super::stacked_outputs(weights, inner, "panels");
         let panels = out.div_ceil(PANEL);
         let mut lines = vec![Line([0.0; 16]); panels * inner * PANEL / 16];
         let rows = weights.iter().flat_map(|w| w.chunks_exact(inner));
