@@ -136,6 +136,32 @@ pub(crate) fn bias_act_on_thread(x: &mut [f32], bias: &[f32], act: HiddenAct) {
     bias_act_rows(x, bias, None, act);
 }
 
+/// The feed-forward block `act(x · W₁ᵀ + b₁) · W₂ᵀ` for `x (rows, inner)`, `(rows, out)`,
+/// run whole per block of `per` rows, one block per task: `first(x, h)` writes a block's
+/// product by `W₁` (`b1.len()` wide), `second(h, y)` its product by `W₂`, both on the task's
+/// thread. A block's intermediate activations (4× wider than `x`) stay in its core's cache,
+/// and the block needs one fork-join instead of three.
+pub(crate) fn feed_forward_by_row_blocks(
+    (x, inner): (&[f32], usize),
+    per: usize,
+    (b1, act): (&[f32], HiddenAct),
+    out: usize,
+    first: impl Fn(&[f32], &mut [f32]) + Sync,
+    second: impl Fn(&[f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let mid = b1.len();
+    let mut y = vec![0f32; x.len() / inner * out];
+    y.par_chunks_mut(per * out)
+        .zip(x.par_chunks(per * inner))
+        .for_each(|(y, x)| {
+            let mut h = vec![0f32; x.len() / inner * mid];
+            first(x, &mut h);
+            bias_act_on_thread(&mut h, b1, act);
+            second(&h, y);
+        });
+    y
+}
+
 /// `x ← act(x + bias)` in place, rows as wide as `bias`; with `keep`, also returns `x + bias`
 /// (the input of the activation, for [`activation_backward`]).
 pub(crate) fn bias_act(

@@ -238,10 +238,9 @@ fn int8_product_on_thread(x: &[f32], inner: usize, w: &Int8Matrix, y: &mut [f32]
 }
 
 /// The feed-forward block `act(x · W₁ᵀ + b₁) · W₂ᵀ` in int8, `x (rows, inner)` to
-/// `(rows, w2.out())`: one block of rows per task from the first product to the second, so
-/// that a block's intermediate activations (4× wider than `x`) stay in its core's cache and
-/// the block needs one fork-join instead of three (all-MiniLM-L6-v2, STSb corpus, 2 threads:
-/// 1,568 → 1,663 sentences/s; 1 thread unchanged). Equal to the two products and the
+/// `(rows, w2.out())`, run whole per block of rows
+/// ([`feed_forward_by_row_blocks`](super::activation::feed_forward_by_row_blocks);
+/// all-MiniLM-L6-v2, STSb corpus, 2 threads: 1,568 → 1,663 sentences/s; 1 thread unchanged). Equal to the two products and the
 /// activation run one after the other. `None` for a handful of rows, which [`int8_product`]
 /// parallelizes over channels instead.
 pub(crate) fn int8_feed_forward(
@@ -256,18 +255,15 @@ pub(crate) fn int8_feed_forward(
     if rows <= FEW_ROWS {
         return None;
     }
-    let per = rows_per_job(rows);
-    let (mid, width) = (w1.out(), w2.out());
-    let mut y = vec![0f32; rows * width];
-    y.par_chunks_mut(per * width)
-        .zip(x.par_chunks(per * inner))
-        .for_each(|(y, x)| {
-            let mut h = vec![0f32; x.len() / inner * mid];
-            int8_product_on_thread(x, inner, w1, &mut h);
-            super::activation::bias_act_on_thread(&mut h, b1, act);
-            int8_product_on_thread(&h, mid, w2, y);
-        });
-    Some(y)
+    let mid = w1.out();
+    Some(super::activation::feed_forward_by_row_blocks(
+        (x, inner),
+        rows_per_job(rows),
+        (b1, act),
+        w2.out(),
+        |x, h| int8_product_on_thread(x, inner, w1, h),
+        |h, y| int8_product_on_thread(h, mid, w2, y),
+    ))
 }
 
 /// `x · Wᵀ` for `x (rows, inner)` in f32 and `w` quantized: `(rows, w.out())`, in f32.

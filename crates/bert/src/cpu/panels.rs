@@ -143,10 +143,9 @@ fn rows_times_matrix(kernel: Kernel, y: &mut [f32], x: &[f32], inner: usize, w: 
     }
 }
 
-/// The feed-forward block `act(x · W₁ᵀ + b₁) · W₂ᵀ`, `x (rows, inner)` to `(rows, w2.out)`:
-/// one block of rows per thread from the first product to the second, so that a block's
-/// intermediate activations (4× wider than `x`) stay in its core's cache and the block needs
-/// one fork-join instead of three. Equal to the two products and the activation run one after
+/// The feed-forward block `act(x · W₁ᵀ + b₁) · W₂ᵀ`, `x (rows, inner)` to `(rows, w2.out)`,
+/// run whole per block of rows, one per thread
+/// ([`feed_forward_by_row_blocks`](super::activation::feed_forward_by_row_blocks)). Equal to the two products and the activation run one after
 /// the other. `None` for a few rows, which [`panel_product`] splits by panels instead.
 pub(crate) fn panel_feed_forward(
     x: &[f32],
@@ -163,17 +162,14 @@ pub(crate) fn panel_feed_forward(
     let rows = x.len() / inner;
     let kernel = Kernel::detect();
     let per = rows_per_thread(kernel, rows, rayon::current_num_threads().max(1))?;
-    let (mid, out) = (w1.out, w2.out);
-    let mut y = vec![0f32; rows * out];
-    y.par_chunks_mut(per * out)
-        .zip(x.par_chunks(per * inner))
-        .for_each(|(y, x)| {
-            let mut h = vec![0f32; x.len() / inner * mid];
-            rows_times_matrix(kernel, &mut h, x, inner, w1);
-            super::activation::bias_act_on_thread(&mut h, b1, act);
-            rows_times_matrix(kernel, y, &h, mid, w2);
-        });
-    Some(y)
+    Some(super::activation::feed_forward_by_row_blocks(
+        (x, inner),
+        per,
+        (b1, act),
+        w2.out,
+        |x, h| rows_times_matrix(kernel, h, x, inner, w1),
+        |h, y| rows_times_matrix(kernel, y, h, w1.out, w2),
+    ))
 }
 
 /// Row tiles per thread from which [`panel_product`] splits the rows among the threads rather
