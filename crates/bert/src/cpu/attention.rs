@@ -3,9 +3,10 @@
 
 use rayon::prelude::*;
 
+use super::activation::exp;
 use super::dropout::DropoutMask;
 use super::matmul::{gemm_on, MatMut, MatRef};
-use super::{axpy, dot, multiversion};
+use super::{axpy, dot, multiversion, sum8};
 use crate::relative::DistanceBias;
 
 /// Heads and their width.
@@ -68,24 +69,16 @@ pub(crate) type QkvBias<'a> = [&'a [f32]; 3];
 
 /// The biased query, key and value `(len, hd)` of one head from the unbiased `(n, 3h)`
 /// projections and their biases.
-fn gather_qkv(
-    qkv: &[f32],
-    bias: QkvBias<'_>,
-    task: HeadTask,
-    h: usize,
-    hd: usize,
-) -> [Vec<f32>; 3] {
-    [0, 1, 2].map(|part| {
-        let col = part * h + task.head * hd;
-        let b = &bias[part][task.head * hd..(task.head + 1) * hd];
-        let mut out = Vec::with_capacity(task.len * hd);
-        for t in task.start..task.start + task.len {
-            let row = &qkv[t * 3 * h + col..t * 3 * h + col + hd];
-            out.extend(row.iter().zip(b).map(|(x, b)| x + b));
-        }
-        out
-    })
+#[inline(always)]
+fn gather_qkv_generic(qkv: &[f32], bias: QkvBias<'_>, task: HeadTask, hd: usize) -> [Vec<f32>; 3] {
+    [
+        biased_rows(qkv, bias, task, 0, hd),
+        biased_rows(qkv, bias, task, 1, hd),
+        biased_rows(qkv, bias, task, 2, hd),
+    ]
 }
+
+multiversion!(fn gather_qkv(qkv: &[f32], bias: QkvBias<'_>, task: HeadTask, hd: usize) -> [Vec<f32>; 3] => gather_qkv_generic);
 
 /// Writes a `(len, hd)` block into columns `col..` of rows `start..` of a `(n, width)` matrix.
 fn scatter(m: &mut [f32], width: usize, col: usize, task: HeadTask, block: &[f32], hd: usize) {
@@ -150,9 +143,143 @@ fn head_forward_generic(
 multiversion!(fn head_forward(q: &[f32], k: &[f32], v: &[f32], probs: &mut [f32], ctx: &mut [f32], job: HeadJob<'_>) => head_forward_generic);
 
 /// From this many tokens, an inference head runs its two products as matrix products
-/// ([`head_forward_gemm`]); below, the per-query loop of [`head_forward`] costs less than
-/// `gemm`'s packing.
+/// ([`head_forward_gemm`]); below, the per-query loop of [`short_head_forward`] costs less
+/// than `gemm`'s packing.
 const GEMM_FROM_LEN: usize = 48;
+
+/// Keys per vector step of [`short_head_forward`]'s scores: the lanes of an AVX2 register.
+const KEY_LANES: usize = 8;
+/// Queries whose scores [`short_head_forward`] computes together: that many independent
+/// accumulators per block of keys.
+const QUERY_TILE: usize = 4;
+
+/// The scores of `N` queries `q (N, hd)` against the keys transposed, `keys (hd, width)`, into
+/// `scores (N, width)`: per block of [`KEY_LANES`] keys, `N` accumulators held in registers
+/// across the `hd` steps.
+#[inline(always)]
+fn query_tile_scores<const N: usize>(q: &[f32], keys: &[f32], scores: &mut [f32]) {
+    let hd = q.len() / N;
+    let width = keys.len() / hd.max(1);
+    for block in 0..width / KEY_LANES {
+        let mut acc = [[0f32; KEY_LANES]; N];
+        for d in 0..hd {
+            let b = &keys[d * width + block * KEY_LANES..][..KEY_LANES];
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let a = q[r * hd + d];
+                for (s, &b) in acc.iter_mut().zip(b) {
+                    *s += a * b;
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            scores[r * width + block * KEY_LANES..][..KEY_LANES].copy_from_slice(acc);
+        }
+    }
+}
+
+/// Part `part` (0: query, 1: key, 2: value) of one head over the sequence of `task`, biased:
+/// `(len, hd)` from the unbiased `(n, 3h)` projections.
+#[inline(always)]
+fn biased_rows(qkv: &[f32], bias: QkvBias<'_>, task: HeadTask, part: usize, hd: usize) -> Vec<f32> {
+    let h = bias[part].len();
+    let b = &bias[part][task.head * hd..][..hd];
+    let mut out = vec![0f32; task.len * hd];
+    for (t, out) in out.chunks_exact_mut(hd).enumerate() {
+        let row = &qkv[(task.start + t) * 3 * h + part * h + task.head * hd..][..hd];
+        for ((o, &x), &b) in out.iter_mut().zip(row).zip(b) {
+            *o = x + b;
+        }
+    }
+    out
+}
+
+/// [`head_forward`] for inference over a short sequence (no dropout, probabilities not kept):
+/// the keys transposed once, `(hd, len)` padded to whole vectors, and the scores of
+/// [`QUERY_TILE`] queries at a time computed across the keys ([`query_tile_scores`]) rather
+/// than as `len` dot products per query that each end in a horizontal sum.
+#[inline(always)]
+fn short_head_forward_generic(
+    qkv: &[f32],
+    bias: QkvBias<'_>,
+    task: HeadTask,
+    ctx: &mut [f32],
+    job: HeadJob<'_>,
+) {
+    let (hd, len) = (job.head_dim, task.len);
+    let (q, v) = (
+        biased_rows(qkv, bias, task, 0, hd),
+        biased_rows(qkv, bias, task, 2, hd),
+    );
+    let width = len.next_multiple_of(KEY_LANES);
+    let mut keys = vec![0f32; hd * width];
+    let h = bias[1].len();
+    let key_bias = &bias[1][task.head * hd..][..hd];
+    for j in 0..len {
+        let key = &qkv[(task.start + j) * 3 * h + h + task.head * hd..][..hd];
+        for (d, (&x, &b)) in key.iter().zip(key_bias).enumerate() {
+            keys[d * width + j] = x + b;
+        }
+    }
+    let mut scores = vec![0f32; QUERY_TILE * width];
+    for (t, (q, ctx)) in q
+        .chunks(QUERY_TILE * hd)
+        .zip(ctx.chunks_mut(QUERY_TILE * hd))
+        .enumerate()
+    {
+        match q.len() / hd {
+            1 => query_tile_scores::<1>(q, &keys, &mut scores),
+            2 => query_tile_scores::<2>(q, &keys, &mut scores),
+            3 => query_tile_scores::<3>(q, &keys, &mut scores),
+            _ => query_tile_scores::<QUERY_TILE>(q, &keys, &mut scores),
+        }
+        for (r, (row, out)) in scores
+            .chunks_exact_mut(width)
+            .zip(ctx.chunks_exact_mut(hd))
+            .enumerate()
+        {
+            let i = t * QUERY_TILE + r;
+            let row = &mut row[..len];
+            softmax_row_generic(
+                row,
+                job.scale,
+                job.position_bias.map(|b| &b[len - 1 - i..][..len]),
+            );
+            weighted_sum(out, row, &v);
+        }
+    }
+}
+
+/// Dimensions of [`weighted_sum`]'s accumulators: four AVX2 registers.
+const CONTEXT_BLOCK: usize = 32;
+
+/// `out = Σⱼ p[j] · v[j]` for the values `v (len, hd)`, [`CONTEXT_BLOCK`] dimensions at a time
+/// held in registers across the keys (`axpy` into `out` would store and reload it per key).
+#[inline(always)]
+fn weighted_sum(out: &mut [f32], p: &[f32], v: &[f32]) {
+    let hd = out.len();
+    for (c, out) in out.chunks_mut(CONTEXT_BLOCK).enumerate() {
+        let start = c * CONTEXT_BLOCK;
+        if out.len() == CONTEXT_BLOCK {
+            let mut acc = [[0f32; 8]; CONTEXT_BLOCK / 8];
+            for (&p, vj) in p.iter().zip(v.chunks_exact(hd)) {
+                let x = &vj[start..][..CONTEXT_BLOCK];
+                for (acc, x) in acc.iter_mut().zip(x.chunks_exact(8)) {
+                    for (a, &x) in acc.iter_mut().zip(x) {
+                        *a += p * x;
+                    }
+                }
+            }
+            out.copy_from_slice(acc.as_flattened());
+        } else {
+            out.fill(0.0);
+            for (&p, vj) in p.iter().zip(v.chunks_exact(hd)) {
+                axpy(out, p, &vj[start..][..out.len()]);
+            }
+        }
+    }
+}
+
+multiversion!(fn short_head_forward(qkv: &[f32], bias: QkvBias<'_>, task: HeadTask, ctx: &mut [f32], job: HeadJob<'_>) => short_head_forward_generic);
 
 /// [`head_forward`] for inference (no dropout, probabilities not kept) as two matrix products
 /// on the calling thread: the scores `q·kᵀ`, a softmax per row, then `p·v`.
@@ -194,12 +321,8 @@ fn softmax_row_generic(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
         None => row.iter_mut().for_each(|s| *s *= scale),
     }
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-    let mut sum = 0f32;
-    for s in row.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
-    }
-    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|s| *s = exp(*s - max));
+    let inv = 1.0 / sum8(row);
     row.iter_mut().for_each(|s| *s *= inv);
 }
 
@@ -238,7 +361,6 @@ pub(crate) fn attention_forward(
         .par_iter()
         .zip(blocks.into_par_iter())
         .map(|(&t, block)| {
-            let [q, k, v] = gather_qkv(qkv, bias, t, h, hd);
             let mut ctx = vec![0f32; t.len * hd];
             let job = HeadJob {
                 head_dim: hd,
@@ -247,11 +369,15 @@ pub(crate) fn attention_forward(
                 block: t.block,
                 position_bias: position_bias.map(|b| b.head(t.head, t.len)),
             };
+            let inference = block.is_none() && !drop.is_active();
+            if inference && t.len < GEMM_FROM_LEN {
+                short_head_forward(qkv, bias, t, &mut ctx, job);
+                return ctx;
+            }
+            let [q, k, v] = gather_qkv(qkv, bias, t, hd);
             match block {
                 Some(block) => head_forward(&q, &k, &v, block, &mut ctx, job),
-                None if t.len >= GEMM_FROM_LEN && !drop.is_active() => {
-                    head_forward_gemm(&q, &k, &v, &mut ctx, job)
-                }
+                None if inference => head_forward_gemm(&q, &k, &v, &mut ctx, job),
                 None => head_forward(&q, &k, &v, &mut vec![0f32; t.len], &mut ctx, job),
             }
             ctx
@@ -326,7 +452,7 @@ pub(crate) fn attention_backward(
     let parts: Vec<[Vec<f32>; 3]> = tasks
         .par_iter()
         .map(|&t| {
-            let [q, k, v] = gather_qkv(qkv, bias, t, h, hd);
+            let [q, k, v] = gather_qkv(qkv, bias, t, hd);
             let dc = gather(d_ctx, h, t.head * hd, t, hd);
             let block = &probs[t.block..t.block + t.len * t.len];
             let mut grads = [
@@ -418,15 +544,19 @@ mod tests {
     }
 
     #[test]
-    fn long_inference_heads_as_matrix_products_equal_the_per_query_loop() {
-        // Sequences on both sides of GEMM_FROM_LEN, with and without a position bias; keeping
-        // the probabilities forces the per-query loop for the same inputs.
-        let shape = AttentionShape {
-            heads: 2,
-            head_dim: 5,
-        };
-        let h = 10;
-        let lens = [GEMM_FROM_LEN + 13, 7, GEMM_FROM_LEN];
+    fn the_inference_kernels_short_and_long_equal_the_per_query_loop() {
+        // Sequences on both sides of GEMM_FROM_LEN (and of a whole number of KEY_LANES), heads
+        // narrower and wider than CONTEXT_BLOCK, with and without a position bias; keeping the
+        // probabilities forces the per-query loop for the same inputs.
+        for head_dim in [5, CONTEXT_BLOCK + 8] {
+            inference_kernels_equal_the_per_query_loop(head_dim);
+        }
+    }
+
+    fn inference_kernels_equal_the_per_query_loop(head_dim: usize) {
+        let shape = AttentionShape { heads: 2, head_dim };
+        let h = 2 * head_dim;
+        let lens = [GEMM_FROM_LEN + 13, 7, GEMM_FROM_LEN, 2 * KEY_LANES, 1];
         let n: usize = lens.iter().sum();
         let mut offsets = vec![0];
         for len in lens {
@@ -458,7 +588,7 @@ mod tests {
                 .fold(0f32, f32::max);
             assert!(
                 diff < 1e-5,
-                "max |Δ| {diff} (bias: {})",
+                "max |Δ| {diff} (head width {head_dim}, bias: {})",
                 position_bias.is_some()
             );
         }
