@@ -143,8 +143,7 @@ fn head_forward_generic(
 multiversion!(fn head_forward(q: &[f32], k: &[f32], v: &[f32], probs: &mut [f32], ctx: &mut [f32], job: HeadJob<'_>) => head_forward_generic);
 
 /// From this many tokens, an inference head runs its two products as matrix products
-/// ([`head_forward_gemm`]); below, the per-query loop of [`short_head_forward`] costs less
-/// than `gemm`'s packing.
+/// ([`head_forward_gemm`]); below, [`short_head_forward`] costs less than `gemm`'s packing.
 const GEMM_FROM_LEN: usize = 48;
 
 /// Keys per vector step of [`short_head_forward`]'s scores: the lanes of an AVX2 register.
