@@ -74,7 +74,11 @@ fn model_groups(c: &mut Criterion) {
     let texts = sentences(32, 14);
     group.throughput(Throughput::Elements(32));
     group.bench_function("32x14words", |b| {
-        b.iter(|| model.tokenize(&texts).expect("tokenize"))
+        b.iter(|| {
+            model
+                .tokenize(&texts, sbert::Prompt::Default)
+                .expect("tokenize")
+        })
     });
     group.finish();
 

@@ -14,8 +14,8 @@
 use std::collections::{HashMap, HashSet};
 
 use anyhow::{Context, Result};
+use sbert::search::{dedup, paraphrase_mining, Score};
 use sbert::{Device, SentenceEmbedder};
-use sbert_search::{dedup, paraphrase_mining, Embeddings, Score};
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -53,14 +53,9 @@ fn main() -> Result<()> {
         }
     }
     let start = std::time::Instant::now();
-    let rows: Vec<f32> = model.embed_vecs(&sentences)?.concat();
+    let embeddings = model.embed(&sentences)?;
     let embedded = start.elapsed();
-    let pairs = paraphrase_mining(
-        &Embeddings::new(&rows, model.dim())?,
-        100,
-        500_000,
-        Score::Cosine,
-    )?;
+    let pairs = paraphrase_mining(&embeddings.vectors(), 100, 500_000, Score::Cosine)?;
     let mined = start.elapsed() - embedded;
 
     let (mut correct, mut ap, mut best) = (0usize, 0.0f64, (0.0f64, 0.0f64, 0.0f64, 0.0f32));
@@ -118,8 +113,7 @@ fn main() -> Result<()> {
         "macaroni salad",
         "mac book pro charger",
     ];
-    let rows: Vec<f32> = model.embed_vecs(&suggestions)?.concat();
-    let d = dedup(&Embeddings::new(&rows, model.dim())?, 0.8)?;
+    let d = dedup(&model.embed(&suggestions)?.vectors(), 0.8)?;
     println!("\nautocomplete for \"mac\", de-duplicated at cosine 0.8:");
     for (i, s) in suggestions.iter().enumerate() {
         match (d.duplicate_of[i], d.similarity[i]) {

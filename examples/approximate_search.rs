@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context, Result};
 use sbert::{Device, SentenceEmbedder};
 use sbert_search::{
-    normalized, recall, semantic_search, ApproximateIndex, Embeddings, HnswParams, Score,
+    normalized, recall, semantic_search, ApproximateIndex, HnswParams, Score, Vectors,
 };
 
 /// A float32 `(n, dim)` array written by `sbert index build`.
@@ -53,14 +53,11 @@ fn main() -> Result<()> {
     let texts =
         std::fs::read_to_string(&args[1]).with_context(|| format!("reading {}", args[1]))?;
     let queries: Vec<&str> = texts.lines().filter(|l| !l.trim().is_empty()).collect();
-    let q = normalized(&Embeddings::new(
-        &model.embed_vecs(&queries)?.concat(),
-        dim,
-    )?);
-    let unit = normalized(&Embeddings::new(&rows, dim)?);
-    let (corpus, all) = (Embeddings::new(&unit, dim)?, Embeddings::new(&q, dim)?);
+    let q = normalized(&Vectors::new(&model.embed(&queries)?.into_vec(), dim)?);
+    let unit = normalized(&Vectors::new(&rows, dim)?);
+    let (corpus, all) = (Vectors::new(&unit, dim)?, Vectors::new(&q, dim)?);
     let n = queries.len();
-    let one = |i: usize| Embeddings::new(&q[i * dim..(i + 1) * dim], dim);
+    let one = |i: usize| Vectors::new(&q[i * dim..(i + 1) * dim], dim);
 
     let start = Instant::now();
     let index = ApproximateIndex::build(&corpus, params)?;

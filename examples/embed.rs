@@ -1,4 +1,5 @@
-//! Embed a few sentences and print their cosine similarity matrix.
+//! Embed a few sentences and print their similarity matrix (the model's own function:
+//! cosine for all-MiniLM-L6-v2).
 //!
 //! Run: cargo run --release --example embed [MODEL_DIR]
 
@@ -18,11 +19,13 @@ fn main() -> Result<()> {
     ];
     let embeddings = model.embed(&sentences)?;
     println!(
-        "embeddings: {:?}, normalized: {}",
-        embeddings.dims(),
-        model.normalizes()
+        "embeddings: {} × {}, normalized: {}, similarity: {}",
+        embeddings.len(),
+        embeddings.dim(),
+        model.normalizes(),
+        model.similarity_fn()
     );
-    let scores: Vec<Vec<f32>> = sbert::cos_sim(&embeddings, &embeddings)?.to_vec2()?;
+    let scores = model.similarity(&embeddings, &embeddings)?;
     for (sentence, row) in sentences.iter().zip(&scores) {
         let cells: Vec<String> = row.iter().map(|s| format!("{s:.3}")).collect();
         println!("{}  {sentence}", cells.join(" "));

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
-use sbert_search::{semantic_search, Embeddings, Score};
+use sbert_search::{semantic_search, Score, Vectors};
 
 fn unit_rows(rng: &mut rand::rngs::StdRng, n: usize, dim: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(n * dim);
@@ -34,10 +34,7 @@ fn main() -> Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let corpus = unit_rows(&mut rng, corpus_n, dim);
     let queries = unit_rows(&mut rng, queries_n, dim);
-    let (c, q) = (
-        Embeddings::new(&corpus, dim)?,
-        Embeddings::new(&queries, dim)?,
-    );
+    let (c, q) = (Vectors::new(&corpus, dim)?, Vectors::new(&queries, dim)?);
     let start = Instant::now();
     let hits = semantic_search(&q, &c, top_k, Score::Cosine)?;
     let secs = start.elapsed().as_secs_f64();

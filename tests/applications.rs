@@ -6,7 +6,7 @@
 //! that noise to trade places, and only those.
 
 use sbert_search::{
-    community_detection, dedup, paraphrase_mining, semantic_search, Embeddings, Score,
+    community_detection, dedup, paraphrase_mining, semantic_search, Score, Vectors,
 };
 use serde_json::Value;
 
@@ -26,7 +26,7 @@ fn sts_sentences(file: &str) -> Vec<Vec<String>> {
 }
 
 fn embed(texts: &[String]) -> Vec<f32> {
-    common::minilm().embed_vecs(texts).expect("embed").concat()
+    common::minilm().embed(texts).expect("embed").into_vec()
 }
 
 fn cos(e: &[f32], dim: usize, a: usize, b: usize) -> f32 {
@@ -56,12 +56,12 @@ fn search_mining_communities_and_dedup_match_sentence_transformers() {
     let dim = 384;
     let c = embed(&corpus);
     let q = embed(&queries);
-    let corpus_rows = Embeddings::new(&c, dim).expect("rows");
+    let corpus_rows = Vectors::new(&c, dim).expect("rows");
 
     // Search: same scores rank by rank; a different id only where scores tie; every hit above
     // the cut-off present.
     let hits = semantic_search(
-        &Embeddings::new(&q, dim).expect("rows"),
+        &Vectors::new(&q, dim).expect("rows"),
         &corpus_rows,
         10,
         Score::Cosine,
@@ -116,7 +116,7 @@ fn search_mining_communities_and_dedup_match_sentence_transformers() {
         .collect();
     let m = embed(&mrpc);
     let pairs = paraphrase_mining(
-        &Embeddings::new(&m, dim).expect("rows"),
+        &Vectors::new(&m, dim).expect("rows"),
         100,
         2000,
         Score::Cosine,

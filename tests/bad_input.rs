@@ -133,28 +133,29 @@ fn a_model_that_is_not_there_is_named() {
 #[test]
 fn empty_and_whitespace_texts_embed_as_the_empty_text() {
     let model = load(&common::tiny_dir()).expect("load");
-    let out = model.encode(&["", "   ", "\t\n ", "hello"]).expect("embed");
+    let out = model.embed(&["", "   ", "\t\n ", "hello"]).expect("embed");
     assert_eq!(
-        out.inputs.iter().map(|s| s.tokens).collect::<Vec<_>>(),
+        out.inputs().iter().map(|s| s.tokens).collect::<Vec<_>>(),
         vec![2, 2, 2, 3]
     );
-    let rows: Vec<Vec<f32>> = out.embeddings.to_vec2().expect("vec");
+    let rows: Vec<Vec<f32>> = out.to_vecs();
     assert_eq!(rows[0], rows[1]);
     assert_eq!(rows[0], rows[2]);
     assert!(rows[0].iter().all(|x| x.is_finite()));
     // No texts at all: an empty (0, dim) result, not an error.
     let none: [&str; 0] = [];
-    assert_eq!(model.embed(&none).expect("embed").dims(), &[0, model.dim()]);
+    let nothing = model.embed(&none).expect("embed");
+    assert_eq!((nothing.len(), nothing.dim()), (0, model.dim()));
 }
 
 #[test]
 fn long_text_is_truncated_and_reported() {
     let model = load(&common::tiny_dir()).expect("load");
     let long = "the cat sat on the mat ".repeat(50);
-    let out = model.encode(&[long.as_str(), "the cat"]).expect("embed");
-    assert_eq!(out.inputs[0].tokens, model.max_seq_length());
-    assert!(out.inputs[0].truncated);
-    assert!(!out.inputs[1].truncated);
+    let out = model.embed(&[long.as_str(), "the cat"]).expect("embed");
+    assert_eq!(out.inputs()[0].tokens, model.max_seq_length());
+    assert!(out.inputs()[0].truncated);
+    assert!(!out.inputs()[1].truncated);
 }
 
 #[test]
@@ -248,7 +249,9 @@ fn long_texts() -> Vec<String> {
 fn long_texts_tokenize_as_the_whole_text_does() {
     let model = load(&common::tiny_dir()).expect("load");
     for text in long_texts() {
-        let got = model.tokenize(&[text.as_str()]).expect("tokenize");
+        let got = model
+            .tokenize(&[text.as_str()], sbert::Prompt::Default)
+            .expect("tokenize");
         let whole = model
             .tokenizer()
             .encode_fast(text.trim(), true)
@@ -263,7 +266,7 @@ fn a_huge_line_embeds_as_its_first_100_kb() {
     let model = load(&common::tiny_dir()).expect("load");
     let huge = "the quick brown fox jumps over the lazy dog. ".repeat(100_000); // 4.5 MB
     let cut = &huge[..100_000];
-    let e = model.embed_vecs(&[huge.as_str(), cut]).expect("embed");
+    let e = model.embed(&[huge.as_str(), cut]).expect("embed").to_vecs();
     assert_eq!(e[0], e[1]);
 }
 
@@ -376,8 +379,12 @@ fn an_integer_weight_tensor_is_refused() {
 #[test]
 fn mismatched_pairs_and_an_empty_retrieval_task_are_errors() {
     let model = load(&common::tiny_dir()).expect("load");
+    let (a, c) = (
+        model.embed(&["a", "b"]).expect("embed"),
+        model.embed(&["c"]).expect("embed"),
+    );
     let err = model
-        .pairwise_similarity(&["a", "b"], &["c"], sbert::Similarity::Cosine)
+        .similarity_pairwise(&a, &c)
         .expect_err("lengths differ");
     assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
     let empty = sbert_eval::RetrievalTask::from_pairs(std::iter::empty());

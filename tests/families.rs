@@ -91,7 +91,7 @@ fn check_golden(dir: &Path, golden: &Golden, max_abs: f32, min_cos: f32) {
         "max_seq_length"
     );
     let tok = raw
-        .tokenize_with_prompt(&golden.sentences, Prompt::None)
+        .tokenize(&golden.sentences, Prompt::None)
         .expect("tokenize");
     for (i, (got, want)) in tok.iter().zip(&golden.input_ids).enumerate() {
         assert_eq!(
@@ -108,8 +108,9 @@ fn check_golden(dir: &Path, golden: &Golden, max_abs: f32, min_cos: f32) {
         min_cos,
     );
     let normalized = load(dir, None, true)
-        .embed_vecs(&golden.sentences)
-        .expect("embed");
+        .embed(&golden.sentences)
+        .expect("embed")
+        .to_vecs();
     common::assert_close(
         "mean_normalized",
         &normalized,
@@ -121,7 +122,7 @@ fn check_golden(dir: &Path, golden: &Golden, max_abs: f32, min_cos: f32) {
     for call in &golden.prompted {
         let label = format!("{:?}", call.prompt());
         let tok = raw
-            .tokenize_with_prompt(&golden.sentences, call.prompt())
+            .tokenize(&golden.sentences, call.prompt())
             .expect("tokenize");
         for (i, (got, want)) in tok.iter().zip(&call.input_ids).enumerate() {
             assert_eq!(&got.ids, want, "{label}: input_ids of text {i}");
@@ -139,11 +140,12 @@ fn check_golden(dir: &Path, golden: &Golden, max_abs: f32, min_cos: f32) {
         }
         for (mode, want) in MODES.into_iter().zip([&call.mean, &call.max, &call.cls]) {
             let got: Vec<Vec<f32>> = load(dir, Some(mode), false)
-                .encode_with_prompt(&golden.sentences, call.prompt())
+                .encode(
+                    &golden.sentences,
+                    &sbert::EncodeOptions::default().prompt(call.prompt()),
+                )
                 .expect("encode")
-                .embeddings
-                .to_vec2()
-                .expect("vec");
+                .to_vecs();
             common::assert_close(
                 &format!("{label} {}", mode.name()),
                 &got,
@@ -190,10 +192,10 @@ fn an_mpnet_text_alone_equals_the_same_text_in_a_padded_batch() {
     let filler: Vec<String> = (0..8)
         .map(|i| format!("Sentence number {i} is considerably longer than the short one, so that the batch pads it heavily with many extra tokens beyond the sixteen-token buckets."))
         .collect();
-    let alone = model.embed_vecs(&["Hello!"]).expect("embed");
+    let alone = model.embed(&["Hello!"]).expect("embed").to_vecs();
     let mut batch: Vec<&str> = filler.iter().map(String::as_str).collect();
     batch.insert(5, "Hello!");
-    let inside = model.embed_vecs(&batch).expect("embed");
+    let inside = model.embed(&batch).expect("embed").to_vecs();
     let d = common::max_abs_diff(&alone[0], &inside[5]);
     assert!(d <= 1e-5, "alone vs in a batch: max |Δ| {d:e}");
 }
@@ -210,9 +212,7 @@ fn packed_and_padded_passes_agree_for_mpnet_and_xlm_roberta() {
             "",
             "Hello!",
         ];
-        let tok = model
-            .tokenize_with_prompt(&texts, Prompt::None)
-            .expect("tokenize");
+        let tok = model.tokenize(&texts, Prompt::None).expect("tokenize");
         let (ids, lengths) = sbert::TokenizedText::pack(&tok);
         let packed: Vec<Vec<f32>> = bert
             .forward_packed(&ids, &lengths)
@@ -271,6 +271,9 @@ fn a_prompt_name_the_model_lacks_is_an_error_naming_its_prompts() {
     );
     let model = load(&dir, None, false);
     assert!(model
-        .encode_with_prompt(&["a"], Prompt::Named("question"))
+        .encode(
+            &["a"],
+            &sbert::EncodeOptions::default().prompt(Prompt::Named("question"))
+        )
         .is_err());
 }

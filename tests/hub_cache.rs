@@ -58,8 +58,8 @@ fn hub_id_resolves_offline_from_the_cache() {
         SentenceEmbedder::from_dir(common::tiny_dir(), &sbert::Device::Cpu).expect("load");
     let texts = ["the cat sat on the mat", "hello world"];
     assert_eq!(
-        from_hub.embed_vecs(&texts).expect("embed"),
-        from_dir.embed_vecs(&texts).expect("embed")
+        from_hub.embed(&texts).expect("embed").to_vecs(),
+        from_dir.embed(&texts).expect("embed").to_vecs()
     );
 
     // A revision pinned to a full commit hash names its snapshot folder directly (no ref

@@ -30,7 +30,7 @@ fn int8_minilm_embeddings_stay_close_to_sentence_transformers() {
         common::root().join("tests/fixtures/golden_extra.json"),
     ] {
         let g: Golden = common::read_json(&path);
-        let got = model.embed_vecs(&g.sentences).expect("embed");
+        let got = model.embed(&g.sentences).expect("embed").to_vecs();
         for (i, (a, b)) in got.iter().zip(&g.mean_normalized).enumerate() {
             let c = sbert::cosine(a, b);
             assert!(
@@ -66,9 +66,9 @@ fn an_int8_text_alone_equals_the_same_text_in_a_batch() {
             )
         })
         .collect();
-    let batch = model.embed_vecs(&texts).expect("batch");
+    let batch = model.embed(&texts).expect("batch").to_vecs();
     for i in [0, 13, 39] {
-        let alone = model.embed_vecs(&texts[i..=i]).expect("alone");
+        let alone = model.embed(&texts[i..=i]).expect("alone").to_vecs();
         let d = common::max_abs_diff(&alone[0], &batch[i]);
         assert!(
             d <= 1e-6,
@@ -86,8 +86,11 @@ fn int8_runs_the_bert_family_and_refuses_modernbert_by_name() {
             "A short text.",
             "Another, somewhat longer text about nothing much.",
         ];
-        let want = f32_model.embed_vecs(&texts).expect("f32 embed");
-        let got = int8(&family(name)).embed_vecs(&texts).expect("int8 embed");
+        let want = f32_model.embed(&texts).expect("f32 embed").to_vecs();
+        let got = int8(&family(name))
+            .embed(&texts)
+            .expect("int8 embed")
+            .to_vecs();
         for (g, w) in got.iter().zip(&want) {
             let c = sbert::cosine(g, w);
             assert!((0.95..1.0).contains(&c), "{name}: cosine {c} to f32");

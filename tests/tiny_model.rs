@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use sbert::{BertConfig, BertModel, Pooling, PoolingMode, SentenceEmbedder};
+use sbert::{BertConfig, BertModel, EncodeOptions, Pooling, PoolingMode, SentenceEmbedder};
 
 use crate::common::{self, reference};
 
@@ -45,7 +45,9 @@ fn tiny_encoder(cfg: &BertConfig) -> BertModel {
 fn tokenizer_json_truncation_and_padding_are_overridden() {
     let model = tiny();
     assert_eq!(model.max_seq_length(), 16);
-    let tok = model.tokenize(&TEXTS).expect("tokenize");
+    let tok = model
+        .tokenize(&TEXTS, sbert::Prompt::Default)
+        .expect("tokenize");
     // tokenizer.json says truncate at 8 and pad to 64; sentence_bert_config.json says 16.
     assert_eq!(
         tok[0].ids.len(),
@@ -64,7 +66,9 @@ fn encoder_matches_plain_loop_reference_in_a_padded_batch() {
     let encoder = tiny_encoder(&cfg);
     let weights = reference::Weights::load(&common::tiny_dir().join("model.safetensors"));
     let model = tiny();
-    let tok = model.tokenize(&TEXTS).expect("tokenize");
+    let tok = model
+        .tokenize(&TEXTS, sbert::Prompt::Default)
+        .expect("tokenize");
     let refs: Vec<&sbert::TokenizedText> = tok.iter().collect();
     let batch = model.pad(&refs).expect("pad");
     let (ids, mask) = (batch.input_ids, batch.attention_mask);
@@ -87,7 +91,9 @@ fn every_pooling_mode_through_dense_and_normalize_matches_reference() {
     let cfg = tiny_config();
     let weights = reference::Weights::load(&common::tiny_dir().join("model.safetensors"));
     let dense = reference::Weights::load(&common::tiny_dir().join("2_Dense/model.safetensors"));
-    let tok = tiny().tokenize(&TEXTS).expect("tokenize");
+    let tok = tiny()
+        .tokenize(&TEXTS, sbert::Prompt::Default)
+        .expect("tokenize");
     for mode in PoolingMode::ALL {
         let model = SentenceEmbedder::builder(common::tiny_dir().to_string_lossy())
             .pooling(mode)
@@ -95,7 +101,7 @@ fn every_pooling_mode_through_dense_and_normalize_matches_reference() {
             .build()
             .expect("load");
         assert!(model.normalizes());
-        let got = model.embed_vecs(&TEXTS).expect("embed");
+        let got = model.embed(&TEXTS).expect("embed").to_vecs();
         let want: Vec<Vec<f32>> = tok
             .iter()
             .map(|x| {
@@ -127,8 +133,9 @@ fn embed_poolings_equals_one_embed_per_pooling() {
             .pooling(p.clone())
             .build()
             .expect("load")
-            .embed_vecs(&TEXTS)
-            .expect("embed");
+            .embed(&TEXTS)
+            .expect("embed")
+            .to_vecs();
         let got: Vec<Vec<f32>> = got.to_vec2().expect("vec");
         common::assert_close(&p.to_string(), &got, &single, 0.0, 1.0 - 1e-6);
     }
@@ -262,15 +269,17 @@ fn order_is_restored_for_any_batch_size() {
         .batch_size(1)
         .build()
         .expect("load")
-        .embed_vecs(&texts)
-        .expect("embed");
+        .embed(&texts)
+        .expect("embed")
+        .to_vecs();
     for bs in [2, 5, 32] {
         let got = SentenceEmbedder::builder(common::tiny_dir().to_string_lossy())
             .batch_size(bs)
             .build()
             .expect("load")
-            .embed_vecs(&texts)
-            .expect("embed");
+            .embed(&texts)
+            .expect("embed")
+            .to_vecs();
         common::assert_close(&format!("batch {bs}"), &got, &one, 1e-5, 0.99999);
     }
     // A batch size for one call gives what a model built with it gives.
@@ -279,13 +288,80 @@ fn order_is_restored_for_any_batch_size() {
         .build()
         .expect("load");
     let per_call: Vec<Vec<f32>> = model
-        .encode_in_batches_of(&texts, 1)
+        .encode(&texts, &EncodeOptions::default().batch_size(1))
         .expect("encode")
-        .embeddings
+        .to_vecs();
+    common::assert_close("per call", &per_call, &one, 1e-5, 0.99999);
+    assert!(model
+        .encode(&texts, &EncodeOptions::default().batch_size(0))
+        .is_err());
+}
+
+#[test]
+fn per_call_normalize_and_truncate_dim_follow_sentence_transformers() {
+    let model = tiny();
+    assert!(model.normalizes(), "the tiny model lists Normalize");
+    let dim = model.dim();
+    let default = model.embed(&TEXTS).expect("embed");
+    let unnormalized = SentenceEmbedder::builder(common::tiny_dir().to_string_lossy())
+        .normalize(false)
+        .build()
+        .expect("load")
+        .embed(&TEXTS)
+        .expect("embed");
+    // normalize(false) leaves the model's Normalize module out, as a model built without it.
+    let raw = model
+        .encode(&TEXTS, &EncodeOptions::default().normalize(false))
+        .expect("encode");
+    common::assert_close(
+        "normalize(false)",
+        &raw.to_vecs(),
+        &unnormalized.to_vecs(),
+        1e-6,
+        0.999999,
+    );
+    // truncate_dim keeps the first values of the model's output, not normalized again ...
+    let cut = model
+        .encode(&TEXTS, &EncodeOptions::default().truncate_dim(dim / 2))
+        .expect("encode");
+    assert_eq!(cut.dim(), dim / 2);
+    let want: Vec<Vec<f32>> = default.rows().map(|r| r[..dim / 2].to_vec()).collect();
+    common::assert_close("truncate_dim", &cut.to_vecs(), &want, 1e-6, 0.999999);
+    // ... unless normalize(true) asks for it, after the truncation (normalize_embeddings).
+    let unit = model
+        .encode(
+            &TEXTS,
+            &EncodeOptions::default()
+                .truncate_dim(dim / 2)
+                .normalize(true),
+        )
+        .expect("encode");
+    for row in unit.rows() {
+        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "{norm}");
+    }
+    let mut renormalized = cut.clone();
+    renormalized.normalize();
+    common::assert_close(
+        "normalized after truncation",
+        &unit.to_vecs(),
+        &renormalized.to_vecs(),
+        1e-6,
+        0.999999,
+    );
+    // The tensor form gives the same rows.
+    let tensor: Vec<Vec<f32>> = model
+        .encode_tensor(&TEXTS, &EncodeOptions::default().truncate_dim(dim / 2))
+        .expect("tensor")
         .to_vec2()
         .expect("rows");
-    common::assert_close("per call", &per_call, &one, 1e-5, 0.99999);
-    assert!(model.encode_in_batches_of(&texts, 0).is_err());
+    common::assert_close("encode_tensor", &tensor, &cut.to_vecs(), 1e-7, 0.99999);
+    for bad in [0, dim + 1] {
+        let err = model
+            .encode(&TEXTS, &EncodeOptions::default().truncate_dim(bad))
+            .expect_err("out of range");
+        assert!(err.to_string().contains("truncate_dim"), "{err}");
+    }
 }
 
 #[test]
@@ -293,7 +369,9 @@ fn packed_forward_equals_padded_forward() {
     let cfg = tiny_config();
     let encoder = tiny_encoder(&cfg);
     assert!(encoder.supports_packed());
-    let tok = tiny().tokenize(&TEXTS).expect("tokenize");
+    let tok = tiny()
+        .tokenize(&TEXTS, sbert::Prompt::Default)
+        .expect("tokenize");
     let lengths: Vec<usize> = tok.iter().map(|x| x.ids.len()).collect();
     let ids: Vec<u32> = tok.iter().flat_map(|x| x.ids.clone()).collect();
     let packed: Vec<Vec<f32>> = encoder
@@ -405,8 +483,9 @@ fn eight_threads_share_one_model_and_get_one_threads_results() {
         .collect();
     let alone = SentenceEmbedder::from_dir(common::tiny_dir(), &Device::Cpu)
         .expect("load")
-        .embed_vecs(&texts)
-        .expect("embed");
+        .embed(&texts)
+        .expect("embed")
+        .to_vecs();
     let shared = SentenceEmbedder::from_dir(common::tiny_dir(), &Device::Cpu).expect("load");
     let barrier = std::sync::Barrier::new(8);
     let results: Vec<Vec<Vec<f32>>> = std::thread::scope(|scope| {
@@ -414,7 +493,7 @@ fn eight_threads_share_one_model_and_get_one_threads_results() {
             .map(|_| {
                 scope.spawn(|| {
                     barrier.wait();
-                    shared.embed_vecs(&texts).expect("embed")
+                    shared.embed(&texts).expect("embed").to_vecs()
                 })
             })
             .collect();

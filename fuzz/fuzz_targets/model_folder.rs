@@ -57,8 +57,8 @@ fuzz_target!(|data: &[u8]| {
     let original = std::fs::read(&file).expect("read original");
     std::fs::write(&file, content).expect("write fuzzed file");
     if let Ok(model) = SentenceEmbedder::from_dir(dir, &Device::Cpu) {
-        if let Ok(rows) = model.embed_vecs(&["a fuzzed model", ""]) {
-            assert!(rows.iter().flatten().all(|v| v.is_finite()));
+        if let Ok(rows) = model.embed(&["a fuzzed model", ""]) {
+            assert!(rows.as_slice().iter().all(|v| v.is_finite()));
         }
     }
     std::fs::write(&file, original).expect("restore");

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use sbert::input::{parse_texts, TextFormat};
+use sbert_io::input::{parse_texts, TextFormat};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&pick, content)) = data.split_first() else {

@@ -24,18 +24,20 @@ fuzz_target!(|data: &[u8]| {
     // The whole input as one text, and its lines as a batch (empty lines included).
     let mut texts: Vec<&str> = vec![&text];
     texts.extend(text.split('\n').take(64));
-    let out = model.encode(&texts).expect("every text embeds");
-    let rows: Vec<Vec<f32>> = out.embeddings.to_vec2().expect("f32 rows");
+    let out = model.embed(&texts).expect("every text embeds");
+    let rows: Vec<Vec<f32>> = out.to_vecs();
     assert_eq!(rows.len(), texts.len());
     for row in &rows {
         assert!(row.iter().all(|v| v.is_finite()), "non-finite embedding");
         let norm: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-3, "norm {norm}");
     }
-    for stats in &out.inputs {
+    for stats in out.inputs() {
         assert!(stats.tokens >= 2 && stats.tokens <= model.max_seq_length());
     }
-    let tokenized = model.tokenize(&[text.as_ref()]).expect("tokenize");
+    let tokenized = model
+        .tokenize(&[text.as_ref()], sbert::Prompt::Default)
+        .expect("tokenize");
     let whole = model
         .tokenizer()
         .encode_fast(text.trim(), true)

@@ -1,5 +1,6 @@
 //! [`BertModel`]: the weights by name, the config, and the passes over them.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Result, Tensor};
@@ -7,7 +8,6 @@ use candle_nn::VarBuilder;
 
 use crate::config::{Architecture, BertConfig};
 use crate::graph::{self, BertOutput, Mode};
-use crate::packed::WeightGuards;
 use crate::packed::{self, training::GradientSink};
 use crate::params::BertWeights;
 use crate::quantization::{PreparedWeights, Quantization};
@@ -21,9 +21,9 @@ use crate::quantization::{PreparedWeights, Quantization};
 /// sequences stored back to back ([`BertModel::forward_packed`], and
 /// [`BertModel::forward_train`] with its hand-written backward pass). Neither caches anything
 /// derived from the weights, so a model whose weights are being trained is always evaluated
-/// with its current weights. The one exception is asked for: [`BertModel::quantize`] keeps a
-/// copy of the dense weights in the layout the packed inference pass multiplies by fastest
-/// (f32 panels, or int8), and such a model is for inference only.
+/// with its current weights. The one exception is asked for: [`BertModel::quantize`] puts the
+/// dense weights in the layout the packed inference pass multiplies by fastest (f32 panels,
+/// which then hold them alone, or an int8 copy), and such a model is for inference only.
 #[derive(Debug, Clone)]
 pub struct BertModel {
     weights: BertWeights,
@@ -32,6 +32,8 @@ pub struct BertModel {
     /// The dense weights as the packed inference pass reads them, after
     /// [`BertModel::quantize`].
     prepared: Option<Arc<PreparedWeights>>,
+    /// Set by [`BertModel::quantize`]: the model is for inference and refuses training.
+    for_inference: bool,
     config: BertConfig,
     device: Device,
     dtype: DType,
@@ -65,6 +67,7 @@ impl BertModel {
             weights,
             relative_attention_bias,
             prepared: None,
+            for_inference: false,
             config: config.clone(),
             device,
             dtype,
@@ -72,13 +75,17 @@ impl BertModel {
     }
 
     /// The model prepared for inference, its dense products computed as `quantization` says:
-    /// the query/key/value, attention-output and feed-forward weights are copied once, here,
-    /// into the layout [`BertModel::forward_packed`] multiplies by: f32 panels for
-    /// [`Quantization::None`] (the same products to rounding, without the per-call weight
-    /// repacking of a general matrix product; about 4 bytes more per weight), int8 per output
-    /// channel for [`Quantization::Int8`] (1 byte). The graph pass ([`BertModel::forward`])
-    /// keeps the f32 weights. A prepared model is for inference: [`BertModel::forward_train`]
-    /// refuses it, since its copy would not follow the training. On a GPU or in f16/bf16,
+    /// the query/key/value, attention-output and feed-forward weights are put, once, here,
+    /// into the layout [`BertModel::forward_packed`] multiplies by. [`Quantization::None`]:
+    /// where the CPU has AVX-512, f32 panels (the same products to rounding, without the
+    /// per-call weight repacking of a general matrix product), which replace the dense weight
+    /// tensors, so each weight is held once; the graph pass ([`BertModel::forward`]) and
+    /// [`BertModel::weights`] unpack them when called. Elsewhere the weights stay as loaded:
+    /// `gemm`'s AVX2 kernels outrun the panels' portable tile there (2026-12-07, AMD EPYC
+    /// without AVX-512, MiniLM: 345–473 against 216–220 sentences/s on 2 threads). [`Quantization::Int8`]: an int8 copy per output channel (1 byte per weight)
+    /// beside the f32 weights, which the graph pass keeps using. A prepared model is for
+    /// inference: [`BertModel::forward_train`] refuses it, since its copy would not follow the
+    /// training. On a GPU or in f16/bf16,
     /// `Quantization::None` leaves the model as it is.
     ///
     /// ```
@@ -104,18 +111,20 @@ impl BertModel {
         if quantization == Quantization::Int8 {
             self.check_packed()?;
         }
-        self.prepared = if self.supports_packed() {
-            let guards = WeightGuards::new(&self.weights);
-            let host = guards.host()?;
-            Some(Arc::new(PreparedWeights::new(
-                &host,
+        // A model prepared before gets its dense weights back first.
+        self.weights = self.weights()?.into_owned();
+        let worth_it = quantization == Quantization::Int8 || crate::cpu::panels::have_tile_kernel();
+        self.prepared = if self.supports_packed() && worth_it {
+            Some(Arc::new(PreparedWeights::prepare(
+                &mut self.weights.layers,
                 self.config.hidden_size,
                 self.config.intermediate_size,
                 quantization,
-            )))
+            )?))
         } else {
             None
         };
+        self.for_inference = true;
         Ok(self)
     }
 
@@ -131,9 +140,21 @@ impl BertModel {
         &self.config
     }
 
-    /// The weights, by name.
-    pub fn weights(&self) -> &BertWeights {
-        &self.weights
+    /// The weights, by name, as loaded. A model prepared in f32 ([`BertModel::quantize`] with
+    /// [`Quantization::None`]) holds its dense weights only as panels: they are unpacked into
+    /// new tensors here (about 4 bytes per weight for as long as the result lives).
+    ///
+    /// # Errors
+    /// When the unpacked tensors cannot be allocated.
+    pub fn weights(&self) -> Result<Cow<'_, BertWeights>> {
+        match &self.prepared {
+            Some(prepared) if prepared.holds_dense() => {
+                let mut weights = self.weights.clone();
+                prepared.restore_dense(&mut weights.layers, self.config.hidden_size)?;
+                Ok(Cow::Owned(weights))
+            }
+            _ => Ok(Cow::Borrowed(&self.weights)),
+        }
     }
 
     /// The device the weights live on.
@@ -199,7 +220,7 @@ impl BertModel {
         mode: Mode,
     ) -> Result<BertOutput> {
         graph::forward(
-            &self.weights,
+            &*self.weights()?,
             self.relative_attention_bias.as_ref(),
             &self.config,
             input_ids,
@@ -286,7 +307,7 @@ impl BertModel {
         sink: &GradientSink,
     ) -> Result<Tensor> {
         self.check_packed()?;
-        if self.prepared.is_some() {
+        if self.for_inference {
             candle_core::bail!(
                 "a model prepared by quantize is for inference (its copy of the weights would \
                  not follow the training); train the model BertModel::load returns, then \

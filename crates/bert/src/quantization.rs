@@ -3,9 +3,11 @@
 use std::fmt;
 use std::str::FromStr;
 
+use candle_core::Tensor;
+
 use crate::cpu::int8::Int8Matrix;
 use crate::cpu::panels::PanelMatrix;
-use crate::params::BertParams;
+use crate::params::LayerParams;
 
 /// How the dense layers of the packed CPU pass compute (attention, LayerNorm, the activations
 /// and the embeddings stay f32 either way).
@@ -64,24 +66,51 @@ pub(crate) struct DenseLayer<M> {
 }
 
 impl<M: Send> DenseLayer<M> {
-    /// Every layer of `w` (the host view of the weights; hidden size `h`, intermediate size
-    /// `i`) converted by `convert(weights stacked, inner size)`, the layers in parallel.
-    fn convert_all(
-        w: &BertParams<&[f32]>,
+    /// Layer `l`'s dense weights converted by `convert(weights stacked, inner size)` (hidden
+    /// size `h`, intermediate size `i`), the four products in parallel. With `drop_dense`, the
+    /// layer's dense weight tensors are then replaced by empty ones: the caller keeps the
+    /// converted copy as the only one.
+    fn convert_layer(
+        l: &mut LayerParams<Tensor>,
         h: usize,
         i: usize,
-        convert: impl Fn(&[&[f32]], usize) -> M + Sync,
-    ) -> Vec<Self> {
-        use rayon::prelude::*;
-        w.layers
-            .par_iter()
-            .map(|l| Self {
-                qkv: convert(&[l.query.weight, l.key.weight, l.value.weight], h),
-                attention_output: convert(&[l.attention_output.weight], h),
-                intermediate: convert(&[l.intermediate.weight], h),
-                output: convert(&[l.output.weight], i),
-            })
-            .collect()
+        convert: &(impl Fn(&[&[f32]], usize) -> M + Sync),
+        drop_dense: bool,
+    ) -> candle_core::Result<Self> {
+        let host = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let (q, k, v) = (
+            host(&l.query.weight)?,
+            host(&l.key.weight)?,
+            host(&l.value.weight)?,
+        );
+        let (ao, it, o) = (
+            host(&l.attention_output.weight)?,
+            host(&l.intermediate.weight)?,
+            host(&l.output.weight)?,
+        );
+        let ((qkv, attention_output), (intermediate, output)) = rayon::join(
+            || rayon::join(|| convert(&[&q, &k, &v], h), || convert(&[&ao], h)),
+            || rayon::join(|| convert(&[&it], h), || convert(&[&o], i)),
+        );
+        if drop_dense {
+            let empty = Tensor::zeros(0, candle_core::DType::F32, &candle_core::Device::Cpu)?;
+            for w in [
+                &mut l.query.weight,
+                &mut l.key.weight,
+                &mut l.value.weight,
+                &mut l.attention_output.weight,
+                &mut l.intermediate.weight,
+                &mut l.output.weight,
+            ] {
+                *w = empty.clone();
+            }
+        }
+        Ok(Self {
+            qkv,
+            attention_output,
+            intermediate,
+            output,
+        })
     }
 }
 
@@ -110,20 +139,67 @@ pub(crate) enum PreparedMatrix<'a> {
 }
 
 impl PreparedWeights {
-    /// Prepares the dense weights of `w` (the host view of the weights; hidden size `h`,
-    /// intermediate size `i`) for `quantization`.
-    pub(crate) fn new(
-        w: &BertParams<&[f32]>,
+    /// Prepares the dense weights of `layers` (hidden size `h`, intermediate size `i`) for
+    /// `quantization`, one layer at a time. For [`Quantization::None`] the panels hold the f32
+    /// weights exactly, so each layer's dense weight tensors are replaced by empty ones as soon
+    /// as its panels exist: the weights are held once, and loading never holds both copies of
+    /// more than one layer ([`PreparedWeights::restore_dense`] gives them back). int8 keeps
+    /// the f32 tensors (the graph pass computes from them).
+    pub(crate) fn prepare(
+        layers: &mut [LayerParams<Tensor>],
         h: usize,
         i: usize,
         quantization: Quantization,
-    ) -> Self {
-        match quantization {
-            Quantization::None => Self::F32(DenseLayer::convert_all(w, h, i, PanelMatrix::pack)),
-            Quantization::Int8 => {
-                Self::Int8(DenseLayer::convert_all(w, h, i, Int8Matrix::quantize))
-            }
+    ) -> candle_core::Result<Self> {
+        Ok(match quantization {
+            Quantization::None => Self::F32(
+                layers
+                    .iter_mut()
+                    .map(|l| DenseLayer::convert_layer(l, h, i, &PanelMatrix::pack, true))
+                    .collect::<candle_core::Result<_>>()?,
+            ),
+            Quantization::Int8 => Self::Int8(
+                layers
+                    .iter_mut()
+                    .map(|l| DenseLayer::convert_layer(l, h, i, &Int8Matrix::quantize, false))
+                    .collect::<candle_core::Result<_>>()?,
+            ),
+        })
+    }
+
+    /// Whether [`PreparedWeights::prepare`] emptied the dense weight tensors (f32 panels).
+    pub(crate) fn holds_dense(&self) -> bool {
+        matches!(self, Self::F32(_))
+    }
+
+    /// Puts the dense weights the panels hold back into `layers` (hidden size `h`), as
+    /// `(out, in)` f32 tensors on the CPU: the weights as loaded.
+    pub(crate) fn restore_dense(
+        &self,
+        layers: &mut [LayerParams<Tensor>],
+        h: usize,
+    ) -> candle_core::Result<()> {
+        let Self::F32(prepared) = self else {
+            return Ok(());
+        };
+        let tensor = |m: &PanelMatrix, rows: std::ops::Range<usize>, inner: usize| {
+            let values = m.unpack();
+            Tensor::from_slice(
+                &values[rows.start * inner..rows.end * inner],
+                (rows.len(), inner),
+                &candle_core::Device::Cpu,
+            )
+        };
+        for (l, p) in layers.iter_mut().zip(prepared) {
+            l.query.weight = tensor(&p.qkv, 0..h, h)?;
+            l.key.weight = tensor(&p.qkv, h..2 * h, h)?;
+            l.value.weight = tensor(&p.qkv, 2 * h..3 * h, h)?;
+            l.attention_output.weight = tensor(&p.attention_output, 0..h, h)?;
+            let i = p.intermediate.out();
+            l.intermediate.weight = tensor(&p.intermediate, 0..i, h)?;
+            l.output.weight = tensor(&p.output, 0..h, i)?;
         }
+        Ok(())
     }
 
     /// The quantization the weights were prepared for.

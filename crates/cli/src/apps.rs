@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use sbert::SentenceEmbedder;
-use sbert_search::{Embeddings, Score};
+use sbert_search::{Score, Vectors};
 use serde_json::json;
 
 use crate::io::{self, InputFormat};
@@ -27,14 +27,6 @@ pub enum DedupFormat {
     Lines,
     /// One JSON object per input text: {"index", "text", "duplicate_of"}.
     Jsonl,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ScoreArg {
-    /// Cosine similarity.
-    Cosine,
-    /// Dot product.
-    Dot,
 }
 
 #[derive(Debug, Args)]
@@ -70,8 +62,8 @@ pub struct SearchArgs {
     #[arg(long, default_value_t = 10)]
     top_k: usize,
     /// How hits are scored.
-    #[arg(long, value_enum, default_value_t = ScoreArg::Cosine)]
-    score: ScoreArg,
+    #[arg(long, value_enum, default_value_t = Score::Cosine)]
+    score: Score,
     /// Search the index's HNSW graph (`sbert index build --hnsw`) instead of every row:
     /// faster on large corpora, and may miss some of the exact top-k (`sbert index bench`
     /// measures how many). Cosine only.
@@ -177,7 +169,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
     if args.approximate && args.index.is_none() {
         bail!("--approximate searches an index's graph: give --index DIR");
     }
-    if args.approximate && args.score != ScoreArg::Cosine {
+    if args.approximate && args.score != Score::Cosine {
         bail!("--approximate scores by cosine; drop --score dot");
     }
     if args.ef == 0 {
@@ -201,20 +193,13 @@ pub fn search(args: &SearchArgs) -> Result<()> {
     };
     check_top_k(args.top_k, corpus.len())?;
     let q = embed_all(&model, &queries, args.inputs.quiet, "queries")?;
-    let score = match args.score {
-        ScoreArg::Cosine => Score::Cosine,
-        ScoreArg::Dot => Score::Dot,
-    };
-    let q = Embeddings::new(&q, model.dim())?;
-    let hits = match &graph {
-        Some(graph) => graph.search(&q, args.top_k, args.ef)?,
-        None => sbert_search::semantic_search(
-            &q,
-            &Embeddings::new(&c, model.dim())?,
-            args.top_k,
-            score,
-        )?,
-    };
+    let score = args.score;
+    let q = Vectors::new(&q, model.dim())?;
+    let c = Vectors::new(&c, model.dim())?;
+    let hits = model.install(|| match &graph {
+        Some(graph) => graph.search(&q, args.top_k, args.ef),
+        None => sbert_search::semantic_search(&q, &c, args.top_k, score),
+    })?;
     let mut out = std::io::stdout().lock();
     for (i, h) in hits.iter().enumerate() {
         match args.format {
@@ -238,12 +223,10 @@ pub fn search(args: &SearchArgs) -> Result<()> {
 
 pub fn mine(args: &MineArgs) -> Result<()> {
     let (texts, model, e) = embedded_input(&args.model, &args.input, &args.inputs)?;
-    let pairs = sbert_search::paraphrase_mining(
-        &Embeddings::new(&e, model.dim())?,
-        args.top_k,
-        args.max_pairs,
-        Score::Cosine,
-    )?;
+    let e = Vectors::new(&e, model.dim())?;
+    let pairs = model.install(|| {
+        sbert_search::paraphrase_mining(&e, args.top_k, args.max_pairs, Score::Cosine)
+    })?;
     let mut out = std::io::stdout().lock();
     for p in &pairs {
         match args.format {
@@ -266,11 +249,9 @@ pub fn mine(args: &MineArgs) -> Result<()> {
 
 pub fn cluster(args: &ClusterArgs) -> Result<()> {
     let (texts, model, e) = embedded_input(&args.model, &args.input, &args.inputs)?;
-    let communities = sbert_search::community_detection(
-        &Embeddings::new(&e, model.dim())?,
-        args.threshold,
-        args.min_size,
-    )?;
+    let e = Vectors::new(&e, model.dim())?;
+    let communities =
+        model.install(|| sbert_search::community_detection(&e, args.threshold, args.min_size))?;
     let mut out = std::io::stdout().lock();
     for (k, c) in communities.iter().enumerate() {
         match args.format {
@@ -293,7 +274,8 @@ pub fn cluster(args: &ClusterArgs) -> Result<()> {
 
 pub fn dedup(args: &DedupArgs) -> Result<()> {
     let (texts, model, e) = embedded_input(&args.model, &args.input, &args.inputs)?;
-    let d = sbert_search::dedup(&Embeddings::new(&e, model.dim())?, args.threshold)?;
+    let e = Vectors::new(&e, model.dim())?;
+    let d = model.install(|| sbert_search::dedup(&e, args.threshold))?;
     if args.format == DedupFormat::Lines {
         if let Some(i) = d
             .kept()

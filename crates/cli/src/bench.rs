@@ -113,16 +113,22 @@ fn peak_rss_mib() -> Option<f64> {
 
 /// The cosine of each row of `quantized` to the same text's embedding by the f32 model, loaded
 /// as the bench loads the quantized one (smallest, mean).
-fn cosine_to_f32(args: &BenchArgs, corpus: &[String], reduced: &Tensor) -> Result<(f64, f64)> {
+fn cosine_to_f32(
+    args: &BenchArgs,
+    corpus: &[String],
+    reduced: &sbert::Embeddings,
+) -> Result<(f64, f64)> {
     let mut f32_args = args.model.clone();
     f32_args.quantize = Quantization::None;
     f32_args.dtype = DType::F32;
     let reference = f32_args
         .load_with(None, args.max_batch_tokens, args.seq_len)?
         .embed(corpus)?;
-    let cosines = sbert::pairwise_cos_sim(&reduced.to_dtype(DType::F32)?, &reference)?
-        .to_dtype(DType::F32)?
-        .to_vec1::<f32>()?;
+    let cosines: Vec<f32> = reduced
+        .rows()
+        .zip(reference.rows())
+        .map(|(a, b)| sbert::cosine(a, b))
+        .collect();
     let min = cosines.iter().copied().fold(f32::INFINITY, f32::min);
     let mean = cosines.iter().map(|&c| f64::from(c)).sum::<f64>() / cosines.len() as f64;
     Ok((f64::from(min), mean))
@@ -187,12 +193,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let model: SentenceEmbedder =
         args.model
             .load_with(None, args.max_batch_tokens, args.seq_len)?;
-    let threads = args
-        .model
-        .threads
-        .unwrap_or_else(sbert::candle_core::utils::get_num_threads);
+    let threads = model.threads();
 
-    let tokenized = model.tokenize(&corpus)?;
+    let tokenized = model.tokenize(&corpus, sbert::Prompt::Default)?;
     let lengths: Vec<usize> = tokenized.iter().map(|t| t.ids.len()).collect();
     let tokens: usize = lengths.iter().sum();
     let padded_tokens: usize = model
@@ -213,8 +216,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut runs = Vec::with_capacity(args.runs);
     for r in 0..args.runs {
         let t = Instant::now();
-        let e = model.embed(&corpus)?;
-        e.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?; // synchronize
+        model.embed(&corpus)?; // rows on the host: the device has finished
         let rate = corpus.len() as f64 / t.elapsed().as_secs_f64();
         eprintln!("run {}: {rate:.1} sentences/s", r + 1);
         runs.push(rate);
@@ -231,11 +233,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut lat = Vec::with_capacity(args.latency_calls);
     for _ in 0..args.latency_calls {
         let t = Instant::now();
-        model
-            .embed(&text)?
-            .to_dtype(DType::F32)?
-            .sum_all()?
-            .to_scalar::<f32>()?;
+        model.embed(&text)?;
         lat.push(t.elapsed().as_secs_f64() * 1e3);
     }
     lat.sort_by(f64::total_cmp);
@@ -246,7 +244,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Some(reduced) => Some(cosine_to_f32(args, &corpus, &reduced)?),
         None => None,
     };
-    let peak = sgemm_peak().context("measuring the sgemm peak")?;
+    let peak = model
+        .install(sgemm_peak)
+        .context("measuring the sgemm peak")?;
     let gflops = corpus_flops / seconds / 1e9;
     let report = BenchReport {
         model: args.model.model.clone(),

@@ -249,7 +249,7 @@ fn print(
     }
     if let Some(path) = &args.chart {
         let title = "STS Spearman ρ × 100 by pooling";
-        sbert::output::write_file(
+        sbert_io::output::write_file(
             path,
             report::bar_chart_svg(title, &report.scores).as_bytes(),
         )?;
@@ -362,7 +362,7 @@ fn senteval(args: &SentEvalArgs) -> Result<()> {
         }
     }
     if let Some(path) = &args.output.chart {
-        sbert::output::write_file(path, table5::chart_svg(&name, &report.scores).as_bytes())?;
+        sbert_io::output::write_file(path, table5::chart_svg(&name, &report.scores).as_bytes())?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
@@ -375,27 +375,23 @@ fn stored_retrieval(
     task: &sbert_eval::RetrievalTask,
     args: &RetrievalArgs,
 ) -> Result<sbert_eval::RetrievalScores> {
-    use sbert_search::{quantize, search_quantized, Embeddings, Precision};
+    use sbert_search::{quantize, search_quantized, Precision, Vectors};
     let dim = args.truncate_dim.unwrap_or(model.dim());
     if dim == 0 || dim > model.dim() {
         bail!("--truncate-dim must be between 1 and {}", model.dim());
     }
-    let embed = |texts: &[String]| -> Result<Vec<f32>> {
-        let mut out = Vec::with_capacity(texts.len() * dim);
-        for row in model.embed_vecs(texts)? {
-            let kept = &row[..dim];
-            let norm = kept.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-            out.extend(kept.iter().map(|x| x / norm));
-        }
-        Ok(out)
-    };
+    let options = sbert::EncodeOptions::default()
+        .truncate_dim(dim)
+        .normalize(true);
+    let embed =
+        |texts: &[String]| -> Result<Vec<f32>> { Ok(model.encode(texts, &options)?.into_vec()) };
     let q = embed(&task.queries)?;
     let c = embed(&task.corpus)?;
     let precision: Precision = args.precision.parse()?;
-    let corpus = quantize(&Embeddings::new(&c, dim)?, precision, None)?;
+    let corpus = quantize(&Vectors::new(&c, dim)?, precision, None)?;
     let rescore = (args.rescore_multiplier > 0).then_some(args.rescore_multiplier);
     let top = 10.min(task.corpus.len());
-    let hits = search_quantized(&Embeddings::new(&q, dim)?, &corpus, top, rescore)?;
+    let hits = search_quantized(&Vectors::new(&q, dim)?, &corpus, top, rescore)?;
     let rankings: Vec<Vec<usize>> = hits
         .iter()
         .map(|h| h.iter().map(|hit| hit.corpus_id).collect())

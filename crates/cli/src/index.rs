@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use sbert::SentenceEmbedder;
-use sbert_search::{ApproximateIndex, Embeddings, HnswParams, SavedGraph, Score};
+use sbert_search::{ApproximateIndex, HnswParams, SavedGraph, Score, Vectors};
 use serde::{Deserialize, Serialize};
 
 use crate::io::{self, InputFormat};
@@ -242,11 +242,11 @@ fn build(args: &BuildArgs) -> Result<()> {
         jsonl.write_all(b"\n")?;
     }
     // index.json last: a folder without it is never taken for a finished index.
-    sbert::output::write_file(dir.join("embeddings.npy"), &npy)?;
-    sbert::output::write_file(dir.join("texts.jsonl"), &jsonl)?;
+    sbert_io::output::write_file(dir.join("embeddings.npy"), &npy)?;
+    sbert_io::output::write_file(dir.join("texts.jsonl"), &jsonl)?;
     let hnsw = if args.hnsw {
         let start = Instant::now();
-        let graph = ApproximateIndex::build(&Embeddings::new(&rows, model.dim())?, params)?;
+        let graph = ApproximateIndex::build(&Vectors::new(&rows, model.dim())?, params)?;
         let built = start.elapsed().as_secs_f64();
         let saved = graph.save(dir)?;
         eprintln!(
@@ -269,7 +269,7 @@ fn build(args: &BuildArgs) -> Result<()> {
         model: id,
         hnsw,
     })?;
-    sbert::output::write_file(dir.join("index.json"), &meta)?;
+    sbert_io::output::write_file(dir.join("index.json"), &meta)?;
     eprintln!("indexed {} texts into {}", texts.len(), dir.display());
     Ok(())
 }
@@ -288,10 +288,10 @@ fn bench(args: &BenchArgs) -> Result<()> {
     let dim = index.dim;
     // The exact baseline at its best: rows normalized once, then one dot-product scan per
     // query (cosine order, without copying the corpus on every call).
-    let unit_rows = sbert_search::normalized(&Embeddings::new(&index.rows, dim)?);
-    let unit_queries = sbert_search::normalized(&Embeddings::new(&q, dim)?);
-    let corpus = Embeddings::new(&unit_rows, dim)?;
-    let one = |i: usize| Embeddings::new(&unit_queries[i * dim..(i + 1) * dim], dim);
+    let unit_rows = sbert_search::normalized(&Vectors::new(&index.rows, dim)?);
+    let unit_queries = sbert_search::normalized(&Vectors::new(&q, dim)?);
+    let corpus = Vectors::new(&unit_rows, dim)?;
+    let one = |i: usize| Vectors::new(&unit_queries[i * dim..(i + 1) * dim], dim);
     let start = Instant::now();
     let mut exact = Vec::with_capacity(queries.len());
     for i in 0..queries.len() {

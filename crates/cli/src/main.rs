@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use sbert::{Device, Pooling, Quantization, SentenceEmbedder};
+use sbert::{Pooling, Quantization, SentenceEmbedder};
 
 use crate::io::{InputFormat, OutputFormat};
 
@@ -40,7 +40,9 @@ enum Command {
     ///
     /// Example: printf 'A man eats.\nA dog runs.\n' | sbert embed > embeddings.jsonl
     Embed(EmbedArgs),
-    /// Cosine similarity of two texts, or of every pair in a TSV file.
+    /// Similarity of two texts, or of every pair in a TSV file, by the model's own function
+    /// (`similarity_fn_name` of config_sentence_transformers.json: cosine unless the model
+    /// names dot, euclidean or manhattan), as sentence-transformers' `model.similarity`.
     ///
     /// Example: sbert similarity "A man is eating food." "A man eats pasta."
     Similarity(SimilarityArgs),
@@ -104,8 +106,9 @@ pub struct ModelArgs {
     /// Texts per forward pass (sentence-transformers' default is 32).
     #[arg(long, default_value_t = sbert::DEFAULT_BATCH_SIZE, value_name = "N")]
     batch_size: usize,
-    /// Where to run: cpu, cuda (build with --features cuda) or metal (--features metal).
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "metal"])]
+    /// Where to run: cpu, cuda or cuda:N (build with --features cuda), metal or metal:N
+    /// (--features metal).
+    #[arg(long, default_value = "cpu")]
     device: String,
     /// Floating-point type of the weights and activations: f32, or f16 / bf16 (on a GPU, about
     /// twice f32's speed, embeddings close to f32's but not equal: `sbert bench --dtype f16`
@@ -171,23 +174,19 @@ impl ModelArgs {
         max_batch_tokens: Option<usize>,
         max_seq_length: Option<usize>,
     ) -> Result<SentenceEmbedder> {
-        if let Some(n) = self.threads {
-            if n == 0 {
-                bail!("--threads must be at least 1");
-            }
-            // candle's CPU kernels read this when their thread pool starts (on first use).
-            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        }
-        let device = match self.device.as_str() {
-            "cuda" => Device::new_cuda(0).context("opening CUDA device 0")?,
-            "metal" => Device::new_metal(0).context("opening Metal device 0")?,
-            _ => Device::Cpu,
-        };
+        let device = sbert::device(&self.device)
+            .with_context(|| format!("opening device {}", self.device))?;
         let mut builder = SentenceEmbedder::builder(&self.model)
             .device(device)
             .dtype(self.dtype)
             .batch_size(self.batch_size)
             .max_batch_tokens(max_batch_tokens);
+        if let Some(n) = self.threads {
+            if n == 0 {
+                bail!("--threads must be at least 1");
+            }
+            builder = builder.threads(n);
+        }
         if let Some(p) = pooling {
             builder = builder.pooling(p.clone());
         }
@@ -204,13 +203,18 @@ impl ModelArgs {
             builder = builder.prompt(text);
         }
         builder = builder.quantize(self.quantize);
-        builder.build().with_context(|| {
+        let model = builder.build().with_context(|| {
             if self.model == DEFAULT_MODEL {
                 format!("loading the default model {DEFAULT_MODEL} (install it with models/fetch.sh, or pass --model)")
             } else {
                 format!("loading model {}", self.model)
             }
-        })
+        })?;
+        // After loading, not before: loading replaces the weight tensors by their packed copy
+        // layer by layer, and only while freed blocks go back to the system does the peak stay
+        // at the weights once.
+        alloc::keep_freed_memory();
+        Ok(model)
     }
 }
 
@@ -266,10 +270,11 @@ struct SimilarityArgs {
 /// Texts per call into the library: bounds memory on large inputs while keeping batches full.
 const CHUNK: usize = 4096;
 
-/// Refuses a `--top-k` outside `1..=corpus`.
+/// Refuses a `--top-k` of 0; one above the corpus size is capped at it (as
+/// sentence-transformers' `semantic_search` does).
 pub fn check_top_k(top_k: usize, corpus: usize) -> Result<()> {
-    if top_k == 0 || top_k > corpus {
-        bail!("--top-k {top_k} must be between 1 and the corpus size {corpus}");
+    if top_k == 0 {
+        bail!("--top-k {top_k} must be at least 1 (the corpus has {corpus} texts)");
     }
     Ok(())
 }
@@ -300,9 +305,7 @@ pub fn embed_all(
     bar.set_message(format!("embedding {what}"));
     let mut out = Vec::with_capacity(texts.len() * model.dim());
     for chunk in texts.chunks(PROGRESS_CHUNK) {
-        for row in model.embed_vecs(chunk)? {
-            out.extend(row);
-        }
+        out.extend_from_slice(model.embed(chunk)?.as_slice());
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
@@ -319,7 +322,7 @@ fn embed(args: &EmbedArgs) -> Result<()> {
             .write_all(&io::npy_header(texts.len(), model.dim()))?;
     }
     for (c, chunk) in texts.chunks(CHUNK).enumerate() {
-        let encoded = model.encode(chunk).map_err(|e| match e {
+        let encoded = model.embed(chunk).map_err(|e| match e {
             // The library counts within the chunk; the user counts lines of the input.
             sbert::Error::NonFiniteEmbedding { index } => anyhow::anyhow!(
                 "the embedding of text {} of the input (1-based) is not finite: the model \
@@ -328,15 +331,14 @@ fn embed(args: &EmbedArgs) -> Result<()> {
             ),
             other => other.into(),
         })?;
-        let rows: Vec<Vec<f32>> = encoded.embeddings.to_dtype(sbert::DType::F32)?.to_vec2()?;
-        io::write_rows(out.writer(), &rows, args.format)?;
+        io::write_rows(out.writer(), &encoded, args.format)?;
         if args.verbose {
-            for (i, s) in encoded.inputs.iter().enumerate() {
+            for (i, s) in encoded.inputs().iter().enumerate() {
                 let flag = if s.truncated { " (truncated)" } else { "" };
                 eprintln!("text {}: {} tokens{flag}", c * CHUNK + i + 1, s.tokens);
             }
         } else {
-            let truncated = encoded.inputs.iter().filter(|s| s.truncated).count();
+            let truncated = encoded.inputs().iter().filter(|s| s.truncated).count();
             if truncated > 0 {
                 eprintln!(
                     "note: {truncated} text(s) longer than {} tokens were truncated (--verbose lists them)",
@@ -375,7 +377,8 @@ fn similarity(args: &SimilarityArgs) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for (ca, cb) in a.chunks(CHUNK).zip(b.chunks(CHUNK)) {
-        for s in model.pairwise_similarity(ca, cb, sbert::Similarity::Cosine)? {
+        let (ea, eb) = (model.embed(ca)?, model.embed(cb)?);
+        for s in model.similarity_pairwise(&ea, &eb)? {
             writeln!(out, "{s:.6}")?;
         }
     }
@@ -392,14 +395,13 @@ fn remove_temporaries_on_signals() {
     };
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
-            sbert::output::remove_temporaries();
+            sbert_io::output::remove_temporaries();
             std::process::exit(128 + signal);
         }
     });
 }
 
 fn main() -> std::process::ExitCode {
-    alloc::keep_freed_memory();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve(_)) {
         // The server handles its own signals: they stop it gracefully.

@@ -164,12 +164,21 @@ fn run_one(args: &TrainArgs, concat: &str, output: &Path) -> Result<()> {
 
 /// Trains once; returns the best dev score and the STSb test Spearman of the saved model.
 fn run_one_scored(args: &TrainArgs, concat: &str, output: &Path) -> Result<(Option<f64>, f64)> {
-    if let Some(n) = args.threads {
-        if n == 0 {
-            bail!("--threads must be at least 1");
-        }
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    crate::alloc::keep_freed_memory();
+    match args.threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        // Every parallel loop of the run (the packed passes, the optimizer, candle's products)
+        // runs on the current rayon pool: this one.
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .with_context(|| format!("starting {n} threads"))?
+            .install(|| train_scored(args, concat, output)),
+        None => train_scored(args, concat, output),
     }
+}
+
+fn train_scored(args: &TrainArgs, concat: &str, output: &Path) -> Result<(Option<f64>, f64)> {
     // Every file and folder the run reads must survive it.
     let inputs: Vec<&Path> = [
         Some(args.model.as_path()),
@@ -291,9 +300,9 @@ fn run_one_scored(args: &TrainArgs, concat: &str, output: &Path) -> Result<(Opti
         let dev = s.dev.map(|d| d.to_string()).unwrap_or_default();
         csv.push_str(&format!("{},{},{},{dev}\n", s.step, s.loss, s.lr));
     }
-    sbert::output::write_file(&csv_path, csv.as_bytes())?;
+    sbert_io::output::write_file(&csv_path, csv.as_bytes())?;
     let svg_path = output.join("training_curve.svg");
-    sbert::output::write_file(&svg_path, curve_svg(&report.steps, args).as_bytes())?;
+    sbert_io::output::write_file(&svg_path, curve_svg(&report.steps, args).as_bytes())?;
     eprintln!(
         "trained {} steps in {:.1} s: {:.1} pairs/s; best dev {}; saved {} (curves: {}, {})",
         report.steps.len(),

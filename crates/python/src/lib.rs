@@ -11,14 +11,12 @@ use std::str::FromStr;
 use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes};
-use sbert::{DType, Device, Pooling, Prompt, Quantization, SentenceEmbedder};
+use sbert::{Pooling, Prompt, Quantization, SentenceEmbedder};
 
 /// A sentence-transformers model, loaded once and shared by every Python thread that calls it.
 #[pyclass(frozen, module = "sbert._sbert")]
 struct Model {
     inner: SentenceEmbedder,
-    pool: rayon::ThreadPool,
-    threads: usize,
 }
 
 /// Our error as the Python exception a Python user expects for it, with our message.
@@ -28,9 +26,8 @@ fn to_py(e: sbert::Error) -> PyErr {
         sbert::Error::MissingFile(_) | sbert::Error::ModelNotFound(_) => {
             PyFileNotFoundError::new_err(message)
         }
-        sbert::Error::Io { .. } | sbert::Error::Write { .. } => PyOSError::new_err(message),
+        sbert::Error::Io { .. } => PyOSError::new_err(message),
         sbert::Error::InvalidArgument(_)
-        | sbert::Error::Input { .. }
         | sbert::Error::Unsupported(_)
         | sbert::Error::Pooling(_)
         | sbert::Error::InvalidWeights { .. }
@@ -105,22 +102,25 @@ fn arrow_strings<'a>(
 }
 
 impl Model {
-    /// Embeds `texts` on this model's pool: rows, row-major, normalized when asked.
+    /// Embeds `texts` (on the model's threads): rows, row-major, normalized when asked.
     fn rows<S: AsRef<str> + Sync>(
         &self,
         texts: &[S],
         batch_size: usize,
         normalize: bool,
         prompt: Prompt<'_>,
+        truncate_dim: Option<usize>,
     ) -> sbert::Result<Vec<f32>> {
-        self.pool.install(|| {
-            let e = self
-                .inner
-                .encode_with_prompt_in_batches_of(texts, prompt, batch_size)?
-                .embeddings;
-            let e = if normalize { sbert::normalize(&e)? } else { e };
-            Ok(e.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
-        })
+        let mut options = sbert::EncodeOptions::default()
+            .prompt(prompt)
+            .batch_size(batch_size);
+        if normalize {
+            options = options.normalize(true);
+        }
+        if let Some(d) = truncate_dim {
+            options = options.truncate_dim(d);
+        }
+        Ok(self.inner.encode(texts, &options)?.into_vec())
     }
 }
 
@@ -144,27 +144,14 @@ impl Model {
             None => Quantization::None,
             Some(q) => q.parse::<Quantization>().map_err(PyValueError::new_err)?,
         };
-        let device = match device {
-            "cpu" => Device::Cpu,
-            "cuda" => Device::new_cuda(0).map_err(|e| to_py(e.into()))?,
-            "metal" => Device::new_metal(0).map_err(|e| to_py(e.into()))?,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "device {other:?}: expected \"cpu\", \"cuda\" or \"metal\""
-                )))
-            }
-        };
+        let device = sbert::device(device).map_err(to_py)?;
         let threads = match threads {
             Some(0) => return Err(PyValueError::new_err("threads must be at least 1")),
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, usize::from),
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("sbert-{i}"))
-            .build()
-            .map_err(|e| PyRuntimeError::new_err(format!("starting {threads} threads: {e}")))?;
         let mut builder = SentenceEmbedder::builder(model)
+            .threads(threads)
             .device(device)
             .batch_size(batch_size)
             .quantize(quantization);
@@ -178,16 +165,13 @@ impl Model {
             builder = builder.max_seq_length(n);
         }
         let inner = py.detach(|| builder.build()).map_err(to_py)?;
-        Ok(Self {
-            inner,
-            pool,
-            threads,
-        })
+        Ok(Self { inner })
     }
 
     /// `(bytearray of n·dim native-endian float32, n)` for a list of strings, after `prompt`
     /// (a text) or else the model's prompt `prompt_name`, else the model's default prompt.
-    #[pyo3(signature = (texts, batch_size, normalize, prompt_name=None, prompt=None))]
+    #[pyo3(signature = (texts, batch_size, normalize, prompt_name=None, prompt=None, truncate_dim=None))]
+    #[allow(clippy::too_many_arguments)] // Python keyword arguments, one per option
     fn encode<'py>(
         &self,
         py: Python<'py>,
@@ -196,6 +180,7 @@ impl Model {
         normalize: bool,
         prompt_name: Option<String>,
         prompt: Option<String>,
+        truncate_dim: Option<usize>,
     ) -> PyResult<(Bound<'py, PyByteArray>, usize)> {
         let n = texts.len();
         // As sentence-transformers: a prompt's text wins over a prompt name.
@@ -204,7 +189,7 @@ impl Model {
             None => Prompt::named_or_default(prompt_name.as_deref()),
         };
         let rows = py
-            .detach(|| self.rows(&texts, batch_size, normalize, prompt))
+            .detach(|| self.rows(&texts, batch_size, normalize, prompt, truncate_dim))
             .map_err(to_py)?;
         Ok((PyByteArray::new(py, bytemuck::cast_slice(&rows)), n))
     }
@@ -228,7 +213,7 @@ impl Model {
         let validity = validity.map(|v| v.as_bytes());
         let texts = arrow_strings(offsets, width, data, validity, offset, length)?;
         let rows = py
-            .detach(|| self.rows(&texts, batch_size, normalize, Prompt::Default))
+            .detach(|| self.rows(&texts, batch_size, normalize, Prompt::Default, None))
             .map_err(to_py)?;
         Ok(PyByteArray::new(py, bytemuck::cast_slice(&rows)))
     }
@@ -264,10 +249,31 @@ impl Model {
         self.inner.prompts().clone()
     }
 
+    /// The model's similarity function (`similarity_fn_name`; `cosine` when it names none).
+    #[getter]
+    fn similarity_fn_name(&self) -> &'static str {
+        self.inner.similarity_fn().name()
+    }
+
+    /// The model's similarity of every row of `a` with every row of `b` (float32 rows of
+    /// `dim` values, native-endian): `n·m` float32 values, row-major.
+    fn similarity<'py>(
+        &self,
+        py: Python<'py>,
+        a: &Bound<'py, PyBytes>,
+        b: &Bound<'py, PyBytes>,
+        dim: usize,
+    ) -> PyResult<Bound<'py, PyByteArray>> {
+        let (a, b) = (rows_of(a.as_bytes(), dim)?, rows_of(b.as_bytes(), dim)?);
+        let scores = py.detach(|| self.inner.similarity(&a, &b)).map_err(to_py)?;
+        let flat: Vec<f32> = scores.concat();
+        Ok(PyByteArray::new(py, bytemuck::cast_slice(&flat)))
+    }
+
     /// Threads of this model's pool.
     #[getter]
     fn threads(&self) -> usize {
-        self.threads
+        self.inner.threads()
     }
 
     /// The model's folder.
@@ -283,14 +289,89 @@ impl Model {
             self.inner.dim(),
             self.inner.pooling().to_string(),
             self.inner.normalizes(),
-            self.threads
+            self.inner.threads()
         )
     }
+}
+
+/// Native-endian float32 `bytes` as [`sbert::Embeddings`] rows of `dim` values.
+fn rows_of(bytes: &[u8], dim: usize) -> PyResult<sbert::Embeddings> {
+    if dim == 0 || !bytes.len().is_multiple_of(4 * dim) {
+        return Err(PyValueError::new_err(format!(
+            "{} bytes are not rows of {dim} float32 values",
+            bytes.len()
+        )));
+    }
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let stats = sbert::InputStats {
+        tokens: 0,
+        truncated: false,
+    };
+    let n = values.len() / dim;
+    sbert::Embeddings::new(values, dim, vec![stats; n]).map_err(to_py)
+}
+
+/// sentence-transformers' `quantize_embeddings`: float32 rows of `dim` values as `precision`
+/// (`float32`, `int8`, `uint8`, `binary`, `ubinary`), ranges calibrated on the rows
+/// themselves. Returns the stored bytes and the bytes per row.
+#[pyfunction]
+fn quantize<'py>(
+    py: Python<'py>,
+    values: &Bound<'py, PyBytes>,
+    dim: usize,
+    precision: &str,
+) -> PyResult<(Bound<'py, PyBytes>, usize)> {
+    let rows = rows_of(values.as_bytes(), dim)?;
+    let precision: sbert::search::Precision = precision
+        .parse()
+        .map_err(|e: sbert::search::SearchError| PyValueError::new_err(e.to_string()))?;
+    let q =
+        sbert::search::quantize(&rows.vectors(), precision, None).map_err(|e| to_py(e.into()))?;
+    Ok((PyBytes::new(py, &q.data), q.row_bytes))
+}
+
+/// sentence-transformers' `util.semantic_search` over float32 rows of `dim` values: for each
+/// query, the `top_k` best corpus rows as `(corpus_id, score)`, best first; `top_k` above the
+/// corpus size is capped at it.
+#[pyfunction]
+fn semantic_search(
+    py: Python<'_>,
+    queries: &Bound<'_, PyBytes>,
+    corpus: &Bound<'_, PyBytes>,
+    dim: usize,
+    top_k: usize,
+    score: &str,
+) -> PyResult<Vec<Vec<(usize, f32)>>> {
+    let (q, c) = (
+        rows_of(queries.as_bytes(), dim)?,
+        rows_of(corpus.as_bytes(), dim)?,
+    );
+    let score = match score {
+        "cosine" | "cos_sim" => sbert::search::Score::Cosine,
+        "dot" | "dot_score" => sbert::search::Score::Dot,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "score_function {other:?}: expected \"cosine\" or \"dot\""
+            )))
+        }
+    };
+    let hits = py
+        .detach(|| sbert::search::semantic_search(&q.vectors(), &c.vectors(), top_k, score))
+        .map_err(|e| to_py(e.into()))?;
+    Ok(hits
+        .into_iter()
+        .map(|h| h.into_iter().map(|x| (x.corpus_id, x.score)).collect())
+        .collect())
 }
 
 #[pymodule]
 fn _sbert(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Model>()?;
+    m.add_function(wrap_pyfunction!(quantize, m)?)?;
+    m.add_function(wrap_pyfunction!(semantic_search, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

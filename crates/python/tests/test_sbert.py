@@ -103,6 +103,47 @@ def test_shapes_order_dtype_and_options(model):
     assert np.abs(model.encode(["b"], prompt="query: ") - model.encode(["query: b"])).max() <= 1e-6
 
 
+def test_sentence_transformers_keywords_truncation_precision_and_search(model):
+    texts = stsb_sentences(40)
+    e = model.encode(texts)
+    # Keywords that change nothing here are accepted, as sentence-transformers takes them.
+    same = model.encode(texts, show_progress_bar=True, device="cpu", output_value="sentence_embedding")
+    assert np.abs(same - e).max() == 0.0
+    with pytest.raises(TypeError, match="unexpected"):
+        model.encode(texts, no_such_keyword=1)
+    # truncate_dim keeps the first values; normalize_embeddings normalizes after it.
+    cut = model.encode(texts, truncate_dim=128)
+    assert cut.shape == (40, 128) and np.abs(cut - e[:, :128]).max() == 0.0
+    unit = model.encode(texts, truncate_dim=128, normalize_embeddings=True)
+    assert np.abs(unit - cut / np.linalg.norm(cut, axis=1, keepdims=True)).max() <= 1e-6
+    with pytest.raises(ValueError, match="truncate_dim"):
+        model.encode(texts, truncate_dim=385)
+    # precision: sentence-transformers' quantize_embeddings, ranges calibrated on the rows.
+    steps = (e.max(axis=0) - e.min(axis=0)) / 255
+    want = ((e - e.min(axis=0)) / steps - 128).astype(np.int8)
+    got = model.encode(texts, precision="int8")
+    assert got.dtype == np.int8 and np.abs(got.astype(int) - want.astype(int)).max() <= 1
+    binary = model.encode(texts, precision="ubinary")
+    assert binary.dtype == np.uint8 and (binary == np.packbits(e > 0).reshape(40, -1)).all()
+    with pytest.raises(ValueError, match="precision"):
+        model.encode(texts, precision="int4")
+    # encode_query / encode_document: no query/document prompts here, so plain encode.
+    assert np.abs(model.encode_query(texts[:3]) - e[:3]).max() == 0.0
+    assert np.abs(model.encode_document(texts[:3]) - e[:3]).max() == 0.0
+    # semantic_search as util.semantic_search: best first, top_k capped at the corpus size.
+    hits = sbert.semantic_search(e[:2], e, top_k=500)
+    assert len(hits) == 2 and len(hits[0]) == 40
+    assert hits[0][0]["corpus_id"] == 0 and abs(hits[0][0]["score"] - 1.0) <= 1e-5
+    scores = [h["score"] for h in hits[1]]
+    assert scores == sorted(scores, reverse=True)
+    assert model.similarity_fn_name == "cosine"
+
+
+def test_a_bare_model_name_says_what_a_hub_id_looks_like():
+    with pytest.raises(FileNotFoundError, match="owner/name"):
+        SentenceEmbedder("all-MiniLM-L6-v2-not-here")
+
+
 def test_prompts_follow_sentence_transformers_include_prompt_and_default():
     # A seeded DistilBERT whose default prompt is an instruction left out of pooling
     # (models/families/generate.py recorded sentence-transformers' outputs beside it).

@@ -27,6 +27,7 @@ pub struct EmbedderBuilder {
     pub(crate) hf_cache: Option<PathBuf>,
     pub(crate) prompt: Option<PromptChoice>,
     pub(crate) quantization: Quantization,
+    pub(crate) threads: Option<usize>,
 }
 
 /// The prompt a builder was given.
@@ -52,6 +53,7 @@ impl EmbedderBuilder {
             hf_cache: None,
             prompt: None,
             quantization: Quantization::None,
+            threads: None,
         }
     }
 
@@ -123,6 +125,15 @@ impl EmbedderBuilder {
     /// the model's default prompt off. Default: the model's `default_prompt_name`, if any.
     pub fn prompt(mut self, text: impl Into<String>) -> Self {
         self.prompt = Some(PromptChoice::Text(text.into()));
+        self
+    }
+
+    /// Runs the model's CPU work (and [`crate::SentenceEmbedder::install`]ed work such as
+    /// search) on a pool of its own with `threads` threads, instead of rayon's global pool
+    /// (default: the global pool, one thread per core, or `RAYON_NUM_THREADS`). `0` is
+    /// refused by [`EmbedderBuilder::build`].
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads);
         self
     }
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use sbert_bert::{BertModel, Encoder};
@@ -11,29 +12,12 @@ use tokenizers::Tokenizer;
 
 use crate::batching::{self, PaddedBatch};
 use crate::builder::{EmbedderBuilder, PromptChoice};
+use crate::embeddings::{Embeddings, EncodeOptions, InputStats};
 use crate::error::{Error, Result};
 use crate::folder::{self, HeadEntry, SentenceBertConfig};
 use crate::heads::{self, Dense, Head};
 use crate::similarity::{self, Similarity};
 use crate::tokenize::{TextTokenizer, TokenizedText};
-
-/// Embeddings of a list of texts, with what tokenization did to each.
-#[derive(Debug, Clone)]
-pub struct Embeddings {
-    /// `(n_texts, dim)`, in input order.
-    pub embeddings: Tensor,
-    /// Token count (after truncation, special tokens included) and truncation, per input.
-    pub inputs: Vec<InputStats>,
-}
-
-/// Per-input statistics reported by [`SentenceEmbedder::encode`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InputStats {
-    /// Tokens fed to the encoder, special tokens included.
-    pub tokens: usize,
-    /// Whether the text was truncated at `max_seq_length`.
-    pub truncated: bool,
-}
 
 impl EmbedderBuilder {
     /// Loads the model.
@@ -46,6 +30,9 @@ impl EmbedderBuilder {
             return Err(Error::InvalidArgument(
                 "batch size must be at least 1".into(),
             ));
+        }
+        if self.threads == Some(0) {
+            return Err(Error::InvalidArgument("threads must be at least 1".into()));
         }
         let dir = crate::hub::resolve(&self.model, self.hf_cache.as_deref())?;
         SentenceEmbedder::load(&dir, self)
@@ -75,6 +62,10 @@ pub struct SentenceEmbedder {
     prompt: Option<String>,
     /// `include_prompt` of the Pooling module: whether prompt tokens are pooled.
     include_prompt: bool,
+    /// `similarity_fn_name` of `config_sentence_transformers.json` (cosine when absent).
+    similarity_fn: Similarity,
+    /// The builder's `threads(n)` pool; `None`: rayon's global pool.
+    pool: Option<Arc<rayon::ThreadPool>>,
 }
 
 /// The prompt put before each text of one call (sentence-transformers' `prompt_name` /
@@ -128,6 +119,18 @@ impl SentenceEmbedder {
     }
 
     pub(crate) fn load(dir: &Path, opts: EmbedderBuilder) -> Result<Self> {
+        let pool = match opts.threads {
+            None => None,
+            Some(n) => Some(Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .thread_name(|i| format!("sbert-{i}"))
+                    .build()
+                    .map_err(|e| {
+                        Error::InvalidArgument(format!("cannot start {n} threads: {e}"))
+                    })?,
+            )),
+        };
         let folder::Layout {
             transformer: transformer_dir,
             pooling: pooling_dir,
@@ -226,7 +229,8 @@ impl SentenceEmbedder {
             });
         }
 
-        let prompt_config = folder::read_prompt_config(dir)?;
+        let prompt_config = folder::read_sentence_transformers_config(dir)?;
+        let similarity_fn = prompt_config.similarity_fn()?;
         let prompts = prompt_config.prompts;
         let prompt = match opts.prompt {
             Some(PromptChoice::Named(name)) => Some(named_prompt(&prompts, &name)?.to_string()),
@@ -240,6 +244,8 @@ impl SentenceEmbedder {
             prompts,
             prompt: prompt.filter(|p| !p.is_empty()),
             include_prompt,
+            similarity_fn,
+            pool,
             weights,
             tokenizer,
             encoder,
@@ -249,6 +255,21 @@ impl SentenceEmbedder {
             max_batch_tokens: opts.max_batch_tokens,
             device: opts.device,
         })
+    }
+
+    /// Runs `work` on the model's threads: its own pool when the builder set `threads(n)`, else
+    /// rayon's global pool. Every encoding call runs there already; this puts other parallel
+    /// work (the [`crate::search`] functions, for instance) under the same thread policy.
+    pub fn install<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(pool) => pool.install(work),
+            None => work(),
+        }
+    }
+
+    /// Threads the model's CPU work runs on.
+    pub fn threads(&self) -> usize {
+        self.install(rayon::current_num_threads)
     }
 
     /// The prompts the model's `config_sentence_transformers.json` names (`"query"` →
@@ -282,14 +303,6 @@ impl SentenceEmbedder {
             Prompt::Text(text) => Some(text),
         }
         .filter(|p| !p.is_empty()))
-    }
-
-    /// Adds or removes the final L2 normalization (the `Normalize` module).
-    pub fn set_normalize(&mut self, normalize: bool) {
-        self.heads.retain(|h| !matches!(h, Head::Normalize));
-        if normalize {
-            self.heads.push(Head::Normalize);
-        }
     }
 
     /// The folder the model was loaded from.
@@ -377,7 +390,8 @@ impl SentenceEmbedder {
         &self.device
     }
 
-    /// Width of the embeddings [`SentenceEmbedder::embed`] returns.
+    /// Width of the embeddings [`SentenceEmbedder::embed`] returns (before any
+    /// `truncate_dim`).
     pub fn dim(&self) -> usize {
         self.output_dim(&self.pooling)
     }
@@ -387,21 +401,12 @@ impl SentenceEmbedder {
             .unwrap_or_else(|| pooling.output_dim(self.encoder.hidden_size()))
     }
 
-    /// Tokenizes as sentence-transformers does: the default prompt (if any) before each text,
-    /// strip, lower-case if `do_lower_case`, add `[CLS]`/`[SEP]`, truncate at
-    /// `max_seq_length`, no padding.
-    ///
-    /// # Errors
-    /// When the tokenizer fails.
-    pub fn tokenize<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<TokenizedText>> {
-        self.tokenize_with_prompt(texts, Prompt::Default)
-    }
-
-    /// [`SentenceEmbedder::tokenize`] with `prompt` before each text instead of the default.
+    /// Tokenizes as sentence-transformers does: `prompt` before each text, strip, lower-case
+    /// if `do_lower_case`, add `[CLS]`/`[SEP]`, truncate at `max_seq_length`, no padding.
     ///
     /// # Errors
     /// When the tokenizer fails or `prompt` names a prompt the model does not define.
-    pub fn tokenize_with_prompt<S: AsRef<str>>(
+    pub fn tokenize<S: AsRef<str>>(
         &self,
         texts: &[S],
         prompt: Prompt<'_>,
@@ -414,66 +419,69 @@ impl SentenceEmbedder {
         }
     }
 
-    /// Embeds `texts`: `(n, dim)` in input order, in the model's dtype. An empty slice gives
-    /// `(0, dim)`. Empty and whitespace-only texts are embedded as the empty text
-    /// (`[CLS] [SEP]`), as sentence-transformers does.
+    /// Embeds `texts` with the model's settings: [`SentenceEmbedder::encode`] with
+    /// [`EncodeOptions::default`].
     ///
     /// # Errors
-    /// When tokenization or a tensor op fails.
-    pub fn embed<S: AsRef<str>>(&self, texts: &[S]) -> Result<Tensor> {
-        Ok(self.encode(texts)?.embeddings)
+    /// As [`SentenceEmbedder::encode`].
+    pub fn embed<S: AsRef<str>>(&self, texts: &[S]) -> Result<Embeddings> {
+        self.encode(texts, &EncodeOptions::default())
     }
 
-    /// [`SentenceEmbedder::embed`] as plain `f32` rows.
+    /// Embeds `texts` as sentence-transformers' `encode` does, with its per-call settings
+    /// (`options`): one row of `f32` per text, in input order, with each text's token count
+    /// and truncation. An empty slice gives no rows. Empty and whitespace-only texts are
+    /// embedded as the empty text (`[CLS] [SEP]`), as sentence-transformers does. Where the
+    /// model's Pooling has `include_prompt: false`, pooling leaves a prompt's tokens out.
     ///
     /// # Errors
-    /// As [`SentenceEmbedder::embed`].
-    pub fn embed_vecs<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>> {
-        Ok(self.embed(texts)?.to_dtype(DType::F32)?.to_vec2()?)
-    }
-
-    /// [`SentenceEmbedder::embed`], also reporting per input the token count and whether it was
-    /// truncated.
-    ///
-    /// # Errors
-    /// As [`SentenceEmbedder::embed`].
-    pub fn encode<S: AsRef<str>>(&self, texts: &[S]) -> Result<Embeddings> {
-        self.encode_in_batches_of(texts, self.batch_size)
-    }
-
-    /// [`SentenceEmbedder::encode`] with `prompt` before each text instead of the default
-    /// (sentence-transformers' `encode(prompt_name=…)` or `encode(prompt=…)`). Where the
-    /// model's Pooling has `include_prompt: false`, pooling leaves the prompt's tokens out.
-    ///
-    /// # Errors
-    /// As [`SentenceEmbedder::encode`], and for a prompt name the model does not define.
-    pub fn encode_with_prompt<S: AsRef<str>>(
+    /// When tokenization or a tensor op fails, an embedding is not finite
+    /// ([`Error::NonFiniteEmbedding`]), or an option is out of range (a batch size or
+    /// `truncate_dim` of 0, a `truncate_dim` above [`SentenceEmbedder::dim`], a prompt name the
+    /// model does not define).
+    pub fn encode<S: AsRef<str>>(
         &self,
         texts: &[S],
-        prompt: Prompt<'_>,
+        options: &EncodeOptions<'_>,
     ) -> Result<Embeddings> {
-        self.encode_with_prompt_in_batches_of(texts, prompt, self.batch_size)
+        let tokenized = self.tokenize(texts, options.prompt)?;
+        self.embed_tokenized(&tokenized, options)
     }
 
-    /// [`SentenceEmbedder::encode_with_prompt`] with `batch_size` texts per batch (see
-    /// [`SentenceEmbedder::encode_in_batches_of`]).
+    /// [`SentenceEmbedder::encode`] as an `(n, dim)` tensor on the model's device, in its
+    /// dtype (sentence-transformers' `convert_to_tensor=True`): for callers that keep
+    /// computing on the device.
     ///
     /// # Errors
-    /// As [`SentenceEmbedder::encode_with_prompt`], and for a batch size of 0.
-    pub fn encode_with_prompt_in_batches_of<S: AsRef<str>>(
+    /// As [`SentenceEmbedder::encode`].
+    pub fn encode_tensor<S: AsRef<str>>(
         &self,
         texts: &[S],
-        prompt: Prompt<'_>,
-        batch_size: usize,
+        options: &EncodeOptions<'_>,
+    ) -> Result<Tensor> {
+        let tokenized = self.tokenize(texts, options.prompt)?;
+        self.check_tokenized(&tokenized)?;
+        self.tokens_to_tensor(&tokenized, options)
+    }
+
+    /// Embeds already tokenized inputs (ids with the special tokens, as
+    /// [`SentenceEmbedder::tokenize`] makes them), as [`SentenceEmbedder::encode`] would embed
+    /// the texts they came from (`options.prompt` is not used: a prompt is part of the ids).
+    /// Lets a caller tokenize once (to count tokens, or to refuse truncation) and embed
+    /// without tokenizing again, or embed ids it was handed.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty id list, more ids than `max_seq_length`, or an id
+    /// outside the vocabulary; otherwise as [`SentenceEmbedder::encode`].
+    pub fn embed_tokenized(
+        &self,
+        tokenized: &[TokenizedText],
+        options: &EncodeOptions<'_>,
     ) -> Result<Embeddings> {
-        if batch_size == 0 {
-            return Err(Error::InvalidArgument(
-                "batch size must be at least 1".into(),
-            ));
-        }
-        let tokenized = self.tokenize_with_prompt(texts, prompt)?;
-        let mut pooled =
-            self.run_batched(&tokenized, std::slice::from_ref(&self.pooling), batch_size)?;
+        self.check_tokenized(tokenized)?;
+        let x = self.tokens_to_tensor(tokenized, options)?;
+        let dim = x.dim(1)?;
+        let values = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let inputs = tokenized
             .iter()
             .map(|t| InputStats {
@@ -481,37 +489,10 @@ impl SentenceEmbedder {
                 truncated: t.truncated,
             })
             .collect();
-        Ok(Embeddings {
-            embeddings: pooled.pop().expect("one pooling in, one tensor out"),
-            inputs,
-        })
+        Embeddings::new(values, dim, inputs)
     }
 
-    /// [`SentenceEmbedder::encode`] with `batch_size` texts per batch for this call instead of
-    /// the model's (sentence-transformers' `encode(batch_size=…)`); a token budget set with
-    /// `max_batch_tokens` still applies.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for a batch size of 0; otherwise as
-    /// [`SentenceEmbedder::embed`].
-    pub fn encode_in_batches_of<S: AsRef<str>>(
-        &self,
-        texts: &[S],
-        batch_size: usize,
-    ) -> Result<Embeddings> {
-        self.encode_with_prompt_in_batches_of(texts, Prompt::Default, batch_size)
-    }
-
-    /// Embeds already tokenized inputs (ids with the special tokens, as
-    /// [`SentenceEmbedder::tokenize`] makes them): `(n, dim)` in input order, as
-    /// [`SentenceEmbedder::embed`] would give for the texts they came from. Lets a caller
-    /// tokenize once (to count tokens, or to refuse truncation) and embed without tokenizing
-    /// again, or embed ids it was handed.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for an empty id list, more ids than `max_seq_length`, or an id
-    /// outside the vocabulary; otherwise as [`SentenceEmbedder::embed`].
-    pub fn embed_tokenized(&self, tokenized: &[TokenizedText]) -> Result<Tensor> {
+    fn check_tokenized(&self, tokenized: &[TokenizedText]) -> Result<()> {
         let vocab = self.encoder.vocab_size();
         for (i, t) in tokenized.iter().enumerate() {
             if t.ids.is_empty() || t.ids.len() > self.max_seq_length() {
@@ -527,8 +508,44 @@ impl SentenceEmbedder {
                 )));
             }
         }
-        let mut pooled = self.run(tokenized, std::slice::from_ref(&self.pooling))?;
-        Ok(pooled.pop().expect("one pooling in, one tensor out"))
+        Ok(())
+    }
+
+    /// The pipeline after tokenization, with `options` applied: `(n, dim)` on the device.
+    fn tokens_to_tensor(
+        &self,
+        tokenized: &[TokenizedText],
+        options: &EncodeOptions<'_>,
+    ) -> Result<Tensor> {
+        let batch_size = options.batch_size.unwrap_or(self.batch_size);
+        if batch_size == 0 {
+            return Err(Error::InvalidArgument(
+                "batch size must be at least 1".into(),
+            ));
+        }
+        let module_normalize = options.normalize != Some(false);
+        let mut x = self
+            .run_batched(
+                tokenized,
+                std::slice::from_ref(&self.pooling),
+                batch_size,
+                module_normalize,
+            )?
+            .pop()
+            .expect("one pooling in, one tensor out");
+        if let Some(d) = options.truncate_dim {
+            let full = self.dim();
+            if d == 0 || d > full {
+                return Err(Error::InvalidArgument(format!(
+                    "truncate_dim must be between 1 and the model's dimension {full}, not {d}"
+                )));
+            }
+            x = x.narrow(1, 0, d)?;
+        }
+        if options.normalize == Some(true) {
+            x = similarity::normalize(&x)?;
+        }
+        Ok(x)
     }
 
     /// Embeds `texts` once through the encoder and pools the token embeddings every way in
@@ -545,40 +562,44 @@ impl SentenceEmbedder {
         for p in poolings {
             self.check_heads_fit(p)?;
         }
-        self.run(&self.tokenize(texts)?, poolings)
+        self.run_batched(
+            &self.tokenize(texts, Prompt::Default)?,
+            poolings,
+            self.batch_size,
+            true,
+        )
     }
 
-    /// Cosine similarity of two texts.
-    ///
-    /// # Errors
-    /// As [`SentenceEmbedder::embed`].
-    pub fn similarity(&self, a: &str, b: &str) -> Result<f32> {
-        let e = self.embed_vecs(&[a, b])?;
-        Ok(similarity::cosine(&e[0], &e[1]))
+    /// The similarity function of the model (`similarity_fn_name` of
+    /// `config_sentence_transformers.json`; cosine when the model names none), which
+    /// [`SentenceEmbedder::similarity`] applies.
+    pub fn similarity_fn(&self) -> Similarity {
+        self.similarity_fn
     }
 
-    /// Similarity of each pair `(a[i], b[i])` under `similarity`: `(n,)`.
+    /// The similarity of every row of `a` with every row of `b` under the model's
+    /// [`SentenceEmbedder::similarity_fn`]: `a.len()` rows of `b.len()` scores
+    /// (sentence-transformers' `model.similarity`).
     ///
     /// # Errors
-    /// When the slices differ in length, or as [`SentenceEmbedder::embed`].
-    pub fn pairwise_similarity<S: AsRef<str>>(
-        &self,
-        a: &[S],
-        b: &[S],
-        similarity: Similarity,
-    ) -> Result<Vec<f32>> {
-        if a.len() != b.len() {
-            return Err(Error::InvalidArgument(format!(
-                "{} texts on one side and {} on the other",
-                a.len(),
-                b.len()
-            )));
-        }
-        let both: Vec<&str> = a.iter().chain(b).map(AsRef::as_ref).collect();
-        let e = self.embed(&both)?;
-        let n = a.len();
-        let s = similarity.pairwise(&e.narrow(0, 0, n)?, &e.narrow(0, n, n)?)?;
-        Ok(s.to_dtype(DType::F32)?.to_vec1()?)
+    /// When the two sides differ in dimension.
+    pub fn similarity(&self, a: &Embeddings, b: &Embeddings) -> Result<Vec<Vec<f32>>> {
+        let m = self
+            .similarity_fn
+            .matrix(&a.to_tensor(&Device::Cpu)?, &b.to_tensor(&Device::Cpu)?)?;
+        Ok(m.to_vec2()?)
+    }
+
+    /// The similarity of row `i` of `a` with row `i` of `b`, for each `i`, under the model's
+    /// [`SentenceEmbedder::similarity_fn`] (sentence-transformers' `similarity_pairwise`).
+    ///
+    /// # Errors
+    /// When the two sides differ in length or dimension.
+    pub fn similarity_pairwise(&self, a: &Embeddings, b: &Embeddings) -> Result<Vec<f32>> {
+        let s = self
+            .similarity_fn
+            .pairwise(&a.to_tensor(&Device::Cpu)?, &b.to_tensor(&Device::Cpu)?)?;
+        Ok(s.to_vec1()?)
     }
 
     fn check_heads_fit(&self, pooling: &Pooling) -> Result<()> {
@@ -592,17 +613,25 @@ impl SentenceEmbedder {
     }
 
     /// The batching loop of sentence-transformers' `encode`: sort by length (longest first),
-    /// chunk into `batch_size`, pad each chunk to its longest text, encode, pool every way,
-    /// apply the heads, restore the input order.
-    fn run(&self, tokenized: &[TokenizedText], poolings: &[Pooling]) -> Result<Vec<Tensor>> {
-        self.run_batched(tokenized, poolings, self.batch_size)
-    }
-
+    /// chunk into `batch_size` (or under the token budget), encode each chunk, pool every way,
+    /// apply the heads (the `Normalize` module only when `normalize_module`), restore the
+    /// input order.
     fn run_batched(
         &self,
         tokenized: &[TokenizedText],
         poolings: &[Pooling],
         batch_size: usize,
+        normalize_module: bool,
+    ) -> Result<Vec<Tensor>> {
+        self.install(|| self.run_batched_here(tokenized, poolings, batch_size, normalize_module))
+    }
+
+    fn run_batched_here(
+        &self,
+        tokenized: &[TokenizedText],
+        poolings: &[Pooling],
+        batch_size: usize,
+        normalize_module: bool,
     ) -> Result<Vec<Tensor>> {
         let n = tokenized.len();
         if n == 0 {
@@ -631,7 +660,7 @@ impl SentenceEmbedder {
             // MAX pooling would hide a NaN token (max ignores NaN), so check before pooling too.
             tokens.check_finite(idx)?;
             for (k, pooling) in poolings.iter().enumerate() {
-                let out = self.apply_heads(tokens.pool(pooling)?)?;
+                let out = heads::apply(&self.heads, tokens.pool(pooling)?, normalize_module)?;
                 check_finite_rows(&out, idx)?;
                 chunks[k].push(out);
             }
@@ -663,7 +692,7 @@ impl SentenceEmbedder {
     /// # Errors
     /// When the width does not fit a Dense module.
     pub fn apply_heads(&self, x: Tensor) -> Result<Tensor> {
-        heads::apply(&self.heads, x)
+        heads::apply(&self.heads, x, true)
     }
 
     /// The token embeddings of one batch: packed where the encoder supports it, padded

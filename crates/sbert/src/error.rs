@@ -21,24 +21,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A file or folder could not be written.
-    #[error("cannot write {}", path.display())]
-    Write {
-        /// The file or folder.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Writing to a path would destroy something this crate did not create or was not asked
-    /// to replace (a folder, a device, a dangling link, a folder of the user's files).
-    #[error("refusing to write {}: {reason}", path.display())]
-    OutputRefused {
-        /// The path.
-        path: PathBuf,
-        /// Why, and what to do instead.
-        reason: String,
-    },
     /// A weight of the model is NaN, infinite, or so large (beyond ±1e6) that it can only be
     /// corruption: such a model computes NaN, or one meaningless vector for every input.
     #[error("{}: tensor {tensor} holds {count} value(s) that are NaN, infinite or beyond ±1e6 (first at flat index {first}: {value}); the file is corrupt", path.display())]
@@ -61,19 +43,6 @@ pub enum Error {
         /// The input's position in the slice passed in.
         index: usize,
     },
-    /// A malformed line of an input file.
-    #[error("{source_name}: line {line}: {message}")]
-    Input {
-        /// The file, or "standard input".
-        source_name: String,
-        /// 1-based line number.
-        line: usize,
-        /// What is wrong.
-        message: String,
-    },
-    /// An allocation sized by the input failed.
-    #[error("out of memory: {0}")]
-    OutOfMemory(String),
     /// A JSON file is malformed or lacks a required key.
     #[error("cannot parse {}", path.display())]
     Json {
@@ -105,7 +74,7 @@ pub enum Error {
     #[error("tokenization failed")]
     Tokenizer(#[source] tokenizers::Error),
     /// A model id that is neither a folder nor in the Hugging Face hub cache.
-    #[error("model {0:?} not found: it is not a folder{hub}", hub = if cfg!(feature = "hf-hub") { " and not in the Hugging Face hub cache" } else { "" })]
+    #[error("model {0:?} not found: it is not a folder{hub}{hint}", hub = if cfg!(feature = "hf-hub") { " and not in the Hugging Face hub cache" } else { "" }, hint = if .0.contains('/') { "" } else { " (a hub id is owner/name, as sentence-transformers/all-MiniLM-L6-v2; models/fetch.sh installs all-MiniLM-L6-v2 into models/)" })]
     ModelNotFound(String),
     /// The model folder describes something this crate does not run.
     #[error("unsupported model: {0}")]
@@ -131,6 +100,9 @@ pub enum Error {
     /// A pooling mode or config is invalid.
     #[error(transparent)]
     Pooling(#[from] sbert_pooling::PoolingError),
+    /// A search, mining, clustering or index operation of [`crate::search`] failed.
+    #[error(transparent)]
+    Search(#[from] sbert_search::SearchError),
 }
 
 /// `Result` with this crate's [`Error`].

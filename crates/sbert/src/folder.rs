@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::similarity::Similarity;
 
 /// One entry of `modules.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,25 +78,50 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     })
 }
 
-/// The prompt settings of `config_sentence_transformers.json`.
+/// The settings of `config_sentence_transformers.json` that change what `encode` and
+/// `similarity` do.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub(crate) struct PromptConfig {
+pub(crate) struct SentenceTransformersConfig {
     /// Prompt name → the text put before an input.
     #[serde(default)]
     pub prompts: std::collections::BTreeMap<String, String>,
     /// The prompt applied when the caller names none.
     #[serde(default)]
     pub default_prompt_name: Option<String>,
+    /// The similarity function the model is meant to be compared with (`"cosine"`, `"dot"`,
+    /// `"euclidean"`, `"manhattan"`); cosine when absent, as in sentence-transformers.
+    #[serde(default)]
+    pub similarity_fn_name: Option<String>,
+    /// The file, for error messages.
+    #[serde(skip)]
+    pub path: PathBuf,
 }
 
-/// The prompt settings of `config_sentence_transformers.json` in `dir`; none when the file or
+impl SentenceTransformersConfig {
+    /// `similarity_fn_name` as a [`Similarity`].
+    pub fn similarity_fn(&self) -> Result<Similarity> {
+        match &self.similarity_fn_name {
+            None => Ok(Similarity::Cosine),
+            Some(name) => name.parse().map_err(|_| {
+                Error::Unsupported(format!(
+                    "{}: similarity_fn_name {name:?} is none of cosine, dot, euclidean, manhattan",
+                    self.path.display()
+                ))
+            }),
+        }
+    }
+}
+
+/// The settings of `config_sentence_transformers.json` that change what `encode` and
+/// `similarity` do.in `dir`; none when the file or
 /// the keys are absent.
-pub(crate) fn read_prompt_config(dir: &Path) -> Result<PromptConfig> {
+pub(crate) fn read_sentence_transformers_config(dir: &Path) -> Result<SentenceTransformersConfig> {
     let path = dir.join("config_sentence_transformers.json");
     if !path.is_file() {
-        return Ok(PromptConfig::default());
+        return Ok(SentenceTransformersConfig::default());
     }
-    let config: PromptConfig = read_json(&path)?;
+    let mut config: SentenceTransformersConfig = read_json(&path)?;
+    config.path = path.clone();
     if let Some(name) = &config.default_prompt_name {
         if !config.prompts.contains_key(name) {
             return Err(Error::InvalidArgument(format!(

@@ -95,12 +95,14 @@ impl Dense {
     }
 }
 
-/// Applies `heads` in order to pooled embeddings `(n, d)`. Differentiable with respect to `x`.
-pub(crate) fn apply(heads: &[Head], mut x: Tensor) -> Result<Tensor> {
+/// Applies `heads` in order to pooled embeddings `(n, d)`, the `Normalize` module only when
+/// `normalize`. Differentiable with respect to `x`.
+pub(crate) fn apply(heads: &[Head], mut x: Tensor, normalize: bool) -> Result<Tensor> {
     for head in heads {
         x = match head {
             Head::Dense(d) => d.forward(&x)?,
-            Head::Normalize => similarity::normalize(&x)?,
+            Head::Normalize if normalize => similarity::normalize(&x)?,
+            Head::Normalize => x,
         };
     }
     Ok(x)

@@ -17,53 +17,64 @@
 //! # Quickstart
 //!
 //! ```no_run
-//! use candle_core::Device;
 //! use sbert::SentenceEmbedder;
 //!
 //! # fn main() -> sbert::Result<()> {
 //! // Run `models/fetch.sh` once to install all-MiniLM-L6-v2 into models/.
-//! let model = SentenceEmbedder::from_dir("models/all-MiniLM-L6-v2", &Device::Cpu)?;
-//! let embeddings = model.embed(&["A man is eating food.", "A man eats pasta."])?; // (2, 384)
-//! let scores = sbert::cos_sim(&embeddings, &embeddings)?; // (2, 2)
-//! let s = model.similarity("A man is eating food.", "A man eats pasta.")?;
-//! assert!(s > 0.5);
-//! # let _ = scores;
+//! let model = SentenceEmbedder::from_dir("models/all-MiniLM-L6-v2", &sbert::Device::Cpu)?;
+//! let embeddings = model.embed(&["A man is eating food.", "A man eats pasta."])?;
+//! assert_eq!((embeddings.len(), embeddings.dim()), (2, 384));
+//! let scores = model.similarity(&embeddings, &embeddings)?; // 2 × 2, the model's function
+//! assert!(scores[0][1] > 0.5);
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! The builder covers the knobs, each with sentence-transformers' default:
+//! One [`SentenceEmbedder::encode`] takes sentence-transformers' per-call settings
+//! ([`EncodeOptions`]: prompt, batch size, normalization, Matryoshka truncation); the builder
+//! sets the model's defaults:
 //!
 //! ```no_run
-//! use candle_core::Device;
-//! use sbert::{PoolingMode, SentenceEmbedder};
+//! use sbert::{EncodeOptions, PoolingMode, Prompt, SentenceEmbedder};
 //!
 //! # fn main() -> sbert::Result<()> {
 //! let model = SentenceEmbedder::builder("models/all-MiniLM-L6-v2")
-//!     .device(Device::Cpu)
 //!     .batch_size(64)
 //!     .pooling(PoolingMode::Max)
-//!     .normalize(false)
 //!     .build()?;
-//! let out = model.encode(&["a text", ""])?;
-//! assert_eq!(out.inputs[1].tokens, 2); // [CLS] [SEP]
+//! let out = model.encode(&["a text", ""], &EncodeOptions::default().truncate_dim(128))?;
+//! assert_eq!(out.dim(), 128);
+//! assert_eq!(out.inputs()[1].tokens, 2); // [CLS] [SEP]
+//! // Models with prompts (config_sentence_transformers.json) take them by name or as text.
+//! let queries = model.encode(&["how do cats sleep?"], &EncodeOptions::default().prompt(Prompt::Text("query: ")))?;
+//! # let _ = queries;
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! Models with prompts (`config_sentence_transformers.json`) take them per call or as the
-//! builder's default, as sentence-transformers' `prompt_name` / `prompt`:
+//! Search, mining, clustering and de-duplication over the rows are in [`search`] (the
+//! `sbert-search` crate), whose errors convert into [`Error`]:
 //!
 //! ```no_run
-//! use sbert::{Prompt, SentenceEmbedder};
+//! use sbert::search::{semantic_search, Score};
+//! use sbert::SentenceEmbedder;
 //!
 //! # fn main() -> sbert::Result<()> {
-//! let model = SentenceEmbedder::builder("intfloat/multilingual-e5-small").build()?;
-//! let queries = model.encode_with_prompt(&["how do cats sleep?"], Prompt::Named("query"))?;
-//! let passages = model.encode_with_prompt(&["Cats sleep 15 hours a day."], Prompt::Text("passage: "))?;
-//! # let _ = (queries, passages);
+//! let model = SentenceEmbedder::from_dir("models/all-MiniLM-L6-v2", &sbert::Device::Cpu)?;
+//! let corpus = model.embed(&["A man is eating food.", "A monkey plays drums."])?;
+//! let queries = model.embed(&["Someone eats."])?;
+//! let hits = semantic_search(&queries.vectors(), &corpus.vectors(), 5, Score::Cosine)?;
+//! assert_eq!(hits[0].len(), 2); // top_k is capped at the corpus size
 //! # Ok(())
 //! # }
+//! ```
+//!
+//! Build dependencies with optimization even in debug builds: an unoptimized encoder is about
+//! 100× slower. In the `Cargo.toml` of your crate:
+//!
+//! ```toml
+//! [profile.dev.package."*"]
+//! opt-level = 3
 //! ```
 //!
 //! On the CPU, BERT-family encoders can multiply in int8 (weights quantized per output channel
@@ -93,14 +104,14 @@
 
 mod batching;
 mod builder;
+mod device;
 mod embedder;
+mod embeddings;
 mod encoders;
 mod error;
 mod folder;
 mod heads;
 mod hub;
-pub mod input;
-pub mod output;
 mod prefix;
 mod similarity;
 mod text_embedder;
@@ -109,9 +120,12 @@ mod weights;
 
 pub use batching::PaddedBatch;
 pub use builder::{EmbedderBuilder, DEFAULT_BATCH_SIZE};
-pub use embedder::{Embeddings, InputStats, Prompt, SentenceEmbedder};
+pub use device::device;
+pub use embedder::{Prompt, SentenceEmbedder};
+pub use embeddings::{Embeddings, EncodeOptions, InputStats};
 pub use error::{Error, Result};
 pub use folder::{DenseConfig, ModuleEntry, SentenceBertConfig};
+pub use sbert_search::{self as search, normalize_rows};
 pub use similarity::{cos_sim, cosine, normalize, pairwise_cos_sim, Similarity};
 pub use text_embedder::TextEmbedder;
 pub use tokenize::TokenizedText;
@@ -120,3 +134,8 @@ pub use sbert_bert::{self as bert, BertConfig, BertModel, Quantization};
 pub use sbert_pooling::{self as pooling, Pooling, PoolingConfig, PoolingError, PoolingMode};
 
 pub use candle_core::{self, DType, Device, Tensor};
+
+/// The README's Rust examples, compiled as doctests so that they keep working.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExamples;

@@ -150,10 +150,14 @@ pub fn pairwise_cos_sim(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     Similarity::Cosine.pairwise(a, b)
 }
 
-/// Cosine similarity of two plain vectors, accumulated in f64; 0 when either is all zeros.
-/// Vectors of different lengths are compared over their common prefix: check lengths first,
-/// or use [`Similarity::pairwise`], which does.
+/// Cosine similarity of two plain vectors, accumulated in f64; 0 when either is all zeros,
+/// exactly 1 for equal vectors, and always in [-1, 1]. Vectors of different lengths are
+/// compared over their common prefix: check lengths first, or use [`Similarity::pairwise`],
+/// which does.
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    if a == b && a.iter().any(|&x| x != 0.0) {
+        return 1.0;
+    }
     let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
     for (&x, &y) in a.iter().zip(b) {
         dot += f64::from(x) * f64::from(y);
@@ -161,7 +165,7 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
         nb += f64::from(y) * f64::from(y);
     }
     let denom = na.sqrt().max(1e-12) * nb.sqrt().max(1e-12);
-    (dot / denom) as f32
+    (dot / denom).clamp(-1.0, 1.0) as f32
 }
 
 #[cfg(test)]

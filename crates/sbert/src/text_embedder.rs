@@ -40,7 +40,7 @@ pub trait TextEmbedder: Send + Sync {
 
 impl TextEmbedder for crate::SentenceEmbedder {
     fn embed_texts(&self, texts: &[&str]) -> Result<Tensor> {
-        self.embed(texts)
+        self.encode_tensor(texts, &crate::EncodeOptions::default())
     }
 
     fn pooling(&self) -> &Pooling {

@@ -6,8 +6,10 @@ use std::path::Path;
 
 use hnsw_rs::prelude::{AnnT as _, Distance, Hnsw, HnswIo};
 
+use rayon::prelude::*;
+
 use crate::scores::{normalized, TopK};
-use crate::{check_search, Embeddings, Hit, SearchError};
+use crate::{check_search, Hit, SearchError, Vectors};
 
 /// How the graph is built. The defaults (16 links, `ef_construction` 200) are hnswlib's
 /// common choice for sentence embeddings: recall@10 ≥ 0.95 at a search width of 64–128.
@@ -107,12 +109,12 @@ const BASENAME: &str = "hnsw";
 /// # Example
 ///
 /// ```
-/// use sbert_search::{ApproximateIndex, Embeddings, HnswParams};
+/// use sbert_search::{ApproximateIndex, Vectors, HnswParams};
 ///
 /// # fn main() -> Result<(), sbert_search::SearchError> {
 /// let corpus = [1.0, 0.0, 0.0, 1.0, 0.6, 0.8];
-/// let index = ApproximateIndex::build(&Embeddings::new(&corpus, 2)?, HnswParams::default())?;
-/// let hits = index.search(&Embeddings::new(&[0.8, 0.6], 2)?, 1, 16)?;
+/// let index = ApproximateIndex::build(&Vectors::new(&corpus, 2)?, HnswParams::default())?;
+/// let hits = index.search(&Vectors::new(&[0.8, 0.6], 2)?, 1, 16)?;
 /// assert_eq!(hits[0][0].corpus_id, 2);
 /// # Ok(())
 /// # }
@@ -140,7 +142,7 @@ impl ApproximateIndex {
     ///
     /// # Errors
     /// An empty corpus, or parameters out of range ([`SearchError::Parameter`]).
-    pub fn build(corpus: &Embeddings<'_>, params: HnswParams) -> Result<Self, SearchError> {
+    pub fn build(corpus: &Vectors<'_>, params: HnswParams) -> Result<Self, SearchError> {
         if corpus.is_empty() {
             return Err(SearchError::Empty("corpus"));
         }
@@ -185,14 +187,14 @@ impl ApproximateIndex {
     /// run in parallel on all cores.
     ///
     /// # Errors
-    /// Empty queries, another dimension, `top_k` not in `1..=len()`, `ef` of 0.
+    /// Empty queries, another dimension, a `top_k` of 0 (capped at `len()`), `ef` of 0.
     pub fn search(
         &self,
-        queries: &Embeddings<'_>,
+        queries: &Vectors<'_>,
         top_k: usize,
         ef: usize,
     ) -> Result<Vec<Vec<Hit>>, SearchError> {
-        check_search(queries, self.len, self.dim, top_k)?;
+        let top_k = check_search(queries, self.len, self.dim, top_k)?;
         if ef == 0 {
             return Err(SearchError::Zero("ef"));
         }
@@ -201,32 +203,17 @@ impl ApproximateIndex {
         if queries.len() == 1 {
             return Ok(vec![self.one(&q, top_k, ef)]);
         }
-        let threads = std::thread::available_parallelism()
-            .map_or(1, usize::from)
-            .min(queries.len());
-        let share = queries.len().div_ceil(threads) * self.dim;
-        Ok(std::thread::scope(|scope| {
-            let handles: Vec<_> = q
-                .chunks(share)
-                .map(|mine| {
-                    scope.spawn(move || {
-                        mine.chunks_exact(self.dim)
-                            .map(|query| self.one(query, top_k, ef))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("a search thread panicked"))
-                .collect()
-        }))
+        // On the current rayon pool (the caller's `install`, else the global one).
+        Ok(q.par_chunks_exact(self.dim)
+            .map(|query| self.one(query, top_k, ef))
+            .collect())
     }
 
     fn one(&self, query: &[f32], top_k: usize, ef: usize) -> Vec<Hit> {
         let mut list = TopK::new(top_k);
         for n in self.graph.search(query, top_k, ef) {
-            list.push(1.0 - n.distance, n.d_id);
+            // A cosine, kept in [-1, 1] as the exact search keeps it.
+            list.push((1.0 - n.distance).clamp(-1.0, 1.0), n.d_id);
         }
         list.into_sorted()
             .into_iter()
@@ -364,8 +351,8 @@ mod tests {
         let rows = clustered(3000, dim, 11);
         let queries = clustered(200, dim, 12);
         let (c, q) = (
-            Embeddings::new(&rows, dim).expect("rows"),
-            Embeddings::new(&queries, dim).expect("queries"),
+            Vectors::new(&rows, dim).expect("rows"),
+            Vectors::new(&queries, dim).expect("queries"),
         );
         let exact = semantic_search(&q, &c, 10, Score::Cosine).expect("exact");
         let index = ApproximateIndex::build(&c, HnswParams::default()).expect("build");
@@ -389,7 +376,7 @@ mod tests {
         }
         // One query alone gets the answer it gets in a batch.
         let single = index
-            .search(&Embeddings::new(q.row(5), dim).expect("row"), 10, 200)
+            .search(&Vectors::new(q.row(5), dim).expect("row"), 10, 200)
             .expect("search");
         assert_eq!(single[0], wide[5]);
 
@@ -417,8 +404,8 @@ mod tests {
     #[test]
     fn bad_parameters_and_queries_are_errors() {
         let rows = clustered(50, 8, 3);
-        let c = Embeddings::new(&rows, 8).expect("rows");
-        let empty = Embeddings::new(&[], 8).expect("empty");
+        let c = Vectors::new(&rows, 8).expect("rows");
+        let empty = Vectors::new(&[], 8).expect("empty");
         assert!(ApproximateIndex::build(&empty, HnswParams::default()).is_err());
         for (links, ef_construction) in [(1, 100), (129, 200), (300, 400), (16, 8)] {
             let params = HnswParams {
@@ -434,12 +421,13 @@ mod tests {
             );
         }
         let index = ApproximateIndex::build(&c, HnswParams::default()).expect("build");
-        let q = Embeddings::new(&rows[..8], 8).expect("query");
+        let q = Vectors::new(&rows[..8], 8).expect("query");
         assert!(index.search(&q, 0, 10).is_err());
-        assert!(index.search(&q, 51, 10).is_err());
+        // Above the row count, top_k is capped at it, as in the exact search.
+        assert_eq!(index.search(&q, 51, 10).expect("capped")[0].len(), 50);
         assert!(index.search(&q, 5, 0).is_err());
         assert!(index.search(&empty, 5, 10).is_err());
-        let other = Embeddings::new(&rows[..4], 4).expect("narrow");
+        let other = Vectors::new(&rows[..4], 4).expect("narrow");
         assert!(matches!(
             index.search(&other, 5, 10),
             Err(SearchError::DimensionMismatch { .. })

@@ -3,8 +3,9 @@
 //! `threshold` is a candidate centre; candidates are taken largest first, each keeping the
 //! members no earlier community took, and kept when still large enough.
 
+use crate::scores::finish_cosines;
 use crate::scores::{block, normalized};
-use crate::{check_threshold, Embeddings, SearchError};
+use crate::{check_threshold, SearchError, Vectors};
 
 /// Rows scored at once.
 const BATCH: usize = 1024;
@@ -27,7 +28,7 @@ fn top(row: &[f32], k: usize) -> Vec<(f32, usize)> {
 /// # Errors
 /// `threshold` outside [-1, 1] or `min_community_size` of 0.
 pub fn community_detection(
-    embeddings: &Embeddings<'_>,
+    embeddings: &Vectors<'_>,
     threshold: f32,
     min_community_size: usize,
 ) -> Result<Vec<Vec<usize>>, SearchError> {
@@ -44,7 +45,8 @@ pub fn community_detection(
     let mut sort_max_size = (2 * min_community_size).max(50).min(n);
     let mut candidates: Vec<(usize, Vec<usize>)> = Vec::new();
     for (b, rows) in e.chunks(BATCH * dim).enumerate() {
-        let scores = block(rows, &e, dim)?;
+        let mut scores = block(rows, &e, dim)?;
+        finish_cosines(&mut scores, rows, &e, dim);
         for (r, row) in scores.chunks_exact(n).enumerate() {
             // The min_community_size-th highest score decides whether this is a centre.
             let mut copy = row.to_vec();
@@ -100,7 +102,7 @@ mod tests {
             .iter()
             .flat_map(|a| [a.to_radians().cos(), a.to_radians().sin()])
             .collect();
-        let e = Embeddings::new(&rows, 2).expect("rows");
+        let e = Vectors::new(&rows, 2).expect("rows");
         let c = community_detection(&e, 0.99, 2).expect("communities");
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].len(), 3);

@@ -4,8 +4,9 @@
 
 use serde::Serialize;
 
+use crate::scores::finish_cosines;
 use crate::scores::{block, normalized};
-use crate::{check_threshold, Embeddings, SearchError};
+use crate::{check_threshold, SearchError, Vectors};
 
 /// Rows decided per block.
 const BLOCK: usize = 512;
@@ -34,7 +35,7 @@ impl Dedup {
 ///
 /// # Errors
 /// `threshold` outside [-1, 1].
-pub fn dedup(embeddings: &Embeddings<'_>, threshold: f32) -> Result<Dedup, SearchError> {
+pub fn dedup(embeddings: &Vectors<'_>, threshold: f32) -> Result<Dedup, SearchError> {
     check_threshold(threshold)?;
     let n = embeddings.len();
     let dim = embeddings.dim();
@@ -46,8 +47,10 @@ pub fn dedup(embeddings: &Embeddings<'_>, threshold: f32) -> Result<Dedup, Searc
     for (b, rows) in e.chunks(BLOCK * dim).enumerate() {
         let m = rows.len() / dim;
         let before = kept.len();
-        let against_kept = block(rows, &kept_rows, dim)?;
-        let within = block(rows, rows, dim)?;
+        let mut against_kept = block(rows, &kept_rows, dim)?;
+        finish_cosines(&mut against_kept, rows, &kept_rows, dim);
+        let mut within = block(rows, rows, dim)?;
+        finish_cosines(&mut within, rows, rows, dim);
         let mut kept_here: Vec<usize> = Vec::new();
         for r in 0..m {
             let i = b * BLOCK + r;
@@ -87,6 +90,29 @@ pub fn dedup(embeddings: &Embeddings<'_>, threshold: f32) -> Result<Dedup, Searc
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn exact_duplicates_score_exactly_one_and_every_score_stays_a_cosine() {
+        // Rows whose normalized self-product rounds away from 1 (0.9999996 or 1.0000007).
+        let dim = 384;
+        let mut next = crate::uniform(7);
+        let mut rows: Vec<f32> = (0..3 * dim).map(|_| next() * 3.7).collect();
+        let first = rows[..dim].to_vec();
+        rows.extend_from_slice(&first); // row 3 repeats row 0
+        let e = Vectors::new(&rows, dim).expect("rows");
+        let d = dedup(&e, 1.0).expect("dedup");
+        assert_eq!(d.duplicate_of, vec![None, None, None, Some(0)]);
+        assert_eq!(d.similarity[3], Some(1.0));
+        let clusters = crate::community_detection(&e, 1.0, 2).expect("communities");
+        assert_eq!(clusters, vec![vec![0, 3]]);
+        let hits = crate::semantic_search(&e, &e, 4, crate::Score::Cosine).expect("search");
+        for (i, h) in hits.iter().enumerate() {
+            assert!(h.iter().all(|x| (-1.0..=1.0).contains(&x.score)), "{h:?}");
+            assert_eq!(h[0].score, 1.0, "query {i} against itself");
+        }
+        let pairs = crate::paraphrase_mining(&e, 3, 10, crate::Score::Cosine).expect("mining");
+        assert_eq!((pairs[0].i, pairs[0].j, pairs[0].score), (0, 3, 1.0));
+    }
+
     use super::*;
 
     /// The rule stated directly: pairwise cosines, a scan in order.
@@ -126,7 +152,7 @@ mod tests {
             })
             .collect();
         let flat: Vec<f32> = rows.concat();
-        let e = Embeddings::new(&flat, 3).expect("rows");
+        let e = Vectors::new(&flat, 3).expect("rows");
         let d = dedup(&e, 0.999).expect("dedup");
         assert_eq!(d.duplicate_of, plain(&rows, 0.999));
         assert!(d.kept().len() < 1200 && d.kept()[0] == 0);
@@ -137,7 +163,7 @@ mod tests {
     fn a_duplicate_points_at_the_most_similar_kept_item() {
         let rows = [[1.0f32, 0.0], [0.0, 1.0], [0.8, 0.6], [1.0, 0.0]];
         let flat: Vec<f32> = rows.concat();
-        let d = dedup(&Embeddings::new(&flat, 2).expect("rows"), 0.7).expect("dedup");
+        let d = dedup(&Vectors::new(&flat, 2).expect("rows"), 0.7).expect("dedup");
         assert_eq!(d.duplicate_of, [None, None, Some(0), Some(0)]);
         assert_eq!(d.kept(), [0, 1]);
     }

@@ -12,14 +12,14 @@
 //! # Example
 //!
 //! ```
-//! use sbert_search::{semantic_search, Embeddings, Score};
+//! use sbert_search::{semantic_search, Vectors, Score};
 //!
 //! # fn main() -> Result<(), sbert_search::SearchError> {
 //! let corpus = [1.0, 0.0, 0.0, 1.0, 0.6, 0.8];
 //! let queries = [0.8, 0.6];
 //! let hits = semantic_search(
-//!     &Embeddings::new(&queries, 2)?,
-//!     &Embeddings::new(&corpus, 2)?,
+//!     &Vectors::new(&queries, 2)?,
+//!     &Vectors::new(&corpus, 2)?,
 //!     2,
 //!     Score::Cosine,
 //! )?;
@@ -43,7 +43,7 @@ pub use community::community_detection;
 pub use dedup::{dedup, Dedup};
 pub use mining::{paraphrase_mining, Pair};
 pub use quantize::{quantize, search_quantized, Precision, Quantized, Ranges};
-pub use scores::normalized;
+pub use scores::{normalize_rows, normalized};
 pub use search::{semantic_search, Hit};
 
 /// Errors of the search functions: every bad input is one of these, never a panic.
@@ -75,8 +75,8 @@ pub enum SearchError {
         /// The row.
         row: usize,
     },
-    /// `top_k` out of range.
-    #[error("top_k {top_k} must be between 1 and {max}")]
+    /// A `top_k` of 0.
+    #[error("top_k {top_k} must be at least 1 (the corpus has {max} rows)")]
     TopK {
         /// Asked for.
         top_k: usize,
@@ -103,14 +103,15 @@ pub enum SearchError {
     Tensor(#[from] candle_core::Error),
 }
 
-/// A view of `n` embeddings of `dim` values each, row-major.
+/// A borrowed matrix of `n` vectors of `dim` values each, row-major: what every function
+/// here reads. `sbert::Embeddings::vectors` gives one for a model's output.
 #[derive(Debug, Clone, Copy)]
-pub struct Embeddings<'a> {
+pub struct Vectors<'a> {
     data: &'a [f32],
     dim: usize,
 }
 
-impl<'a> Embeddings<'a> {
+impl<'a> Vectors<'a> {
     /// Views `data` as rows of `dim` values.
     ///
     /// # Errors
@@ -160,6 +161,7 @@ impl<'a> Embeddings<'a> {
 
 /// How two embeddings are scored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Score {
     /// Cosine similarity (rows are L2-normalized first; a zero row scores 0).
     #[default]
@@ -169,13 +171,14 @@ pub enum Score {
 }
 
 /// The checks every search makes: queries present, a corpus of `corpus_len` rows of
-/// `corpus_dim` values, the same width on both sides, `top_k` in `1..=corpus_len`.
+/// `corpus_dim` values, the same width on both sides, `top_k` at least 1. Returns `top_k`
+/// capped at `corpus_len`, as sentence-transformers' `semantic_search` caps it.
 fn check_search(
-    queries: &Embeddings<'_>,
+    queries: &Vectors<'_>,
     corpus_len: usize,
     corpus_dim: usize,
     top_k: usize,
-) -> Result<(), SearchError> {
+) -> Result<usize, SearchError> {
     if queries.is_empty() {
         return Err(SearchError::Empty("query set"));
     }
@@ -188,13 +191,13 @@ fn check_search(
             corpus: corpus_dim,
         });
     }
-    if top_k == 0 || top_k > corpus_len {
+    if top_k == 0 {
         return Err(SearchError::TopK {
             top_k,
             max: corpus_len,
         });
     }
-    Ok(())
+    Ok(top_k.min(corpus_len))
 }
 
 /// Uniform values in `[-1, 1)` from a 64-bit LCG seeded with `seed`: the tests' fixed data.

@@ -8,8 +8,8 @@ use std::collections::{BinaryHeap, HashSet};
 
 use serde::Serialize;
 
-use crate::scores::{block, prepared, TopK, CORPUS_BLOCK, QUERY_BLOCK};
-use crate::{Embeddings, Score, SearchError};
+use crate::scores::{block, finish_cosines, prepared, TopK, CORPUS_BLOCK, QUERY_BLOCK};
+use crate::{Score, SearchError, Vectors};
 
 /// A mined pair, `i < j`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -54,7 +54,7 @@ impl Ord for Entry {
 /// # Errors
 /// Fewer than 2 items, or `top_k` / `max_pairs` of 0.
 pub fn paraphrase_mining(
-    embeddings: &Embeddings<'_>,
+    embeddings: &Vectors<'_>,
     top_k: usize,
     max_pairs: usize,
     score: Score,
@@ -80,7 +80,10 @@ pub fn paraphrase_mining(
         let mut lists: Vec<TopK> = (0..rows).map(|_| TopK::new(keep)).collect();
         for (cb, corpus_rows) in e.chunks(CORPUS_BLOCK * dim).enumerate() {
             let width = corpus_rows.len() / dim;
-            let scores = block(query_rows, corpus_rows, dim)?;
+            let mut scores = block(query_rows, corpus_rows, dim)?;
+            if score == Score::Cosine {
+                finish_cosines(&mut scores, query_rows, corpus_rows, dim);
+            }
             for (r, row) in scores.chunks_exact(width).enumerate() {
                 for (j, &s) in row.iter().enumerate() {
                     lists[r].push(s, cb * CORPUS_BLOCK + j);
@@ -146,7 +149,7 @@ mod tests {
             .iter()
             .flat_map(|&a| unit(a))
             .collect();
-        let e = Embeddings::new(&rows, 2).expect("rows");
+        let e = Vectors::new(&rows, 2).expect("rows");
         let all = paraphrase_mining(&e, 4, 100, Score::Cosine).expect("mine");
         assert_eq!(all.len(), 10, "every pair once");
         assert_eq!((all[0].i, all[0].j), (2, 3), "5° apart first");
@@ -160,12 +163,12 @@ mod tests {
 
     #[test]
     fn bad_input_is_an_error() {
-        let one = Embeddings::new(&[1.0, 0.0], 2).expect("rows");
+        let one = Vectors::new(&[1.0, 0.0], 2).expect("rows");
         assert!(matches!(
             paraphrase_mining(&one, 1, 1, Score::Cosine),
             Err(SearchError::Empty(_))
         ));
-        let two = Embeddings::new(&[1.0, 0.0, 0.0, 1.0], 2).expect("rows");
+        let two = Vectors::new(&[1.0, 0.0, 0.0, 1.0], 2).expect("rows");
         assert!(matches!(
             paraphrase_mining(&two, 0, 1, Score::Cosine),
             Err(SearchError::Zero(_))

@@ -8,7 +8,7 @@
 use std::str::FromStr;
 
 use crate::scores::TopK;
-use crate::{check_search, Embeddings, Hit, SearchError};
+use crate::{check_search, Hit, SearchError, Vectors};
 
 /// A storage precision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +55,7 @@ impl Ranges {
     ///
     /// # Errors
     /// Fewer than two rows.
-    pub fn from_calibration(calibration: &Embeddings<'_>) -> Result<Self, SearchError> {
+    pub fn from_calibration(calibration: &Vectors<'_>) -> Result<Self, SearchError> {
         if calibration.len() < 2 {
             return Err(SearchError::Empty("calibration set of at least two rows"));
         }
@@ -124,7 +124,7 @@ impl Quantized {
 /// # Errors
 /// `int8`/`uint8` without ranges and fewer than two rows; ranges of another dimension.
 pub fn quantize(
-    embeddings: &Embeddings<'_>,
+    embeddings: &Vectors<'_>,
     precision: Precision,
     ranges: Option<&Ranges>,
 ) -> Result<Quantized, SearchError> {
@@ -267,14 +267,14 @@ fn coarse(q: &Quantized, qi: usize, c: &Quantized, ci: usize) -> f32 {
 /// returned (integer inner products, or negative Hamming distances).
 ///
 /// # Errors
-/// Empty inputs, a dimension mismatch, `top_k` outside `1..=corpus.len()`, or a zero multiplier.
+/// Empty inputs, a dimension mismatch, a `top_k` of 0 (capped at the corpus size), or a zero multiplier.
 pub fn search_quantized(
-    queries: &Embeddings<'_>,
+    queries: &Vectors<'_>,
     corpus: &Quantized,
     top_k: usize,
     rescore_multiplier: Option<usize>,
 ) -> Result<Vec<Vec<Hit>>, SearchError> {
-    check_search(queries, corpus.len(), corpus.dim, top_k)?;
+    let top_k = check_search(queries, corpus.len(), corpus.dim, top_k)?;
     if rescore_multiplier == Some(0) {
         return Err(SearchError::Zero("rescore_multiplier"));
     }
@@ -336,7 +336,7 @@ mod tests {
         // Values checked with sentence_transformers.quantization.quantize_embeddings (6.2):
         // ranges min [-1, 0, 2], max [1, 2, 2] (a flat dimension gets step 1).
         let rows = [-1.0f32, 0.0, 2.0, 1.0, 2.0, 2.0, 0.0, 1.0, 2.0];
-        let e = Embeddings::new(&rows, 3).expect("rows");
+        let e = Vectors::new(&rows, 3).expect("rows");
         let u = quantize(&e, Precision::Uint8, None).expect("uint8");
         // 2 / (2/255) is 254.99998 in f32: the top bucket is 254, as in numpy.
         assert_eq!(u.data, [0, 0, 0, 254, 254, 0, 127, 127, 0]);
@@ -345,21 +345,21 @@ mod tests {
         assert_eq!(signed, [-128, -128, -128, 126, 126, -128, -1, -1, -128]);
         let bits = [0.5f32, -1.0, 0.0, 2.0, 1.0, 1.0, -3.0, 0.1, 0.2];
         let b = quantize(
-            &Embeddings::new(&bits, 9).expect("rows"),
+            &Vectors::new(&bits, 9).expect("rows"),
             Precision::Ubinary,
             None,
         )
         .expect("ubinary");
         assert_eq!(b.data, [0b1001_1101, 0b1000_0000]);
         let s = quantize(
-            &Embeddings::new(&bits, 9).expect("rows"),
+            &Vectors::new(&bits, 9).expect("rows"),
             Precision::Binary,
             None,
         )
         .expect("binary");
         assert_eq!(s.data.iter().map(|&x| x as i8).collect::<Vec<_>>(), [29, 0]);
         assert!(quantize(
-            &Embeddings::new(&[1.0, 2.0], 2).expect("one row"),
+            &Vectors::new(&[1.0, 2.0], 2).expect("one row"),
             Precision::Int8,
             None
         )
@@ -377,7 +377,7 @@ mod tests {
                 v.into_iter().map(move |x| x / norm)
             })
             .collect();
-        let e = Embeddings::new(&rows, 16).expect("rows");
+        let e = Vectors::new(&rows, 16).expect("rows");
         let exact = crate::semantic_search(&e, &e, 1, crate::Score::Dot).expect("exact");
         for precision in [Precision::Int8, Precision::Float32] {
             let q = quantize(&e, precision, None).expect("quantized");

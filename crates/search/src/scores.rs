@@ -6,24 +6,56 @@ use std::collections::BinaryHeap;
 
 use candle_core::{Device, Tensor};
 
-use crate::{Embeddings, Score};
+use crate::{Score, Vectors};
 
 /// Rows L2-normalized as `torch.nn.functional.normalize` (a zero row stays zero): scoring
 /// these by [`Score::Dot`] gives cosines without normalizing again on every search.
-pub fn normalized(e: &Embeddings<'_>) -> Vec<f32> {
+pub fn normalized(e: &Vectors<'_>) -> Vec<f32> {
     let mut out = e.as_slice().to_vec();
-    for row in out.chunks_exact_mut(e.dim()) {
-        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-        row.iter_mut().for_each(|x| *x /= norm);
-    }
+    normalize_rows(&mut out, e.dim());
     out
 }
 
+/// L2-normalizes each row of `values` (rows of `dim` values, row-major) in place, as
+/// `torch.nn.functional.normalize` does: the norm is clamped at 1e-12, so a zero row stays
+/// zero. A `dim` of 0 leaves `values` as it is.
+pub fn normalize_rows(values: &mut [f32], dim: usize) {
+    if dim == 0 {
+        return;
+    }
+    for row in values.chunks_exact_mut(dim) {
+        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        row.iter_mut().for_each(|x| *x /= norm);
+    }
+}
+
 /// The rows as scored: normalized for cosine, as given (not copied) for dot.
-pub(crate) fn prepared<'a>(e: &Embeddings<'a>, score: Score) -> Cow<'a, [f32]> {
+pub(crate) fn prepared<'a>(e: &Vectors<'a>, score: Score) -> Cow<'a, [f32]> {
     match score {
         Score::Cosine => Cow::Owned(normalized(e)),
         Score::Dot => Cow::Borrowed(e.as_slice()),
+    }
+}
+
+/// Makes `scores` (m, n), the dot products of L2-normalized rows `a` (m, d) and `b` (n, d),
+/// proper cosines: rounding can put a product a few ulps outside [-1, 1] or just under 1 for
+/// two equal rows; here every score lies in [-1, 1] and two equal rows score exactly 1, so a
+/// threshold of 1.0 finds exact duplicates.
+pub(crate) fn finish_cosines(scores: &mut [f32], a: &[f32], b: &[f32], dim: usize) {
+    let n = b.len() / dim.max(1);
+    if n == 0 {
+        return;
+    }
+    for (i, row) in scores.chunks_exact_mut(n).enumerate() {
+        let x = &a[i * dim..(i + 1) * dim];
+        for (j, s) in row.iter_mut().enumerate() {
+            // Equal unit rows score within a few ulps of 1; compare only those.
+            if *s > 1.0 - 1e-4 && x == &b[j * dim..(j + 1) * dim] {
+                *s = 1.0;
+            } else {
+                *s = s.clamp(-1.0, 1.0);
+            }
+        }
     }
 }
 
@@ -187,7 +219,7 @@ mod tests {
             block(&a, &b, 2).expect("product"),
             [1.0, 2.0, 3.0, 3.0, 4.0, 7.0]
         );
-        let e = Embeddings::new(&[3.0, 4.0, 0.0, 0.0], 2).expect("rows");
+        let e = Vectors::new(&[3.0, 4.0, 0.0, 0.0], 2).expect("rows");
         assert_eq!(normalized(&e), [0.6, 0.8, 0.0, 0.0]);
     }
 }

@@ -2,8 +2,12 @@
 
 use serde::Serialize;
 
-use crate::scores::{prepared, product_into, Scored, TopK, CORPUS_BLOCK, QUERY_BLOCK};
-use crate::{check_search, Embeddings, Score, SearchError};
+use rayon::prelude::*;
+
+use crate::scores::{
+    finish_cosines, prepared, product_into, Scored, TopK, CORPUS_BLOCK, QUERY_BLOCK,
+};
+use crate::{check_search, Score, SearchError, Vectors};
 
 /// One result of a query.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -19,14 +23,14 @@ pub struct Hit {
 /// corpus rows, so memory does not grow with `queries × corpus`.
 ///
 /// # Errors
-/// An empty side, different dimensions, or `top_k` not in `1..=corpus.len()`.
+/// An empty side, different dimensions, or a `top_k` of 0 (a `top_k` above the corpus size is capped at it).
 pub fn semantic_search(
-    queries: &Embeddings<'_>,
-    corpus: &Embeddings<'_>,
+    queries: &Vectors<'_>,
+    corpus: &Vectors<'_>,
     top_k: usize,
     score: Score,
 ) -> Result<Vec<Vec<Hit>>, SearchError> {
-    check_search(queries, corpus.len(), corpus.dim(), top_k)?;
+    let top_k = check_search(queries, corpus.len(), corpus.dim(), top_k)?;
     let dim = corpus.dim();
     let q = prepared(queries, score);
     let c = prepared(corpus, score);
@@ -34,25 +38,16 @@ pub fn semantic_search(
     // One contiguous share of the corpus per thread, each with its own top-k lists, merged at
     // the end: the products and the top-k scans both run in parallel, and the result does not
     // depend on the split (the lists' order is total: score, then id).
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
+    // The threads of the current rayon pool (the caller's `install`, else the global one).
+    let threads = rayon::current_num_threads()
         .min(corpus.len().div_ceil(CORPUS_BLOCK))
         .max(1);
     let share = corpus.len().div_ceil(threads);
-    let partial: Vec<Vec<Vec<Scored>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = c
-            .chunks(share * dim)
-            .enumerate()
-            .map(|(t, mine)| {
-                let q = &q;
-                scope.spawn(move || scan(q, nq, mine, t * share, dim, top_k))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a search thread panicked"))
-            .collect()
-    });
+    let partial: Vec<Vec<Vec<Scored>>> = c
+        .par_chunks(share * dim)
+        .enumerate()
+        .map(|(t, mine)| scan(&q, nq, mine, t * share, dim, top_k, score))
+        .collect();
     let mut lists: Vec<TopK> = (0..nq).map(|_| TopK::new(top_k)).collect();
     for part in partial {
         for (list, found) in lists.iter_mut().zip(part) {
@@ -84,6 +79,7 @@ fn scan(
     offset: usize,
     dim: usize,
     top_k: usize,
+    score: Score,
 ) -> Vec<Vec<Scored>> {
     let mut lists: Vec<TopK> = (0..nq).map(|_| TopK::new(top_k)).collect();
     let mut scores = vec![0f32; QUERY_BLOCK.min(nq) * CORPUS_BLOCK];
@@ -92,6 +88,9 @@ fn scan(
         for (qb, rows) in q.chunks(QUERY_BLOCK * dim).enumerate() {
             let m = rows.len() / dim;
             product_into(&mut scores, rows, m, block, n, dim);
+            if score == Score::Cosine {
+                finish_cosines(&mut scores[..m * n], rows, block, dim);
+            }
             for (r, row) in scores[..m * n].chunks_exact(n).enumerate() {
                 let list = &mut lists[qb * QUERY_BLOCK + r];
                 for (j, &s) in row.iter().enumerate() {
@@ -110,8 +109,8 @@ mod tests {
     #[test]
     fn hits_are_the_best_by_cosine_or_dot() {
         let corpus = [1.0, 0.0, 0.0, 2.0, 3.0, 3.0];
-        let c = Embeddings::new(&corpus, 2).expect("rows");
-        let q = Embeddings::new(&[1.0, 1.0], 2).expect("rows");
+        let c = Vectors::new(&corpus, 2).expect("rows");
+        let q = Vectors::new(&[1.0, 1.0], 2).expect("rows");
         let cos = semantic_search(&q, &c, 2, Score::Cosine).expect("search");
         assert_eq!(cos[0][0].corpus_id, 2);
         assert!((cos[0][0].score - 1.0).abs() < 1e-6);
@@ -123,9 +122,9 @@ mod tests {
 
     #[test]
     fn bad_input_is_an_error() {
-        let c = Embeddings::new(&[1.0, 0.0], 2).expect("rows");
-        let q3 = Embeddings::new(&[1.0, 0.0, 0.0], 3).expect("rows");
-        let empty = Embeddings::new(&[], 2).expect("no rows");
+        let c = Vectors::new(&[1.0, 0.0], 2).expect("rows");
+        let q3 = Vectors::new(&[1.0, 0.0, 0.0], 3).expect("rows");
+        let empty = Vectors::new(&[], 2).expect("no rows");
         assert!(matches!(
             semantic_search(&q3, &c, 1, Score::Cosine),
             Err(SearchError::DimensionMismatch { .. })
@@ -134,10 +133,9 @@ mod tests {
             semantic_search(&c, &c, 0, Score::Cosine),
             Err(SearchError::TopK { .. })
         ));
-        assert!(matches!(
-            semantic_search(&c, &c, 2, Score::Cosine),
-            Err(SearchError::TopK { .. })
-        ));
+        // Above the corpus size, top_k is capped as in sentence-transformers.
+        let capped = semantic_search(&c, &c, 2, Score::Cosine).expect("capped");
+        assert_eq!(capped[0].len(), 1);
         assert!(matches!(
             semantic_search(&empty, &c, 1, Score::Cosine),
             Err(SearchError::Empty(_))
@@ -146,7 +144,7 @@ mod tests {
             semantic_search(&c, &empty, 1, Score::Cosine),
             Err(SearchError::Empty(_))
         ));
-        assert!(Embeddings::new(&[1.0, f32::NAN], 2).is_err());
-        assert!(Embeddings::new(&[1.0, 2.0, 3.0], 2).is_err());
+        assert!(Vectors::new(&[1.0, f32::NAN], 2).is_err());
+        assert!(Vectors::new(&[1.0, 2.0, 3.0], 2).is_err());
     }
 }

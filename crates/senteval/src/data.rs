@@ -310,15 +310,77 @@ fn require_dir(dir: &Path) -> Result<(), SentEvalError> {
 ///
 /// # Errors
 /// [`SentEvalError::MissingTask`] when the task's folder is absent, [`SentEvalError::Io`] for
-/// an unreadable file, [`SentEvalError::Malformed`] (with file and line) for a bad line.
+/// an unreadable file, [`SentEvalError::Malformed`] (with file and line) for a bad line,
+/// [`SentEvalError::NotEnoughData`] for a split without examples or a training set of one
+/// class.
 pub fn load_task(data: &Path, task: Task) -> Result<TaskData, SentEvalError> {
     let dir: PathBuf = data.join(task.folder());
     require_dir(&dir)?;
+    let loaded = read_task(&dir, task)?;
+    check_classes(&dir, task, &loaded)?;
+    Ok(loaded)
+}
+
+/// Refuses a task that cannot be scored meaningfully: an empty split (an empty or missing
+/// file's worth of examples), or a training set with one class (any classifier scores 100 %
+/// on it without learning anything).
+fn check_classes(dir: &Path, task: Task, data: &TaskData) -> Result<(), SentEvalError> {
+    let refuse = |split: &str, reason: String| {
+        Err(SentEvalError::NotEnoughData {
+            data: format!("{task} {split} ({})", dir.display()),
+            reason,
+        })
+    };
+    let classes = |labels: &[u32]| {
+        let mut seen: Vec<u32> = labels.to_vec();
+        seen.sort_unstable();
+        seen.dedup();
+        seen.len()
+    };
+    let splits: Vec<(&str, &[u32], bool)> = match data {
+        TaskData::CrossValidated(all) => vec![("data", &all.labels, true)],
+        TaskData::TrainTest { train, test } => {
+            vec![
+                ("train", &train.labels, true),
+                ("test", &test.labels, false),
+            ]
+        }
+        TaskData::TrainDevTest { train, dev, test } => vec![
+            ("train", &train.labels, true),
+            ("dev", &dev.labels, false),
+            ("test", &test.labels, false),
+        ],
+        TaskData::Pairs { train, test } => {
+            vec![
+                ("train", &train.labels, true),
+                ("test", &test.labels, false),
+            ]
+        }
+    };
+    for (split, labels, trains) in splits {
+        if labels.is_empty() {
+            return refuse(split, "it holds no examples (are its files empty?)".into());
+        }
+        if trains && classes(labels) < 2 {
+            return refuse(
+                split,
+                format!(
+                    "all {} examples have one label: a classifier scores 100 % on it without \
+                     learning anything (is one of its files empty?)",
+                    labels.len()
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn read_task(dir: &Path, task: Task) -> Result<TaskData, SentEvalError> {
     match task {
-        Task::Mr => binary(&dir, "rt-polarity.pos", "rt-polarity.neg"),
-        Task::Cr => binary(&dir, "custrev.pos", "custrev.neg"),
-        Task::Subj => binary(&dir, "subj.objective", "subj.subjective"),
-        Task::Mpqa => binary(&dir, "mpqa.pos", "mpqa.neg"),
+        Task::Mr => binary(dir, "rt-polarity.pos", "rt-polarity.neg"),
+        Task::Cr => binary(dir, "custrev.pos", "custrev.neg"),
+        Task::Subj => binary(dir, "subj.objective", "subj.subjective"),
+        Task::Mpqa => binary(dir, "mpqa.pos", "mpqa.neg"),
         Task::Sst2 => Ok(TaskData::TrainDevTest {
             train: sst_file(&dir.join("sentiment-train"))?,
             dev: sst_file(&dir.join("sentiment-dev"))?,
@@ -338,6 +400,27 @@ pub fn load_task(data: &Path, task: Task) -> Result<TaskData, SentEvalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_files_and_one_class_tasks_are_errors_naming_the_task() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path();
+        let dir = root.join(Task::Mr.folder());
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for (pos, neg, needle) in [
+            ("", "", "no examples"),
+            ("", "bad film\nawful\n", "one label"),
+            ("great\n", "", "one label"),
+        ] {
+            std::fs::write(dir.join("rt-polarity.pos"), pos).expect("write");
+            std::fs::write(dir.join("rt-polarity.neg"), neg).expect("write");
+            let err = load_task(root, Task::Mr).expect_err("refused").to_string();
+            assert!(err.contains(needle) && err.contains("MR"), "{err}");
+        }
+        std::fs::write(dir.join("rt-polarity.pos"), "great\n").expect("write");
+        std::fs::write(dir.join("rt-polarity.neg"), "awful\n").expect("write");
+        assert!(load_task(root, Task::Mr).is_ok());
+    }
 
     #[test]
     fn python_string_semantics() {
@@ -438,8 +521,9 @@ mod tests {
             ),
             ("MRPC/msr_paraphrase_test.txt", b"header\n"),
         ]);
-        let TaskData::Pairs { train, test } = load_task(dir.path(), Task::Mrpc).expect("loads")
-        else {
+        // Parsing alone: `load_task` refuses the empty test split.
+        let folder = dir.path().join(Task::Mrpc.folder());
+        let TaskData::Pairs { train, test } = read_task(&folder, Task::Mrpc).expect("loads") else {
             panic!("MRPC is pairs")
         };
         assert_eq!(train.first, ["Z", "A b c", "A b c"]);

@@ -184,6 +184,14 @@ pub enum SentEvalError {
     /// A task name that is none of the seven.
     #[error("unknown SentEval task {0:?} (expected MR, CR, SUBJ, MPQA, SST2, TREC or MRPC)")]
     UnknownTask(String),
+    /// A split with no examples, or a training set with one class.
+    #[error("{data}: {reason}")]
+    NotEnoughData {
+        /// The task and split, with its folder.
+        data: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A class has fewer examples than there are folds.
     #[error("{data}: class {label} has {count} examples, fewer than the {folds} folds")]
     TooFewExamples {

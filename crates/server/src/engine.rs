@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
-use sbert::{DType, Prompt, SentenceEmbedder, TokenizedText};
+use sbert::{Prompt, SentenceEmbedder, TokenizedText};
 use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
@@ -133,7 +133,7 @@ fn prepare(model: &SentenceEmbedder, job: Job) -> Option<Ready> {
     }
     let tokenized = match job.inputs {
         Inputs::Texts(texts, name) => {
-            match model.tokenize_with_prompt(&texts, Prompt::named_or_default(name.as_deref())) {
+            match model.tokenize(&texts, Prompt::named_or_default(name.as_deref())) {
                 Ok(t) => t,
                 Err(e) => {
                     let _ = job.reply.send(Err(EngineError::Validation(e.to_string())));
@@ -261,9 +261,10 @@ fn embed(
     model: &SentenceEmbedder,
     tokenized: &[TokenizedText],
 ) -> Result<Vec<Vec<f32>>, EngineError> {
+    let unnormalized = sbert::EncodeOptions::default().normalize(false);
     let rows = model
-        .embed_tokenized(tokenized)
-        .and_then(|t| Ok(t.to_dtype(DType::F32)?.to_vec2::<f32>()?));
+        .embed_tokenized(tokenized, &unnormalized)
+        .map(|e| e.to_vecs());
     rows.map_err(|e| match e {
         sbert::Error::InvalidArgument(m) => EngineError::Validation(m),
         other => EngineError::Backend(other.to_string()),

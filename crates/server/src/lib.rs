@@ -188,9 +188,10 @@ where
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<LoadError>();
     let loader_state = state.clone();
     tokio::task::spawn_blocking(move || match load() {
-        Ok(mut model) => {
+        Ok(model) => {
+            // The engine embeds without the Normalize module; each request normalizes (or
+            // not) after its own truncation.
             let normalizes = model.normalizes();
-            model.set_normalize(false);
             let model = Arc::new(model);
             let engine =
                 Engine::start(model.clone(), loader_state.config.max_batch_tokens, metrics);

@@ -262,8 +262,8 @@ fn finish(
     }
     if normalize {
         for v in &mut vectors {
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-            v.iter_mut().for_each(|x| *x /= norm);
+            let dim = v.len();
+            sbert::normalize_rows(v, dim);
         }
     }
     Ok(vectors)

@@ -189,10 +189,11 @@ async fn health_waits_for_the_model_and_every_route_equals_the_library() {
     release.send(()).expect("release the loader");
     server.ready().await;
 
-    let normalized = load("tiny", None).embed_vecs(&TEXTS).expect("library");
+    let normalized = load("tiny", None).embed(&TEXTS).expect("library").to_vecs();
     let raw = load("tiny", Some(false))
-        .embed_vecs(&TEXTS)
-        .expect("library");
+        .embed(&TEXTS)
+        .expect("library")
+        .to_vecs();
     let (status, body) = post(addr, "/embed", json!({"inputs": TEXTS})).await;
     assert_eq!(status, 200, "{body}");
     assert!(max_diff(&vectors(&body), &normalized) <= 1e-6);
@@ -234,7 +235,7 @@ async fn health_waits_for_the_model_and_every_route_equals_the_library() {
         .collect();
     assert!(max_diff(&rows, &normalized) <= 1e-6);
     let tokens: usize = load("tiny", None)
-        .tokenize(&TEXTS)
+        .tokenize(&TEXTS, sbert::Prompt::Default)
         .expect("tokens")
         .iter()
         .map(|t| t.ids.len())
@@ -255,7 +256,7 @@ async fn health_waits_for_the_model_and_every_route_equals_the_library() {
     assert!(max_diff(&[decoded], &vectors(&one)) <= 0.0);
     // Token ids are embedded as given: the ids of a text give the text's embedding.
     let ids = load("tiny", None)
-        .tokenize(&[TEXTS[0]])
+        .tokenize(&[TEXTS[0]], sbert::Prompt::Default)
         .expect("ids")
         .remove(0)
         .ids;
@@ -345,7 +346,7 @@ async fn concurrent_clients_each_get_their_own_rows_in_order() {
     for (texts, task) in requests.iter().zip(tasks) {
         let (status, body) = task.await.expect("task");
         assert_eq!(status, 200, "{body}");
-        let want = model.embed_vecs(texts).expect("library");
+        let want = model.embed(texts).expect("library").to_vecs();
         assert!(max_diff(&vectors(&body), &want) <= 1e-6, "{texts:?}");
     }
     server.stop().await;

@@ -22,7 +22,7 @@ pub struct OutputDir {
 }
 
 fn refuse(path: &Path, reason: impl Into<String>) -> TrainError {
-    TrainError::Model(sbert::Error::OutputRefused {
+    TrainError::Output(sbert_io::Error::Refused {
         path: path.to_path_buf(),
         reason: reason.into(),
     })
@@ -60,7 +60,7 @@ impl OutputDir {
     /// files and folders the run reads (model folder, data files), which must survive it.
     ///
     /// # Errors
-    /// [`sbert::Error::OutputRefused`] (inside [`TrainError::Model`]) naming the reason, when
+    /// [`sbert_io::Error::Refused`] (inside [`TrainError::Output`]) naming the reason, when
     /// `path` is a file, a protected folder, or a folder of other files without `overwrite`.
     pub fn new(path: impl AsRef<Path>, overwrite: bool, inputs: &[&Path]) -> Result<Self> {
         let out = Self {
@@ -193,7 +193,7 @@ mod tests {
         ] {
             let err = OutputDir::new(&bad, true, &inputs).expect_err("protected");
             assert!(
-                matches!(err, TrainError::Model(sbert::Error::OutputRefused { .. })),
+                matches!(err, TrainError::Output(sbert_io::Error::Refused { .. })),
                 "{}: {err}",
                 bad.display()
             );

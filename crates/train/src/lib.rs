@@ -125,6 +125,9 @@ pub enum TrainError {
     /// Evaluation failed.
     #[error(transparent)]
     Eval(#[from] sbert_eval::EvalError),
+    /// The output folder could not be written, or may not be replaced.
+    #[error(transparent)]
+    Output(#[from] sbert_io::Error),
 }
 
 impl From<candle_core::Error> for TrainError {

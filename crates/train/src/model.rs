@@ -71,11 +71,11 @@ impl TrainableModel {
         {
             let mut vars = varmap.data().lock().unwrap_or_else(PoisonError::into_inner);
             let names = BertParams::hf_names(config.num_hidden_layers);
-            for (name, weight) in names.iter().zip(bert.weights().iter()) {
+            for (name, weight) in names.iter().zip(bert.weights()?.iter()) {
                 vars.insert(name.clone(), Var::from_tensor(weight)?);
             }
         }
-        Self::around(dir, embedder, varmap, &config)
+        Self::around(embedder, varmap, &config)
     }
 
     /// Builds a model from a config and a var map that already holds its weights (tests and
@@ -91,18 +91,20 @@ impl TrainableModel {
     ) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let embedder = pipeline(&dir)?;
-        Self::around(dir, embedder, varmap, config)
+        Self::around(embedder, varmap, config)
     }
 
     /// The pipeline of `embedder` around an encoder whose weights are the variables of `varmap`.
     fn around(
-        dir: PathBuf,
         embedder: SentenceEmbedder,
         varmap: VarMap,
         config: &sbert::BertConfig,
     ) -> Result<Self> {
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let encoder = BertModel::load(vb, config)?;
+        // The folder the model came from: for an `owner/name` hub id, its snapshot folder in
+        // the cache, which `save` copies from.
+        let dir = embedder.dir().to_path_buf();
         Ok(Self {
             dir,
             embedder: embedder.with_encoder(encoder)?,
@@ -149,7 +151,7 @@ impl TrainableModel {
     /// # Errors
     /// When the tokenizer fails.
     pub fn tokenize<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<TokenizedText>> {
-        Ok(self.embedder.tokenize(texts)?)
+        Ok(self.embedder.tokenize(texts, sbert::Prompt::Default)?)
     }
 
     /// Embeds `texts` through the trainable encoder: `(n, dim)`, pooled, then through the
@@ -165,7 +167,9 @@ impl TrainableModel {
     /// When tokenization or a tensor op fails.
     pub fn embed<S: AsRef<str>>(&self, texts: &[S], train: bool) -> Result<Tensor> {
         if !train || texts.is_empty() {
-            return Ok(self.embedder.embed(texts)?);
+            return Ok(self
+                .embedder
+                .encode_tensor(texts, &sbert::EncodeOptions::default())?);
         }
         let tok = self.tokenize(texts)?;
         let (ids, lengths) = TokenizedText::pack(&tok);
@@ -199,9 +203,9 @@ impl TrainableModel {
         self.next_dropout_seed.store(seed << 32, Ordering::Relaxed);
     }
 
-    /// Saves the model as a sentence-transformers folder at `out`: `model.safetensors` with the
-    /// current weights under Hugging Face names, every other file of the source folder, and
-    /// the checkpoint marker [`crate::checkpoint::MARKER`]. The folder is assembled beside
+    /// Saves the model as a sentence-transformers folder at `out`: the encoder's
+    /// `model.safetensors` (where `modules.json` puts it) with the current weights under
+    /// Hugging Face names, every other file of the source folder, and the checkpoint marker [`crate::checkpoint::MARKER`]. The folder is assembled beside
     /// `out` under a unique hidden name and moved into place only when complete, so an
     /// interrupted save never leaves a half-written checkpoint and concurrent saves never mix;
     /// a previous folder at `out` is replaced only then, and only as [`OutputDir`] allows.
@@ -210,9 +214,17 @@ impl TrainableModel {
     /// On I/O errors, or when the folder at `out` is no longer one that may be replaced.
     pub fn save(&self, out: &OutputDir) -> Result<()> {
         out.check()?;
-        let staged = sbert::output::StagedDir::new(out.path())?;
-        copy_tree(&self.dir, staged.path(), true)?;
-        let weights = staged.path().join("model.safetensors");
+        let staged = sbert_io::output::StagedDir::new(out.path())?;
+        // Where modules.json puts the encoder's weights (`model.safetensors` of the
+        // Transformer module's folder, the root or a subfolder).
+        let relative = self
+            .embedder
+            .weights_path()
+            .strip_prefix(self.embedder.dir())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|_| PathBuf::from("model.safetensors"));
+        copy_tree(&self.dir, staged.path(), Some(&relative))?;
+        let weights = staged.path().join(&relative);
         self.varmap
             .save(&weights)
             .map_err(|source| sbert::Error::Weights {
@@ -259,10 +271,10 @@ impl sbert::TextEmbedder for TrainableModel {
     }
 }
 
-/// Copies `from` into `to`, recursively; with `skip_weights`, not `from/model.safetensors`
-/// (the encoder weights, written separately). Module weights (`2_Dense/…`) are copied; the
-/// source's own checkpoint marker and this crate's temporaries are not.
-fn copy_tree(from: &Path, to: &Path, skip_weights: bool) -> Result<()> {
+/// Copies `from` into `to`, recursively; not `from/skip` (the encoder weights, written
+/// separately). Module weights (`2_Dense/…`) are copied; the source's own checkpoint marker
+/// and the temporaries of `sbert_io` writers are not.
+fn copy_tree(from: &Path, to: &Path, skip: Option<&Path>) -> Result<()> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| TrainError::Io { path, source }
@@ -273,15 +285,15 @@ fn copy_tree(from: &Path, to: &Path, skip_weights: bool) -> Result<()> {
         let path = entry.path();
         let name = entry.file_name();
         let name_str = name.to_string_lossy();
-        if name_str == crate::checkpoint::MARKER
-            || (name_str.starts_with('.') && name_str.contains(".sbert-"))
-        {
+        if name_str == crate::checkpoint::MARKER || sbert_io::output::is_temporary(&name_str) {
             continue;
         }
         let target = to.join(&name);
+        // The part of `skip` below this entry, when `skip` runs through it.
+        let below = skip.and_then(|s| s.strip_prefix(&name).ok());
         if path.is_dir() {
-            copy_tree(&path, &target, false)?;
-        } else if !(skip_weights && name == "model.safetensors") {
+            copy_tree(&path, &target, below.filter(|b| !b.as_os_str().is_empty()))?;
+        } else if below.is_none_or(|b| !b.as_os_str().is_empty()) {
             std::fs::copy(&path, &target).map_err(io(&path))?;
         }
     }
@@ -310,12 +322,15 @@ mod tests {
         let frozen = SentenceEmbedder::from_dir(&dir, &Device::Cpu)?;
         let texts = ["the cat sat on the mat and a dog ran", "cat", "a dog"];
         let before = model.embed(&texts, false)?;
-        assert!(max_abs(&(&before - frozen.embed(&texts)?)?)? < 1e-6);
+        assert!(
+            max_abs(&(&before - frozen.encode_tensor(&texts, &sbert::EncodeOptions::default())?)?)?
+                < 1e-6
+        );
         let word =
             &model.varmap().data().lock().expect("lock")["embeddings.word_embeddings.weight"];
         assert_eq!(
             word.as_tensor().id(),
-            model.encoder().weights().embeddings.word.id()
+            model.encoder().weights()?.embeddings.word.id()
         );
         word.set(&(word.as_tensor() * 2.0)?)?;
         let after = model.embed(&texts, false)?;

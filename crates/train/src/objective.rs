@@ -270,7 +270,10 @@ mod tests {
     impl Tiny {
         /// Mean-pooled, normalized embeddings in training mode, f64.
         fn embed(&self, texts: &[&str]) -> Tensor {
-            let tok = self.embedder.tokenize(texts).expect("tokenize");
+            let tok = self
+                .embedder
+                .tokenize(texts, sbert::Prompt::Default)
+                .expect("tokenize");
             let refs: Vec<&sbert::TokenizedText> = tok.iter().collect();
             let batch = self.embedder.pad(&refs).expect("pad");
             let (ids, mask) = (batch.input_ids, batch.attention_mask);

@@ -525,8 +525,12 @@ mod tests {
         let rows = pairs();
         let a: Vec<&str> = rows.iter().map(|r| r.sentence1.as_str()).collect();
         let b: Vec<&str> = rows.iter().map(|r| r.sentence2.as_str()).collect();
+        let (ea, eb) = (
+            reloaded.embed(&a).expect("embed"),
+            reloaded.embed(&b).expect("embed"),
+        );
         let cos: Vec<f64> = reloaded
-            .pairwise_similarity(&a, &b, sbert::Similarity::Cosine)
+            .similarity_pairwise(&ea, &eb)
             .expect("similarity")
             .into_iter()
             .map(f64::from)

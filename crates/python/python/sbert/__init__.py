@@ -25,9 +25,12 @@ from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
+from . import _sbert
 from ._sbert import Model, __version__
 
-__all__ = ["SentenceEmbedder", "ArrowEmbedder", "__version__"]
+__all__ = ["SentenceEmbedder", "ArrowEmbedder", "semantic_search", "quantize_embeddings", "__version__"]
+
+_PRECISIONS = {"float32": None, "int8": np.int8, "uint8": np.uint8, "binary": np.int8, "ubinary": np.uint8}
 
 
 def _rows(buffer: bytearray, n: int, dim: int) -> np.ndarray:
@@ -72,6 +75,7 @@ class SentenceEmbedder:
             quantize=quantize,
         )
         self.batch_size = batch_size
+        self._device = device
 
     @property
     def dimension(self) -> int:
@@ -100,26 +104,63 @@ class SentenceEmbedder:
     def __repr__(self) -> str:
         return f"SentenceEmbedder({self._model!r})"
 
+    @property
+    def similarity_fn_name(self) -> str:
+        """The model's similarity function (``config_sentence_transformers.json``):
+        ``cosine`` unless it names ``dot``, ``euclidean`` or ``manhattan``."""
+        return self._model.similarity_fn_name
+
     def encode(
         self,
         sentences: Union[str, Iterable[Optional[str]]],
-        batch_size: Optional[int] = None,
-        normalize_embeddings: bool = False,
-        convert_to_numpy: bool = True,
         prompt_name: Optional[str] = None,
         prompt: Optional[str] = None,
-    ) -> Union[np.ndarray, list]:
+        batch_size: Optional[int] = None,
+        show_progress_bar: Optional[bool] = None,
+        output_value: Optional[str] = "sentence_embedding",
+        precision: str = "float32",
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        device: Optional[str] = None,
+        normalize_embeddings: bool = False,
+        truncate_dim: Optional[int] = None,
+        **kwargs: Any,
+    ) -> Any:
         """Embeds ``sentences``: a ``float32`` array of shape ``(n, dimension)`` in input
         order, or ``(dimension,)`` for a single string.
 
-        As in sentence-transformers: ``normalize_embeddings=True`` L2-normalizes the rows (a
-        model with a Normalize module already does); ``prompt`` is put before every text, or
-        the model's prompt named ``prompt_name``, or else the model's ``default_prompt_name``
-        prompt (where the model's pooling sets ``include_prompt: false``, the prompt's tokens
-        are left out of pooling); ``convert_to_numpy=False`` gives a list of
-        1-D arrays. ``None`` and empty or blank strings are embedded as the empty text, and
-        texts longer than ``max_seq_length`` tokens are truncated.
+        The keywords are sentence-transformers' ``encode``'s, with its meanings:
+        ``normalize_embeddings=True`` L2-normalizes the rows, after ``truncate_dim`` keeps the
+        first values of each (Matryoshka); ``prompt`` is put before every text, or the model's
+        prompt named ``prompt_name``, or else the model's ``default_prompt_name`` prompt (where
+        the model's pooling sets ``include_prompt: false``, the prompt's tokens are left out
+        of pooling); ``precision`` (``int8``, ``uint8``, ``binary``, ``ubinary``) quantizes as
+        ``quantize_embeddings``; ``convert_to_numpy=False`` gives a list of 1-D arrays,
+        ``convert_to_tensor=True`` a torch tensor (torch must be installed). Keywords that
+        change nothing here are accepted: ``show_progress_bar``, ``device`` naming this
+        model's device, ``pool``, ``chunk_size``. ``None`` and empty or blank strings are
+        embedded as the empty text, and texts longer than ``max_seq_length`` tokens are
+        truncated.
         """
+        unknown = set(kwargs) - {"pool", "chunk_size"}
+        if unknown:
+            raise TypeError(f"encode() got unexpected keyword arguments {sorted(unknown)}")
+        if output_value != "sentence_embedding":
+            raise ValueError(
+                f"output_value {output_value!r}: only 'sentence_embedding' is available"
+            )
+        if device is not None and device != self._device:
+            raise ValueError(f"the model runs on {self._device!r}, not {device!r}")
+        if precision not in _PRECISIONS:
+            raise ValueError(f"precision {precision!r}: expected one of {sorted(_PRECISIONS)}")
+        if truncate_dim is not None and (
+            isinstance(truncate_dim, bool)
+            or not isinstance(truncate_dim, int)
+            or not 1 <= truncate_dim <= self.dimension
+        ):
+            raise ValueError(
+                f"truncate_dim must be an integer between 1 and {self.dimension}, not {truncate_dim!r}"
+            )
         single = isinstance(sentences, str)
         texts = [sentences] if single else list(sentences)
         for i, t in enumerate(texts):
@@ -130,26 +171,60 @@ class SentenceEmbedder:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"batch_size must be a positive integer, not {size!r}")
         buffer, n = self._model.encode(
-            texts, size, bool(normalize_embeddings), prompt_name=prompt_name, prompt=prompt
+            texts,
+            size,
+            bool(normalize_embeddings),
+            prompt_name=prompt_name,
+            prompt=prompt,
+            truncate_dim=truncate_dim,
         )
-        rows = _rows(buffer, n, self.dimension)
+        rows = _rows(buffer, n, truncate_dim or self.dimension)
+        if precision != "float32":
+            rows = quantize_embeddings(rows, precision)
+        if convert_to_tensor:
+            try:
+                import torch
+            except ImportError as e:
+                raise ImportError("convert_to_tensor=True needs torch installed") from e
+            tensor = torch.from_numpy(rows)
+            return tensor[0] if single else tensor
         if single:
             return rows[0]
         return rows if convert_to_numpy else list(rows)
 
+    def encode_query(self, sentences: Union[str, Iterable[Optional[str]]], **kwargs: Any) -> Any:
+        """``encode`` for search queries: with the model's ``query`` prompt when it has one
+        and no prompt is given (sentence-transformers 5's ``encode_query``)."""
+        return self._encode_as("query", sentences, kwargs)
+
+    def encode_document(
+        self, sentences: Union[str, Iterable[Optional[str]]], **kwargs: Any
+    ) -> Any:
+        """``encode`` for the searched texts: with the model's ``document`` prompt (else
+        ``passage`` or ``corpus``) when it has one and no prompt is given
+        (sentence-transformers 5's ``encode_document``)."""
+        return self._encode_as("document", sentences, kwargs)
+
+    def _encode_as(self, task: str, sentences: Any, kwargs: dict) -> Any:
+        if kwargs.get("prompt_name") is None and kwargs.get("prompt") is None:
+            names = ["query"] if task == "query" else ["document", "passage", "corpus"]
+            prompts = self.prompts
+            kwargs["prompt_name"] = next((p for p in names if p in prompts), None)
+        return self.encode(sentences, **kwargs)
+
     def similarity(self, a: Any, b: Any) -> np.ndarray:
-        """Cosine similarity of every row of ``a`` with every row of ``b``: ``(n, m)``
-        ``float32`` (1-D inputs count as one row), as sentence-transformers' ``similarity``.
-        A zero row scores 0."""
-        a = np.atleast_2d(np.asarray(a, dtype=np.float32))
-        b = np.atleast_2d(np.asarray(b, dtype=np.float32))
+        """The model's similarity (``similarity_fn_name``: cosine unless the model names
+        another) of every row of ``a`` with every row of ``b``: ``(n, m)`` ``float32`` (1-D
+        inputs count as one row), as sentence-transformers' ``similarity``. A zero row's
+        cosine is 0."""
+        a = np.ascontiguousarray(np.atleast_2d(np.asarray(a, dtype=np.float32)))
+        b = np.ascontiguousarray(np.atleast_2d(np.asarray(b, dtype=np.float32)))
         if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
             raise ValueError(f"cannot compare embeddings of shapes {a.shape} and {b.shape}")
         if not (np.isfinite(a).all() and np.isfinite(b).all()):
             raise ValueError("embeddings hold NaN or infinite values")
-        na = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-        nb = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-        return (na @ nb.T).astype(np.float32)
+        scores = self._model.similarity(a.tobytes(), b.tobytes(), a.shape[1])
+        return np.frombuffer(scores, dtype=np.float32).reshape(a.shape[0], b.shape[0])
 
     def _encode_arrow(self, array: Any, batch_size: Optional[int], normalize: bool) -> np.ndarray:
         """Embeddings of an Arrow string column (Array or ChunkedArray), read from its
@@ -179,6 +254,46 @@ class SentenceEmbedder:
             normalize,
         )
         return _rows(buffer, len(array), self.dimension)
+
+
+def _float_rows(x: Any, what: str) -> np.ndarray:
+    rows = np.ascontiguousarray(np.atleast_2d(np.asarray(x, dtype=np.float32)))
+    if rows.ndim != 2 or rows.shape[1] == 0:
+        raise ValueError(f"{what} must be rows of floats, not shape {rows.shape}")
+    return rows
+
+
+def quantize_embeddings(embeddings: Any, precision: str) -> np.ndarray:
+    """sentence-transformers' ``quantize_embeddings``: float32 rows as ``int8`` or ``uint8``
+    (ranges calibrated per dimension on the rows themselves), ``binary`` (signs packed 8 per
+    ``int8``, offset by -128) or ``ubinary`` (packed as ``uint8``)."""
+    if precision not in _PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {sorted(_PRECISIONS)}")
+    rows = _float_rows(embeddings, "embeddings")
+    if precision == "float32":
+        return rows
+    data, row_bytes = _sbert.quantize(rows.tobytes(), rows.shape[1], precision)
+    return np.frombuffer(data, dtype=_PRECISIONS[precision]).reshape(rows.shape[0], row_bytes)
+
+
+def semantic_search(
+    query_embeddings: Any,
+    corpus_embeddings: Any,
+    top_k: int = 10,
+    score_function: str = "cosine",
+) -> list:
+    """sentence-transformers' ``util.semantic_search``: for each query, the ``top_k`` best
+    corpus rows as ``{"corpus_id": j, "score": s}``, best first (equal scores: the smaller
+    id first). ``score_function`` is ``"cosine"`` or ``"dot"``; ``top_k`` above the corpus
+    size is capped at it."""
+    q = _float_rows(query_embeddings, "query_embeddings")
+    c = _float_rows(corpus_embeddings, "corpus_embeddings")
+    if q.shape[1] != c.shape[1]:
+        raise ValueError(f"queries have {q.shape[1]} values per row, the corpus {c.shape[1]}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, not {top_k!r}")
+    hits = _sbert.semantic_search(q.tobytes(), c.tobytes(), q.shape[1], top_k, score_function)
+    return [[{"corpus_id": j, "score": s} for j, s in h] for h in hits]
 
 
 class ArrowEmbedder:

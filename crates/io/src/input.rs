@@ -7,10 +7,11 @@
 use std::io::Read;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// How a file is split into texts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum TextFormat {
     /// One text per line (`\n` or `\r\n`); an empty line is the empty text.
     #[default]
@@ -35,13 +36,13 @@ fn bad_line(source: &str, line: usize, message: impl Into<String>) -> Error {
 /// # Errors
 /// When the file cannot be read, or memory runs out.
 pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-    let io = |source| Error::Io {
+    let io = |source| Error::Read {
         path: path.to_path_buf(),
         source,
     };
     if path == Path::new("-") {
         return read_all(&mut std::io::stdin().lock(), 0, "standard input").map_err(|e| match e {
-            ReadError::Io(source) => Error::Io {
+            ReadError::Io(source) => Error::Read {
                 path: path.to_path_buf(),
                 source,
             },

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// Temporaries that exist right now, for [`remove_temporaries`].
 static TEMPORARIES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
@@ -59,6 +59,12 @@ pub fn remove_temporaries() -> usize {
         .count()
 }
 
+/// Whether `name` (a file name) is one of this module's temporaries: a half-written file or a
+/// staged folder that a copy of the folder around it should leave out.
+pub fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".sbert-")
+}
+
 /// A name beside `target` that no other writer (in this or another process) uses:
 /// `.NAME.PID-N.sbert-tmp`. Hidden, so that a listing does not show a half-written file.
 fn temporary_beside(target: &Path, tag: &str) -> PathBuf {
@@ -79,7 +85,7 @@ fn write_error(path: &Path, source: std::io::Error) -> Error {
 }
 
 fn refuse(path: &Path, reason: impl Into<String>) -> Error {
-    Error::OutputRefused {
+    Error::Refused {
         path: path.to_path_buf(),
         reason: reason.into(),
     }
@@ -464,11 +470,11 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("missing"), &dangling).expect("symlink");
         assert!(matches!(
             OutputFile::create(&dangling),
-            Err(Error::OutputRefused { .. })
+            Err(Error::Refused { .. })
         ));
         assert!(matches!(
             OutputFile::create(dir.path()),
-            Err(Error::OutputRefused { .. })
+            Err(Error::Refused { .. })
         ));
         Ok(())
     }
