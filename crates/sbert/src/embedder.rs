@@ -12,7 +12,7 @@ use tokenizers::Tokenizer;
 
 use crate::batching::{self, PaddedBatch};
 use crate::builder::{EmbedderBuilder, PromptChoice};
-use crate::embeddings::{Embeddings, EncodeOptions, InputStats};
+use crate::embeddings::{Embeddings, EncodeOptions, InputStats, Prompt};
 use crate::error::{Error, Result};
 use crate::folder::{self, HeadEntry, SentenceBertConfig};
 use crate::heads::{self, Dense, Head};
@@ -66,29 +66,6 @@ pub struct SentenceEmbedder {
     similarity_fn: Similarity,
     /// The builder's `threads(n)` pool; `None`: rayon's global pool.
     pool: Option<Arc<rayon::ThreadPool>>,
-}
-
-/// The prompt put before each text of one call (sentence-transformers' `prompt_name` /
-/// `prompt` arguments of `encode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Prompt<'a> {
-    /// The embedder's prompt: the builder's, else the model's `default_prompt_name`, else none.
-    #[default]
-    Default,
-    /// No prompt.
-    None,
-    /// A prompt of the model's `config_sentence_transformers.json`, by name.
-    Named(&'a str),
-    /// This text.
-    Text(&'a str),
-}
-
-impl<'a> Prompt<'a> {
-    /// The prompt `name` when given, else the default: sentence-transformers' `prompt_name`
-    /// argument, whose `None` means the model's default prompt.
-    pub fn named_or_default(name: Option<&'a str>) -> Self {
-        name.map_or(Prompt::Default, Prompt::Named)
-    }
 }
 
 /// The text of prompt `name`, or an error listing the prompts there are.
@@ -523,6 +500,14 @@ impl SentenceEmbedder {
                 "batch size must be at least 1".into(),
             ));
         }
+        if let Some(d) = options.truncate_dim {
+            let full = self.dim();
+            if d == 0 || d > full {
+                return Err(Error::InvalidArgument(format!(
+                    "truncate_dim must be between 1 and the model's dimension {full}, not {d}"
+                )));
+            }
+        }
         let module_normalize = options.normalize != Some(false);
         let mut x = self
             .run_batched(
@@ -534,12 +519,6 @@ impl SentenceEmbedder {
             .pop()
             .expect("one pooling in, one tensor out");
         if let Some(d) = options.truncate_dim {
-            let full = self.dim();
-            if d == 0 || d > full {
-                return Err(Error::InvalidArgument(format!(
-                    "truncate_dim must be between 1 and the model's dimension {full}, not {d}"
-                )));
-            }
             x = x.narrow(1, 0, d)?;
         }
         if options.normalize == Some(true) {

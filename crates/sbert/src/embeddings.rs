@@ -1,10 +1,33 @@
 //! [`Embeddings`]: what [`crate::SentenceEmbedder::encode`] returns, plain `f32` rows, and
-//! [`EncodeOptions`], the per-call settings of sentence-transformers' `encode`.
+//! [`EncodeOptions`] with its [`Prompt`], the per-call settings of sentence-transformers'
+//! `encode`.
 
 use candle_core::{Device, Tensor};
 
-use crate::embedder::Prompt;
 use crate::error::{Error, Result};
+
+/// The prompt put before each text of one call (sentence-transformers' `prompt_name` /
+/// `prompt` arguments of `encode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Prompt<'a> {
+    /// The embedder's prompt: the builder's, else the model's `default_prompt_name`, else none.
+    #[default]
+    Default,
+    /// No prompt.
+    None,
+    /// A prompt of the model's `config_sentence_transformers.json`, by name.
+    Named(&'a str),
+    /// This text.
+    Text(&'a str),
+}
+
+impl<'a> Prompt<'a> {
+    /// The prompt `name` when given, else the default: sentence-transformers' `prompt_name`
+    /// argument, whose `None` means the model's default prompt.
+    pub fn named_or_default(name: Option<&'a str>) -> Self {
+        name.map_or(Prompt::Default, Prompt::Named)
+    }
+}
 
 /// Per-call settings of [`crate::SentenceEmbedder::encode`], the keyword arguments of
 /// sentence-transformers' `encode`. Each defaults to the model's own setting.
