@@ -1,8 +1,8 @@
 //! Approximate search against exact search on real sentence embeddings: recall@10 of the
 //! HNSW graph and the time per query of both, one query at a time and as a batch.
 //!
-//! The corpus is an index folder from `sbert index build` (its `embeddings.npy`); the
-//! queries are embedded here with the same model.
+//! The corpus is an index folder from `sbert index build` (read with `StoredIndex`, which
+//! checks it against the model); the queries are embedded here with the same model.
 //!
 //! ```sh
 //! sbert index build --corpus corpus.txt --output corpus.index
@@ -15,23 +15,8 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context, Result};
 use sbert::{Device, SentenceEmbedder};
 use sbert_search::{
-    normalized, recall, semantic_search, ApproximateIndex, HnswParams, Score, Vectors,
+    normalized, recall, semantic_search, ApproximateIndex, HnswParams, Score, StoredIndex, Vectors,
 };
-
-/// A float32 `(n, dim)` array written by `sbert index build`.
-fn read_npy(path: &str, dim: usize) -> Result<Vec<f32>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
-    ensure!(bytes.starts_with(b"\x93NUMPY"), "{path} is not an npy file");
-    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    let header = String::from_utf8_lossy(&bytes[10..10 + header_len]);
-    ensure!(header.contains("'<f4'"), "{path}: expected float32 values");
-    let data = &bytes[10 + header_len..];
-    ensure!(data.len() % (4 * dim) == 0, "{path}: not rows of {dim}");
-    Ok(data
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
-}
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,7 +34,8 @@ fn main() -> Result<()> {
     let top_k = 10;
     let model = SentenceEmbedder::from_dir(&model_dir, &Device::Cpu)?;
     let dim = model.dim();
-    let rows = read_npy(&format!("{}/embeddings.npy", args[0]), dim)?;
+    let stored = StoredIndex::open(std::path::Path::new(&args[0]), &model.identity()?)?;
+    let rows = stored.rows;
     let texts =
         std::fs::read_to_string(&args[1]).with_context(|| format!("reading {}", args[1]))?;
     let queries: Vec<&str> = texts.lines().filter(|l| !l.trim().is_empty()).collect();

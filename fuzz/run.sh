@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(text_path model_folder readers)
+[ ${#targets[@]} -gt 0 ] || targets=(text_path model_folder readers server_request)
 
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version 0.13.2
 # cargo-fuzz passes unstable -Z flags only for sanitizers; without one (-s none: the code under

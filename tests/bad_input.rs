@@ -242,13 +242,42 @@ fn long_texts() -> Vec<String> {
         format!("  {}  ", "punctuation!!! ...and,more; ".repeat(500)),
         "x".repeat(30_000),
         "short text".to_string(),
+        // No whitespace at all: punctuation, ideographs, URLs, base64, one long word, and
+        // the cases a cut must respect (added tokens, Σ before punctuation, accents).
+        "!?".repeat(20_000),
+        "ab,".repeat(15_000),
+        "東京の日本語テキスト".repeat(3_000),
+        "https://example.com/a/b?q=1&r=two#frag".repeat(1_000),
+        base64_like(60_000),
+        "abc123".repeat(8_000),
+        "[MASK][SEP]x".repeat(5_000),
+        "ΑΣ.ΣΑ,".repeat(6_000),
+        "é,x\u{301}!".repeat(8_000),
+        format!("{}!{}", "q".repeat(150), "w".repeat(40_000)),
     ]
+}
+
+/// `len` characters of base64 from a fixed LCG: runs of letters and digits between `+` and `/`.
+fn base64_like(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut state: u64 = 42;
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            char::from(ALPHABET[(state >> 58) as usize])
+        })
+        .collect()
 }
 
 #[test]
 fn long_texts_tokenize_as_the_whole_text_does() {
-    let model = load(&common::tiny_dir()).expect("load");
-    for text in long_texts() {
+    let tiny = load(&common::tiny_dir()).expect("load");
+    for (model, text) in long_texts()
+        .into_iter()
+        .flat_map(|t| [(&tiny, t.clone()), (common::minilm(), t)])
+    {
         let got = model
             .tokenize(&[text.as_str()], sbert::Prompt::Default)
             .expect("tokenize");
@@ -258,6 +287,16 @@ fn long_texts_tokenize_as_the_whole_text_does() {
             .expect("whole");
         assert_eq!(got[0].ids, whole.get_ids(), "{}…", &text[..20]);
         assert_eq!(got[0].truncated, !whole.get_overflowing().is_empty());
+        // What /tokenize shows: the same through a prefix, offsets included.
+        for special in [true, false] {
+            let shown = model.encode_with_offsets(&text, special).expect("offsets");
+            let whole = model
+                .tokenizer()
+                .encode(text.as_str(), special)
+                .expect("whole");
+            assert_eq!(shown.get_ids(), whole.get_ids());
+            assert_eq!(shown.get_offsets(), whole.get_offsets());
+        }
     }
 }
 
@@ -392,19 +431,78 @@ fn mismatched_pairs_and_an_empty_retrieval_task_are_errors() {
 }
 
 /// Found by the `model_folder` fuzz target: a post-processor template naming a special token
-/// that tokenizer.json does not define loaded fine and panicked on the first text.
+/// that tokenizer.json does not define (in either of the spellings serde accepts for a piece),
+/// or a special token with more ids than tokens, loaded fine and panicked on the first text.
 #[test]
-fn a_template_naming_an_undefined_special_token_is_a_load_error() {
-    let (_tmp, dir) = tiny_copy();
-    let path = dir.join("tokenizer.json");
-    let mut json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
-    let special = json["post_processor"]["special_tokens"]
-        .as_object_mut()
-        .expect("special tokens");
-    let sep = special.remove("[SEP]").expect("[SEP]");
-    special.insert("[SEP_".into(), sep);
-    std::fs::write(&path, serde_json::to_string(&json).expect("json")).expect("write");
-    let err = load(&dir).expect_err("inconsistent template");
-    assert!(matches!(err, Error::TokenizerLoad { .. }), "{err:?}");
+fn an_inconsistent_template_is_a_load_error() {
+    type Edit = fn(&mut serde_json::Value);
+    let edits: [(&str, Edit); 3] = [
+        ("undefined token", |json| {
+            let special = json["post_processor"]["special_tokens"]
+                .as_object_mut()
+                .expect("special tokens");
+            let sep = special.remove("[SEP]").expect("[SEP]");
+            special.insert("[SEP_".into(), sep);
+        }),
+        ("undefined token, piece as a sequence", |json| {
+            json["post_processor"]["single"][0] =
+                serde_json::json!({"SpecialToken": ["[NOT_DEFINED]", 0]});
+        }),
+        ("more ids than tokens", |json| {
+            json["post_processor"]["special_tokens"]["[SEP]"]["ids"] = serde_json::json!([1, 2]);
+        }),
+    ];
+    for (what, edit) in edits {
+        let (_tmp, dir) = tiny_copy();
+        let path = dir.join("tokenizer.json");
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+        edit(&mut json);
+        std::fs::write(&path, serde_json::to_string(&json).expect("json")).expect("write");
+        let err = load(&dir).expect_err(what);
+        assert!(
+            matches!(err, Error::TokenizerLoad { .. }),
+            "{what}: {err:?}"
+        );
+        // Named by the check, not caught as a panic of the probe encode (a fuzzer, like any
+        // panic hook that aborts, sees that panic).
+        let msg = chain(&err);
+        assert!(
+            msg.contains("special token") && !msg.contains("panicked"),
+            "{what}: {msg}"
+        );
+    }
+}
+
+/// An index is tied to everything that makes the model's embeddings: a copy of the model in
+/// another folder is the same model; a changed tokenizer or Dense head is not (only the
+/// encoder's weights used to be fingerprinted).
+#[test]
+fn the_model_identity_covers_the_tokenizer_and_every_module_but_not_the_folder_name() {
+    let tiny = load(&common::tiny_dir()).expect("load");
+    let (_tmp, copy) = tiny_copy();
+    let renamed = copy.with_file_name("another-name");
+    std::fs::rename(&copy, &renamed).expect("rename");
+    let original = tiny.identity().expect("identity");
+    let moved = load(&renamed).expect("load").identity().expect("identity");
+    assert!(original.matches(&moved), "{original:?} vs {moved:?}");
+    assert_ne!(original.name, moved.name);
+
+    // One token of the vocabulary renamed: a different tokenizer, the same weights.
+    let path = renamed.join("tokenizer.json");
+    let text = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(&path, text.replacen("\"the\"", "\"thee\"", 1)).expect("write");
+    let retokenized = load(&renamed).expect("load").identity().expect("identity");
+    assert!(!original.matches(&retokenized));
+    std::fs::write(&path, text).expect("restore");
+
+    // The Dense head's first weight nudged in its lowest mantissa bit: another head, the
+    // same encoder.
+    let dense = renamed.join("2_Dense/model.safetensors");
+    let mut bytes = std::fs::read(&dense).expect("read");
+    let header = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    bytes[8 + header] ^= 1;
+    std::fs::write(&dense, &bytes).expect("write");
+    let changed = load(&renamed).expect("load").identity().expect("identity");
+    assert!(!original.matches(&changed));
 }

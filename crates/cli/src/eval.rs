@@ -365,6 +365,17 @@ fn senteval(args: &SentEvalArgs) -> Result<()> {
         sbert_io::output::write_file(path, table5::chart_svg(&name, &report.scores).as_bytes())?;
         eprintln!("wrote {}", path.display());
     }
+    // The tasks that finished are printed above; the ones that failed make the run fail.
+    for f in &report.failures {
+        eprintln!("{}: not scored: {}", f.task, f.error);
+    }
+    if !report.failures.is_empty() {
+        bail!(
+            "{} of {} tasks could not be scored (the others are printed above)",
+            report.failures.len(),
+            tasks.len()
+        );
+    }
     Ok(())
 }
 

@@ -1,29 +1,20 @@
-//! `sbert index build`: a corpus embedded once, on disk, tied to the model that embedded it.
+//! `sbert index build`: a corpus embedded once, on disk, tied to the model that embedded it;
+//! `sbert index bench`: the recall@k and per-query time of its HNSW graph against exact search.
 //!
-//! A folder holds `embeddings.npy` (float32 `(n, dim)`), `texts.jsonl` (one JSON string per
-//! line, in the same order) and `index.json` (format, count, and the model's identity: its
-//! folder name, a fingerprint of its weights and settings, dimension, pooling, normalization,
-//! sequence limit). `sbert search --index DIR` refuses an index built with another model and
-//! reports a corrupt or inconsistent file by name.
-//!
-//! With `--hnsw` the folder also holds an HNSW graph (`hnsw.hnsw.graph`, `hnsw.hnsw.data`,
-//! checksums in `index.json`) for `sbert search --index DIR --approximate`, and
-//! `sbert index bench` measures its recall@k and per-query time against exact search.
+//! The folder's format, its atomic replacement, locking and checks are `sbert_search`'s
+//! ([`sbert_search::write_index`], [`StoredIndex`]); the model's identity is
+//! [`SentenceEmbedder::identity`].
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use sbert::SentenceEmbedder;
-use sbert_search::{ApproximateIndex, HnswParams, SavedGraph, Score, Vectors};
-use serde::{Deserialize, Serialize};
+use sbert_search::{HnswParams, NewIndex, Score, StoredIndex, Vectors};
 
 use crate::io::{self, InputFormat};
 use crate::ModelArgs;
-
-const FORMAT: &str = "sbert-index/1";
 
 #[derive(Debug, Subcommand)]
 pub enum IndexCommand {
@@ -94,98 +85,6 @@ pub struct BuildArgs {
     quiet: bool,
 }
 
-/// What `index.json` says of the model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelIdentity {
-    pub name: String,
-    pub fingerprint: String,
-    pub dim: usize,
-    pub pooling: String,
-    pub normalize: bool,
-    pub max_seq_length: usize,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct IndexFile {
-    format: String,
-    count: usize,
-    model: ModelIdentity,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    hnsw: Option<GraphEntry>,
-}
-
-/// What `index.json` says of the HNSW graph.
-#[derive(Debug, Serialize, Deserialize)]
-struct GraphEntry {
-    links: usize,
-    ef_construction: usize,
-    saved: SavedGraph,
-}
-
-/// An index read back and checked: texts, their embeddings, and the graph if it has one.
-#[derive(Debug)]
-pub struct Index {
-    dir: PathBuf,
-    pub texts: Vec<String>,
-    pub rows: Vec<f32>,
-    pub dim: usize,
-    graph: Option<SavedGraph>,
-}
-
-impl Index {
-    /// The HNSW graph, read and checked against its checksums.
-    pub fn approximate(&self) -> Result<ApproximateIndex> {
-        let Some(saved) = &self.graph else {
-            bail!(
-                "{} has no HNSW graph; rebuild it with `sbert index build --hnsw`",
-                self.dir.display()
-            );
-        };
-        Ok(ApproximateIndex::load(&self.dir, saved)?)
-    }
-}
-
-/// FNV-1a (64-bit) over the weights file and the settings that change an embedding.
-pub fn identity(model: &SentenceEmbedder) -> Result<ModelIdentity> {
-    let path = model.weights_path();
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = std::io::Read::read(&mut file, &mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        for &b in &buf[..n] {
-            hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    let settings = format!(
-        "{}|{}|{}|{}",
-        model.dim(),
-        model.pooling(),
-        model.normalizes(),
-        model.max_seq_length()
-    );
-    for &b in settings.as_bytes() {
-        hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let dir = model.dir();
-    Ok(ModelIdentity {
-        name: dir.file_name().map_or_else(
-            || dir.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        ),
-        fingerprint: format!("{hash:016x}"),
-        dim: model.dim(),
-        pooling: model.pooling().to_string(),
-        normalize: model.normalizes(),
-        max_seq_length: model.max_seq_length(),
-    })
-}
-
 pub fn run_command(cmd: &IndexCommand) -> Result<()> {
     match cmd {
         IndexCommand::Build(args) => build(args),
@@ -195,81 +94,54 @@ pub fn run_command(cmd: &IndexCommand) -> Result<()> {
 
 fn build(args: &BuildArgs) -> Result<()> {
     let dir = &args.output;
-    if dir.exists() {
-        if !dir.is_dir() {
-            bail!("{} exists and is not a folder", dir.display());
-        }
-        let ours = dir.join("index.json").is_file();
-        let empty = std::fs::read_dir(dir)
-            .with_context(|| format!("reading {}", dir.display()))?
-            .next()
-            .is_none();
-        if !empty && !ours {
-            bail!(
-                "{} holds files that are not an sbert index; refusing to write into it",
-                dir.display()
-            );
-        }
-        if ours && !args.overwrite {
-            bail!(
-                "{} already holds an index; pass --overwrite to replace it",
-                dir.display()
-            );
-        }
+    // The cheap refusals (a file where the folder goes, foreign files, an index without
+    // --overwrite) before the corpus is read and embedded; `write_index` checks them again
+    // under its lock.
+    if dir.exists() && !dir.is_dir() {
+        bail!("{} exists and is not a folder", dir.display());
+    }
+    if dir.join("index.json").exists() && !args.overwrite {
+        bail!(
+            "{} already holds an index; pass --overwrite to replace it",
+            dir.display()
+        );
     }
     let texts = io::read_nonempty(&args.corpus, args.input_format, "corpus")?;
-    let params = HnswParams {
+    let hnsw = args.hnsw.then_some(HnswParams {
         links: args.hnsw_links,
         ef_construction: args.hnsw_ef_construction,
-    };
-    if args.hnsw {
+    });
+    if let Some(params) = hnsw {
         // Before embedding, not after it.
         params
             .check()
             .context("--hnsw-links / --hnsw-ef-construction")?;
     }
     let model = args.model.load(None)?;
-    let id = identity(&model)?;
+    let id = model.identity()?;
     let rows = crate::embed_all(&model, &texts, args.quiet, "corpus")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut npy = io::npy_header(texts.len(), model.dim());
-    for x in &rows {
-        npy.extend_from_slice(&x.to_le_bytes());
-    }
-    let mut jsonl = Vec::new();
-    for t in &texts {
-        serde_json::to_writer(&mut jsonl, t)?;
-        jsonl.write_all(b"\n")?;
-    }
-    // index.json last: a folder without it is never taken for a finished index.
-    sbert_io::output::write_file(dir.join("embeddings.npy"), &npy)?;
-    sbert_io::output::write_file(dir.join("texts.jsonl"), &jsonl)?;
-    let hnsw = if args.hnsw {
-        let start = Instant::now();
-        let graph = ApproximateIndex::build(&Vectors::new(&rows, model.dim())?, params)?;
-        let built = start.elapsed().as_secs_f64();
-        let saved = graph.save(dir)?;
+    let start = Instant::now();
+    model.install(|| {
+        sbert_search::write_index(
+            dir,
+            &NewIndex {
+                texts: &texts,
+                rows: &rows,
+                model: &id,
+                hnsw,
+            },
+            args.overwrite,
+        )
+    })?;
+    if let Some(params) = hnsw {
         eprintln!(
-            "built an HNSW graph (links {}, ef_construction {}) over {} rows in {built:.1} s",
+            "built an HNSW graph (links {}, ef_construction {}) over {} rows in {:.1} s",
             params.links,
             params.ef_construction,
-            texts.len()
+            texts.len(),
+            start.elapsed().as_secs_f64()
         );
-        Some(GraphEntry {
-            links: params.links,
-            ef_construction: params.ef_construction,
-            saved,
-        })
-    } else {
-        None
-    };
-    let meta = serde_json::to_vec_pretty(&IndexFile {
-        format: FORMAT.into(),
-        count: texts.len(),
-        model: id,
-        hnsw,
-    })?;
-    sbert_io::output::write_file(dir.join("index.json"), &meta)?;
+    }
     eprintln!("indexed {} texts into {}", texts.len(), dir.display());
     Ok(())
 }
@@ -326,93 +198,7 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// An index read back: texts and their embeddings, checked against each other and `model`.
-pub fn load(dir: &Path, model: &SentenceEmbedder) -> Result<Index> {
-    let meta_path = dir.join("index.json");
-    let meta: IndexFile =
-        serde_json::from_slice(&std::fs::read(&meta_path).with_context(|| {
-            format!(
-                "reading {} (is {} an index?)",
-                meta_path.display(),
-                dir.display()
-            )
-        })?)
-        .with_context(|| format!("{} is corrupt", meta_path.display()))?;
-    if meta.format != FORMAT {
-        bail!(
-            "{}: format {:?}, expected {FORMAT:?}",
-            meta_path.display(),
-            meta.format
-        );
-    }
-    let id = identity(model)?;
-    if meta.model != id {
-        bail!(
-            "{} was built with model {} (fingerprint {}, dim {}, pooling {}), not with {} (fingerprint {}, dim {}, pooling {}); rebuild it with `sbert index build`",
-            dir.display(),
-            meta.model.name,
-            meta.model.fingerprint,
-            meta.model.dim,
-            meta.model.pooling,
-            id.name,
-            id.fingerprint,
-            id.dim,
-            id.pooling
-        );
-    }
-    let texts_path = dir.join("texts.jsonl");
-    let texts = io::read_texts(&texts_path, InputFormat::Jsonl)?;
-    if texts.len() != meta.count {
-        bail!(
-            "{} holds {} texts, index.json says {}",
-            texts_path.display(),
-            texts.len(),
-            meta.count
-        );
-    }
-    let npy_path = dir.join("embeddings.npy");
-    let bytes =
-        std::fs::read(&npy_path).with_context(|| format!("reading {}", npy_path.display()))?;
-    let header = io::npy_header(meta.count, meta.model.dim);
-    if !bytes.starts_with(&header) || bytes.len() != header.len() + meta.count * meta.model.dim * 4
-    {
-        bail!(
-            "{} is corrupt: expected a float32 ({}, {}) array of {} bytes, found {} bytes",
-            npy_path.display(),
-            meta.count,
-            meta.model.dim,
-            header.len() + meta.count * meta.model.dim * 4,
-            bytes.len()
-        );
-    }
-    let rows: Vec<f32> = bytes[header.len()..]
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    if let Some(i) = rows.iter().position(|v| !v.is_finite()) {
-        bail!(
-            "{} is corrupt: row {} holds a NaN or infinite value",
-            npy_path.display(),
-            i / meta.model.dim
-        );
-    }
-    if let Some(g) = &meta.hnsw {
-        if g.saved.len != meta.count || g.saved.dim != meta.model.dim {
-            bail!(
-                "{}: the HNSW graph holds {} rows of {}, the index {} of {}",
-                meta_path.display(),
-                g.saved.len,
-                g.saved.dim,
-                meta.count,
-                meta.model.dim
-            );
-        }
-    }
-    Ok(Index {
-        dir: dir.to_path_buf(),
-        texts,
-        rows,
-        dim: meta.model.dim,
-        graph: meta.hnsw.map(|g| g.saved),
-    })
+/// The index in `dir`, read and checked against `model` (see [`StoredIndex::open`]).
+pub fn load(dir: &Path, model: &SentenceEmbedder) -> Result<StoredIndex> {
+    Ok(StoredIndex::open(dir, &model.identity()?)?)
 }

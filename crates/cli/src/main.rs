@@ -64,8 +64,10 @@ enum Command {
     Train(train::TrainArgs),
     /// Serve embeddings over HTTP: text-embeddings-inference routes (/embed, /similarity,
     /// /tokenize, /info, /health, /metrics) and OpenAI's /v1/embeddings, with requests from
-    /// all clients batched together under a token budget. Ctrl-C or SIGTERM stops accepting,
-    /// answers every accepted request, and exits 0.
+    /// all clients batched together under a token budget. Every resource a client can hold is
+    /// bounded (connections, header / body / write time, request time, body size, batch,
+    /// concurrency: the options below). Ctrl-C or SIGTERM stops accepting, answers every
+    /// accepted request (for at most --drain-timeout), and exits 0.
     ///
     /// Example: sbert serve --port 8080, then
     ///   curl localhost:8080/embed -H 'content-type: application/json' -d '{"inputs": "Hello"}'

@@ -30,9 +30,31 @@ pub struct ServeArgs {
     /// Largest request body in bytes; larger are answered 413.
     #[arg(long, default_value_t = 2_000_000, value_name = "BYTES")]
     max_body_bytes: usize,
-    /// Seconds a request may wait for its embeddings before a 504.
+    /// Seconds a request may wait for its embeddings (or tokens) before a 504.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     timeout: u64,
+    /// Seconds a client may take to send a request's headers, and the longest a keep-alive
+    /// connection may sit idle; then the connection is closed (slowloris).
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    header_timeout: u64,
+    /// Seconds a client may take to send a body once its headers are in; then 408 and the
+    /// connection is closed.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    body_timeout: u64,
+    /// Seconds a response write may make no progress (a client that stopped reading); then
+    /// the connection is closed.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    write_timeout: u64,
+    /// Seconds SIGTERM / Ctrl-C waits for requests in flight before closing what is left.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    drain_timeout: u64,
+    /// Connections open at once; at the limit new clients wait in the listen backlog.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    max_connections: usize,
+    /// Answer only requests whose Host header (port aside) is this name; repeat for several.
+    /// Guards a loopback server against DNS rebinding. Default: any host.
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    allowed_hosts: Vec<String>,
     /// Require `Authorization: Bearer KEY` on every route but /health.
     #[arg(
         long,
@@ -81,7 +103,13 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         max_client_batch_size: args.max_client_batch_size,
         max_body_bytes: args.max_body_bytes,
         request_timeout: Duration::from_secs(args.timeout),
+        header_timeout: Duration::from_secs(args.header_timeout),
+        body_timeout: Duration::from_secs(args.body_timeout),
+        write_timeout: Duration::from_secs(args.write_timeout),
+        drain_timeout: Duration::from_secs(args.drain_timeout),
+        max_connections: args.max_connections,
         api_key: args.api_key.clone(),
+        allowed_hosts: args.allowed_hosts.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

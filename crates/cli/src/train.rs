@@ -259,6 +259,7 @@ fn train_scored(args: &TrainArgs, concat: &str, output: &Path) -> Result<(Option
         eval_every: args.eval_every,
         output: Some(output.clone()),
     };
+    let out_dir = output.clone();
     let output = output.path();
     let trainer = Trainer::new(config, objective, dim)?;
     let bar = indicatif::ProgressBar::new(0).with_style(
@@ -303,6 +304,8 @@ fn train_scored(args: &TrainArgs, concat: &str, output: &Path) -> Result<(Option
     sbert_io::output::write_file(&csv_path, csv.as_bytes())?;
     let svg_path = output.join("training_curve.svg");
     sbert_io::output::write_file(&svg_path, curve_svg(&report.steps, args).as_bytes())?;
+    // Part of the checkpoint from now on: the next run into this folder may replace them.
+    out_dir.adopt(&["training_log.csv", "training_curve.svg"])?;
     eprintln!(
         "trained {} steps in {:.1} s: {:.1} pairs/s; best dev {}; saved {} (curves: {}, {})",
         report.steps.len(),

@@ -552,6 +552,19 @@ fn train_never_deletes_a_folder_it_did_not_create() {
     assert!(proj.join("model/sbert_checkpoint.json").is_file());
     let run = train(&proj, "model", &[]);
     assert!(run.status.success(), "{}", stderr(&run));
+    // A file the user added to the checkpoint folder is not deleted by the next run.
+    std::fs::write(proj.join("model/notes.md"), "mine").expect("write");
+    let run = train(&proj, "model", &[]);
+    assert!(
+        !run.status.success() && stderr(&run).contains("notes.md"),
+        "{}",
+        stderr(&run)
+    );
+    assert_eq!(
+        std::fs::read_to_string(proj.join("model/notes.md")).expect("kept"),
+        "mine"
+    );
+    std::fs::remove_file(proj.join("model/notes.md")).expect("rm");
     // Saved files are readable by others, like any file the user creates (umask 022 here).
     #[cfg(unix)]
     {
@@ -1048,6 +1061,18 @@ fn eval_senteval_prints_json_per_task_and_names_bad_input() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no task folder"), "{}", stderr(&out));
 
+    // One task failing does not throw away another's result: CR is printed, MR named, and
+    // the run fails.
+    let out = run(&["--tasks", "CR,MR", "--folds", "3", "--format", "json"]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\"task\":\"CR\""), "{stdout}");
+    let err = stderr(&out);
+    assert!(
+        err.contains("MR: not scored") && err.contains("1 of 2 tasks"),
+        "{err}"
+    );
+
     // 4 questions per class cannot fill 10 folds.
     let out = run(&["--tasks", "TREC"]);
     assert!(!out.status.success());
@@ -1300,8 +1325,9 @@ fn index_build_then_search_and_refusals() {
     );
     let out = sbert(&["index", "build", "-m", &m, "--corpus", c, "-o", i], b"");
     assert!(out.status.success(), "{}", stderr(&out));
-    for f in ["index.json", "texts.jsonl", "embeddings.npy"] {
-        assert!(index.join(f).is_file(), "{f}");
+    assert!(index.join("index.json").is_file());
+    for key in ["texts", "embeddings"] {
+        assert!(index_file(&index, key).is_file(), "{key}");
     }
     let direct = sbert(
         &[
@@ -1405,12 +1431,17 @@ fn index_build_then_search_and_refusals() {
         "keep me"
     );
     // A truncated embeddings file is named as corrupt.
-    let npy = index.join("embeddings.npy");
+    let npy = index_file(&index, "embeddings");
     let bytes = std::fs::read(&npy).expect("read");
     std::fs::write(&npy, &bytes[..bytes.len() - 4]).expect("write");
     let out = sbert(&["search", "-m", &m, "--index", i, "--queries", q], b"");
+    let name = npy
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
     assert!(
-        !out.status.success() && stderr(&out).contains("embeddings.npy is corrupt"),
+        !out.status.success() && stderr(&out).contains(&format!("{name} is corrupt")),
         "{}",
         stderr(&out)
     );
@@ -1560,15 +1591,102 @@ fn an_hnsw_index_searches_approximately_and_benches_its_recall() {
         "{}",
         stderr(&out)
     );
-    let graph = index.join("hnsw.hnsw.graph");
+    let graph = index_file(&index, "hnsw");
     let mut bytes = std::fs::read(&graph).expect("read");
     bytes[20] ^= 0xff;
     std::fs::write(&graph, &bytes).expect("write");
     let out = search(&["--approximate"]);
+    let name = graph
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
     assert!(
-        !out.status.success() && stderr(&out).contains("hnsw.hnsw.graph is corrupt"),
+        !out.status.success() && stderr(&out).contains(&format!("{name} is corrupt")),
         "{}",
         stderr(&out)
     );
     assert!(out.stdout.is_empty());
+}
+
+/// The data file of an index that its manifest names under `key` (`texts`, `embeddings`, or
+/// `hnsw` for the graph file).
+fn index_file(index: &std::path::Path, key: &str) -> std::path::PathBuf {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(index.join("index.json")).expect("manifest"))
+            .expect("json");
+    let name = if key == "hnsw" {
+        &manifest["hnsw"]["saved"]["files"][0][0]
+    } else {
+        &manifest[key]["file"]
+    };
+    index.join(name.as_str().expect("a file name"))
+}
+
+/// `train -m owner/name` resolves the id from the hub cache, trains, and saves (the save used
+/// to take the id for a folder and fail after the whole run).
+#[test]
+fn train_from_a_hub_id_saves_its_model_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("hub");
+    let repo = cache.join("models--sbert-test--tiny");
+    let snapshot = repo.join("snapshots/0123456789abcdef");
+    std::fs::create_dir_all(repo.join("refs")).expect("mkdir");
+    std::fs::write(repo.join("refs/main"), "0123456789abcdef").expect("ref");
+    // Each file a link into the blob store, as the hub cache lays a snapshot out.
+    let src = PathBuf::from(tiny());
+    let mut stack = vec![src.clone()];
+    let mut n = 0;
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("list") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            n += 1;
+            let blob = repo.join("blobs").join(format!("blob{n}"));
+            std::fs::create_dir_all(blob.parent().expect("parent")).expect("mkdir");
+            std::fs::copy(&p, &blob).expect("copy");
+            let link = snapshot.join(p.strip_prefix(&src).expect("rel"));
+            std::fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
+            #[cfg(unix)]
+            std::os::unix::fs::symlink(&blob, &link).expect("symlink");
+            #[cfg(not(unix))]
+            std::fs::copy(&blob, &link).expect("copy");
+        }
+    }
+    let data = dir.path().join("train.tsv");
+    write_sts(&data);
+    let out = dir.path().join("tuned");
+    let run = Command::new(env!("CARGO_BIN_EXE_sbert"))
+        .args([
+            "train",
+            "-m",
+            "sbert-test/tiny",
+            "--loss",
+            "cosine",
+            "--train",
+            data.to_str().expect("p"),
+            "--batch-size",
+            "2",
+            "--output",
+            out.to_str().expect("p"),
+        ])
+        .env("HF_HUB_CACHE", &cache)
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("SBERT_MODEL")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sbert");
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(out.join("model.safetensors").is_file());
+    assert_eq!(
+        rows(&sbert(
+            &["embed", "-m", out.to_str().expect("p")],
+            b"the cat\n"
+        ))[0]
+            .len(),
+        16
+    );
 }

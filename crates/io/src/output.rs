@@ -329,6 +329,7 @@ impl StagedDir {
         if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| write_error(parent, e))?;
         }
+        recover_interrupted_commit(&target)?;
         loop {
             let staged = temporary_beside(&target, "staging");
             match std::fs::create_dir(&staged) {
@@ -352,8 +353,12 @@ impl StagedDir {
             .expect("a StagedDir holds its folder until commit")
     }
 
-    /// Moves the staged folder to the target. A folder already at the target is moved aside
-    /// first and removed only once the new one is in place, so a failure leaves the old one.
+    /// Moves the staged folder to the target. A folder already at the target is swapped with
+    /// it in one atomic step where the system has one (Linux's `renameat2(RENAME_EXCHANGE)`),
+    /// then removed: at every instant the target is the old folder or the new one, whole.
+    /// Elsewhere the old folder is moved aside first and removed once the new one is in place;
+    /// a crash between those two renames leaves the target missing and the old folder beside
+    /// it under a hidden name, which [`StagedDir::new`] for the same target moves back.
     /// Whether the old folder may be replaced is the caller's decision, made before staging.
     ///
     /// # Errors
@@ -361,13 +366,19 @@ impl StagedDir {
     pub fn commit(mut self) -> Result<()> {
         let staged = self.path().to_path_buf();
         let target = self.target.clone();
-        let old = match std::fs::symlink_metadata(&target) {
-            Ok(_) => {
-                let old = temporary_beside(&target, "old");
-                std::fs::rename(&target, &old).map_err(|e| write_error(&target, e))?;
-                Some(old)
-            }
-            Err(_) => None,
+        let exists = std::fs::symlink_metadata(&target).is_ok();
+        if exists && exchange(&staged, &target).is_ok() {
+            // `staged` now names the old folder.
+            unregister(&staged);
+            self.staged = None;
+            return std::fs::remove_dir_all(&staged).map_err(|e| write_error(&staged, e));
+        }
+        let old = if exists {
+            let old = temporary_beside(&target, "old");
+            std::fs::rename(&target, &old).map_err(|e| write_error(&target, e))?;
+            Some(old)
+        } else {
+            None
         };
         if let Err(e) = std::fs::rename(&staged, &target) {
             if let Some(old) = &old {
@@ -382,6 +393,67 @@ impl StagedDir {
         }
         Ok(())
     }
+}
+
+/// Swaps two paths atomically. The one `unsafe` of this crate: the system call, which std
+/// does not wrap.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let a = CString::new(a.as_os_str().as_bytes())?;
+    let b = CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: both pointers are NUL-terminated strings that outlive the call; the syscall
+    // reads them and touches no other memory.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// No atomic exchange here: [`StagedDir::commit`] falls back to two renames.
+#[cfg(not(target_os = "linux"))]
+fn exchange(_: &Path, _: &Path) -> std::io::Result<()> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+}
+
+/// Where a commit of two renames stopped between them (the target gone, the old folder
+/// beside it as `.NAME.*.sbert-old`), moves the old folder back; returns whether it did.
+fn recover_interrupted_commit(target: &Path) -> Result<bool> {
+    if std::fs::symlink_metadata(target).is_ok() {
+        return Ok(false);
+    }
+    let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
+        return Ok(false);
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Ok(false);
+    };
+    for entry in entries.flatten() {
+        let n = entry.file_name().to_string_lossy().into_owned();
+        if n.starts_with(&prefix) && n.ends_with(".sbert-old") && entry.path().is_dir() {
+            std::fs::rename(entry.path(), target).map_err(|e| write_error(target, e))?;
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 impl Drop for StagedDir {
@@ -559,6 +631,36 @@ mod tests {
         std::fs::write(staged.path().join("new"), "2").expect("write");
         staged.commit()?;
         assert_eq!(entries(&target), vec!["new"]);
+        assert_eq!(entries(dir.path()), vec!["ckpt"]);
+        Ok(())
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_exchange_swaps_two_folders_in_one_step() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir(&a).expect("mkdir");
+        std::fs::create_dir(&b).expect("mkdir");
+        std::fs::write(a.join("from-a"), "").expect("write");
+        exchange(&a, &b).expect("tmpfs and ext4 have RENAME_EXCHANGE");
+        assert_eq!(entries(&b), vec!["from-a"]);
+        assert!(entries(&a).is_empty());
+    }
+
+    #[test]
+    fn a_commit_cut_between_its_two_renames_is_undone_by_the_next_stage() -> Result<()> {
+        let _serial = serial();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("ckpt");
+        // What a crash after the first of the two renames leaves: no target, the old folder
+        // beside it under its hidden name.
+        let aside = dir.path().join(".ckpt.123-0.sbert-old");
+        std::fs::create_dir(&aside).expect("mkdir");
+        std::fs::write(aside.join("weights"), "old").expect("write");
+        let staged = StagedDir::new(&target)?;
+        assert_eq!(entries(&target), vec!["weights"], "the old folder is back");
+        drop(staged);
         assert_eq!(entries(dir.path()), vec!["ckpt"]);
         Ok(())
     }

@@ -287,6 +287,36 @@ impl SentenceEmbedder {
         &self.dir
     }
 
+    /// What an index built with this model records of it ([`crate::search::StoredIndex`]):
+    /// a fingerprint of the files that define the model — weights, configs, tokenizer, every
+    /// module's folder (`*.json`, `*.safetensors`, `*.txt`, `*.model`; hidden files and the
+    /// `onnx` / `openvino` exports aside) — and of the settings that change an embedding. The
+    /// folder's name is recorded but not compared: a copy elsewhere is the same model.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a file of the folder cannot be read.
+    pub fn identity(&self) -> Result<crate::search::ModelIdentity> {
+        let settings = format!(
+            "{}|{}|{}|{}",
+            self.dim(),
+            self.pooling(),
+            self.normalizes(),
+            self.max_seq_length()
+        );
+        let fingerprint = crate::folder::fingerprint(&self.dir, settings.as_bytes())?;
+        Ok(crate::search::ModelIdentity {
+            name: self.dir.file_name().map_or_else(
+                || self.dir.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
+            fingerprint,
+            dim: self.dim(),
+            pooling: self.pooling().to_string(),
+            normalize: self.normalizes(),
+            max_seq_length: self.max_seq_length(),
+        })
+    }
+
     /// The encoder's weights file: `model.safetensors` of the Transformer module's folder
     /// (as `modules.json` places it).
     pub fn weights_path(&self) -> &Path {
@@ -340,6 +370,22 @@ impl SentenceEmbedder {
     /// The tokenizer, with sentence-transformers' truncation and no padding.
     pub fn tokenizer(&self) -> &Tokenizer {
         self.tokenizer.inner()
+    }
+
+    /// `text` as the tokenizer encodes it, exactly as given (no prompt, stripping or
+    /// lower-casing), with byte offsets into it, truncated at `max_seq_length`; a long text
+    /// costs what its kept tokens cost (it is encoded through a prefix with the same first
+    /// tokens). For showing tokens (`/tokenize`); [`SentenceEmbedder::tokenize`] gives what
+    /// the model embeds.
+    ///
+    /// # Errors
+    /// [`Error::Tokenizer`] when the tokenizer fails.
+    pub fn encode_with_offsets(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<tokenizers::Encoding> {
+        self.tokenizer.encode_with_offsets(text, add_special_tokens)
     }
 
     /// The pooling in use.

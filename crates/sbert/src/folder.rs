@@ -276,3 +276,62 @@ fn split_modules(
     })?;
     Ok((transformer, pooling, heads))
 }
+
+/// FNV-1a (64-bit, hex) over the model files under `dir` (relative path, length and bytes of
+/// each, in path order) and `extra`; see [`crate::SentenceEmbedder::identity`] for which files.
+pub(crate) fn fingerprint(dir: &Path, extra: &[u8]) -> Result<String> {
+    fn fnv(mut hash: u64, bytes: &[u8]) -> u64 {
+        for &b in bytes {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        hash
+    }
+    fn walk(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        let entries = std::fs::read_dir(dir).map_err(|e| io_error(dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error(dir, e))?;
+            let name = entry.file_name();
+            let name_str = name.to_string_lossy();
+            if name_str.starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            // Follows links: a hub snapshot's files are links into its blob store.
+            let meta = std::fs::metadata(&path).map_err(|e| io_error(&path, e))?;
+            if meta.is_dir() {
+                if !matches!(name_str.as_ref(), "onnx" | "openvino") {
+                    walk(&path, &rel.join(&name), out)?;
+                }
+            } else if meta.is_file()
+                && [".json", ".safetensors", ".txt", ".model"]
+                    .iter()
+                    .any(|ext| name_str.ends_with(ext))
+            {
+                out.push(rel.join(&name));
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, Path::new(""), &mut files)?;
+    files.sort();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut buf = vec![0u8; 1 << 20];
+    for rel in &files {
+        let path = dir.join(rel);
+        hash = fnv(hash, rel.to_string_lossy().as_bytes());
+        let mut file = std::fs::File::open(&path).map_err(|e| io_error(&path, e))?;
+        let mut len = 0u64;
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buf).map_err(|e| io_error(&path, e))?;
+            if n == 0 {
+                break;
+            }
+            len += n as u64;
+            hash = fnv(hash, &buf[..n]);
+        }
+        hash = fnv(hash, &len.to_le_bytes());
+    }
+    hash = fnv(hash, extra);
+    Ok(format!("{hash:016x}"))
+}

@@ -41,8 +41,8 @@ pub(crate) struct TextTokenizer {
     tokenizer: Tokenizer,
     max_seq_length: usize,
     do_lower_case: bool,
-    /// Whether long texts may be tokenized through a prefix (see `prefix::cuts_are_safe`).
-    cuts_are_safe: bool,
+    /// Where long texts may be cut to tokenize a prefix (see `prefix::cut_rules`).
+    cut_rules: Option<crate::prefix::CutRules>,
 }
 
 impl TextTokenizer {
@@ -68,12 +68,12 @@ impl TextTokenizer {
                 })
             }
         }
-        let cuts_are_safe = crate::prefix::cuts_are_safe(&tokenizer);
+        let cut_rules = crate::prefix::cut_rules(&tokenizer);
         Ok(Self {
             tokenizer,
             max_seq_length,
             do_lower_case,
-            cuts_are_safe,
+            cut_rules,
         })
     }
 
@@ -127,6 +127,20 @@ impl TextTokenizer {
         Ok(ids.len() - usize::from(trailing_special))
     }
 
+    /// The tokenizer's encoding of `text` as it is (no stripping, no lower-casing), with byte
+    /// offsets into it, truncated at `max_seq_length` and computed through a prefix when the
+    /// text is long: what a `/tokenize` route shows.
+    pub(crate) fn encode_with_offsets(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<tokenizers::Encoding> {
+        let encode = |t: &str| self.tokenizer.encode(t, add_special_tokens);
+        crate::prefix::encode_prefix(text, self.max_seq_length, self.cut_rules.as_ref(), &encode)
+            .map(|(enc, _)| enc)
+            .map_err(Error::Tokenizer)
+    }
+
     fn tokenize_one(&self, text: &str, prompt_tokens: usize) -> Result<TokenizedText> {
         // A long text is tokenized through a prefix with the same first tokens, so its cost is
         // bounded by what is kept (see `prefix`).
@@ -135,7 +149,7 @@ impl TextTokenizer {
             text.trim(),
             self.do_lower_case,
             self.max_seq_length,
-            self.cuts_are_safe,
+            self.cut_rules.as_ref(),
         )
         .map_err(Error::Tokenizer)?;
         Ok(TokenizedText {
@@ -154,16 +168,10 @@ fn load_tokenizer(dir: &Path, max_seq_length: usize) -> Result<Tokenizer> {
     let bytes = std::fs::read(&path).map_err(|source| folder::io_error(&path, source))?;
     // Malformed JSON is reported by serde_json, naming line and column; the tokenizers crate
     // can panic on some of it (an `expect` in its decoder deserializer) instead of failing.
-    let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+    serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).map_err(|source| Error::Json {
         path: path.clone(),
         source,
     })?;
-    if let Some(problem) = json.get("post_processor").and_then(template_problem) {
-        return Err(Error::TokenizerLoad {
-            path,
-            source: problem.into(),
-        });
-    }
     let parsed = std::panic::catch_unwind(|| Tokenizer::from_bytes(&bytes)).map_err(|_| {
         Error::TokenizerLoad {
             path: path.clone(),
@@ -174,6 +182,20 @@ fn load_tokenizer(dir: &Path, max_seq_length: usize) -> Result<Tokenizer> {
         path: path.clone(),
         source,
     })?;
+    // The templates are checked in the form the tokenizers crate serializes what it loaded:
+    // the file may spell a piece several ways (`{"SpecialToken": {"id": ..}}`,
+    // `{"SpecialToken": [.., 0]}`, "[CLS]:0"), the canonical form has one.
+    let processor =
+        serde_json::to_value(tokenizer.get_post_processor()).map_err(|source| Error::Json {
+            path: path.clone(),
+            source,
+        })?;
+    if let Some(problem) = template_problem(&processor) {
+        return Err(Error::TokenizerLoad {
+            path,
+            source: problem.into(),
+        });
+    }
     tokenizer.with_padding(None);
     tokenizer
         .with_truncation(Some(TruncationParams {
@@ -187,14 +209,30 @@ fn load_tokenizer(dir: &Path, max_seq_length: usize) -> Result<Tokenizer> {
 }
 
 /// What is wrong with a post-processor's templates, if anything: a template that names a
-/// special token its `special_tokens` do not define (the tokenizers crate loads such a file
-/// and panics on the first encode).
+/// special token its `special_tokens` do not define, or a special token whose `ids` and
+/// `tokens` differ in length (the tokenizers crate loads such a file and panics on the first
+/// encode). `processor` is the serialized form of the loaded post-processor.
 fn template_problem(processor: &serde_json::Value) -> Option<String> {
     match processor.get("type").and_then(serde_json::Value::as_str) {
         Some("TemplateProcessing") => {
             let defined = processor
                 .get("special_tokens")
                 .and_then(serde_json::Value::as_object);
+            let uneven = defined.into_iter().flatten().find(|(_, token)| {
+                let len = |key: &str| {
+                    token
+                        .get(key)
+                        .and_then(serde_json::Value::as_array)
+                        .map(Vec::len)
+                };
+                len("ids") != len("tokens")
+            });
+            if let Some((id, _)) = uneven {
+                return Some(format!(
+                    "the post-processor's special token {id:?} has different numbers of ids and \
+                     tokens"
+                ));
+            }
             ["single", "pair"]
                 .iter()
                 .filter_map(|key| processor.get(*key).and_then(serde_json::Value::as_array))

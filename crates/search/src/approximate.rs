@@ -99,9 +99,6 @@ pub fn recall(found: &[Vec<Hit>], exact: &[Vec<Hit>]) -> f64 {
     }
 }
 
-/// Files of a saved graph, beside each other in one folder.
-const BASENAME: &str = "hnsw";
-
 /// An HNSW graph over a corpus: search is approximate (compare with
 /// [`semantic_search`](crate::semantic_search) for recall), scores are exact cosines of the
 /// rows it returns.
@@ -224,17 +221,18 @@ impl ApproximateIndex {
             .collect()
     }
 
-    /// Writes the graph and its rows into `dir` (`hnsw.hnsw.graph`, `hnsw.hnsw.data`) and
-    /// returns their paths with a checksum of each, for [`ApproximateIndex::load`].
+    /// Writes the graph and its rows into `dir` as `<basename>.hnsw.graph` and
+    /// `<basename>.hnsw.data` and returns their names with a checksum of each, for
+    /// [`ApproximateIndex::load`].
     ///
     /// # Errors
     /// When a file cannot be written or read back.
-    pub fn save(&self, dir: &Path) -> Result<SavedGraph, SearchError> {
-        self.graph.file_dump(dir, BASENAME).map_err(|e| {
+    pub fn save(&self, dir: &Path, basename: &str) -> Result<SavedGraph, SearchError> {
+        let written = self.graph.file_dump(dir, basename).map_err(|e| {
             SearchError::Io(format!("writing the HNSW graph in {}: {e}", dir.display()))
         })?;
         Ok(SavedGraph {
-            files: checksums(dir)?,
+            files: checksums(dir, &written)?,
             len: self.len,
             dim: self.dim,
         })
@@ -245,10 +243,33 @@ impl ApproximateIndex {
     /// was written is refused here, by name, before it is parsed).
     ///
     /// # Errors
-    /// A missing file, a checksum or size that differs, or a graph of another length or
-    /// dimension than `expected` records.
+    /// A record that does not name the two files, a missing file or one that is not a regular
+    /// file, a checksum or size that differs, or a graph of another length or dimension than
+    /// `expected` records.
     pub fn load(dir: &Path, expected: &SavedGraph) -> Result<Self, SearchError> {
-        let found = checksums(dir)?;
+        let basename = expected
+            .files
+            .first()
+            .and_then(|(name, _)| name.strip_suffix(".hnsw.graph"))
+            .filter(|b| !b.is_empty() && !b.contains(['/', '\\']))
+            .ok_or_else(|| {
+                SearchError::Io(format!(
+                    "the HNSW graph record for {} does not name its files",
+                    dir.display()
+                ))
+            })?;
+        let found = checksums(dir, basename)?;
+        let names = |files: &[(String, String)]| -> Vec<String> {
+            files.iter().map(|(n, _)| n.clone()).collect()
+        };
+        if names(&expected.files) != names(&found) {
+            return Err(SearchError::Io(format!(
+                "the HNSW graph record for {} names {:?}, expected {:?}",
+                dir.display(),
+                names(&expected.files),
+                names(&found)
+            )));
+        }
         for ((name, want), (_, got)) in expected.files.iter().zip(&found) {
             if want != got {
                 return Err(SearchError::Io(format!(
@@ -261,7 +282,7 @@ impl ApproximateIndex {
         }
         // The loader borrows itself for the graph's lifetime; it is a path and a few options
         // (rows are copied into the graph), so it is kept for the process's life.
-        let io: &'static HnswIo = Box::leak(Box::new(HnswIo::new(dir, BASENAME)));
+        let io: &'static HnswIo = Box::leak(Box::new(HnswIo::new(dir, basename)));
         let mut graph: Hnsw<'static, f32, CosineDistance> =
             io.load_hnsw_with_dist(CosineDistance).map_err(|e| {
                 SearchError::Io(format!("reading the HNSW graph in {}: {e}", dir.display()))
@@ -294,22 +315,51 @@ pub struct SavedGraph {
 }
 
 /// `(file name, checksum)` of the graph's two files in `dir`.
-fn checksums(dir: &Path) -> Result<Vec<(String, String)>, SearchError> {
+fn checksums(dir: &Path, basename: &str) -> Result<Vec<(String, String)>, SearchError> {
     ["hnsw.graph", "hnsw.data"]
         .iter()
         .map(|suffix| {
-            let name = format!("{BASENAME}.{suffix}");
+            let name = format!("{basename}.{suffix}");
             let sum = checksum(&dir.join(&name))?;
             Ok((name, sum))
         })
         .collect()
 }
 
-/// FNV-1a (64-bit) of a file's bytes and its length, as hex.
+/// The length of `path`, a regular file (after links): a FIFO, a device or a folder is
+/// refused before it is opened (opening a FIFO blocks; `/dev/zero` never ends).
+pub(crate) fn regular_file_len(path: &Path) -> Result<u64, SearchError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| SearchError::Io(format!("reading {}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(SearchError::Io(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(meta.len())
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// FNV-1a (64-bit) of `bytes` and their length, as `<hex>-<length>`.
+pub(crate) fn checksum_bytes(bytes: &[u8]) -> String {
+    format!("{:016x}-{}", fnv1a(FNV_OFFSET, bytes), bytes.len())
+}
+
+/// [`checksum_bytes`] of a regular file, read in blocks.
 fn checksum(path: &Path) -> Result<String, SearchError> {
+    regular_file_len(path)?;
     let mut file = std::fs::File::open(path)
         .map_err(|e| SearchError::Io(format!("reading {}: {e}", path.display())))?;
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut hash = FNV_OFFSET;
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
@@ -320,9 +370,7 @@ fn checksum(path: &Path) -> Result<String, SearchError> {
             break;
         }
         total += n as u64;
-        for &b in &buf[..n] {
-            hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        hash = fnv1a(hash, &buf[..n]);
     }
     Ok(format!("{hash:016x}-{total}"))
 }
@@ -382,7 +430,7 @@ mod tests {
 
         let dir = std::env::temp_dir().join(format!("sbert-hnsw-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
-        let saved = index.save(&dir).expect("save");
+        let saved = index.save(&dir, "hnsw").expect("save");
         assert_eq!((saved.len, saved.dim), (3000, dim));
         let loaded = ApproximateIndex::load(&dir, &saved).expect("load");
         assert_eq!(loaded.search(&q, 10, 200).expect("search"), wide);

@@ -4,7 +4,9 @@
 //! `util.community_detection` (and a greedy de-duplication in input order).
 //!
 //! For large corpora, [`ApproximateIndex`] is an HNSW graph (the `hnsw_rs` crate) searched
-//! with a width chosen per call, saved and loaded beside an index's embeddings.
+//! with a width chosen per call. [`write_index`] and [`StoredIndex`] keep a corpus on disk:
+//! texts, embeddings and graph under a manifest that is swapped in last, checked file by file
+//! before any reader trusts it, and tied to the model that embedded it ([`ModelIdentity`]).
 //!
 //! Scores are computed in blocks (candle's CPU matrix product) so memory stays bounded by the
 //! block size, not by `queries × corpus`; top-k lists are kept in bounded heaps.
@@ -37,6 +39,7 @@ mod mining;
 mod quantize;
 mod scores;
 mod search;
+mod store;
 
 pub use approximate::{recall, ApproximateIndex, HnswParams, SavedGraph};
 pub use community::community_detection;
@@ -45,6 +48,7 @@ pub use mining::{paraphrase_mining, Pair};
 pub use quantize::{quantize, search_quantized, Precision, Quantized, Ranges};
 pub use scores::{normalize_rows, normalized};
 pub use search::{semantic_search, Hit};
+pub use store::{write_index, ModelIdentity, NewIndex, StoredIndex, INDEX_FORMAT};
 
 /// Errors of the search functions: every bad input is one of these, never a panic.
 #[derive(Debug, thiserror::Error)]

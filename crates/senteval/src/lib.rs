@@ -259,11 +259,23 @@ pub struct TaskScore {
     pub seconds: f64,
 }
 
+/// A task that could not be scored, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskFailure {
+    /// The task.
+    pub task: Task,
+    /// The error and its causes, as one line.
+    pub error: String,
+}
+
 /// Everything one run produced.
 #[derive(Debug, Clone)]
 pub struct SentEvalReport {
-    /// One entry per task, in the order asked for.
+    /// One entry per task that was scored, in the order asked for.
     pub scores: Vec<TaskScore>,
+    /// The tasks that could not be scored (missing or malformed data, too few examples for
+    /// the folds), in the order asked for. The other tasks are scored regardless.
+    pub failures: Vec<TaskFailure>,
     /// Distinct sentences encoded.
     pub sentences: usize,
     /// Time spent encoding.
@@ -290,11 +302,12 @@ pub enum Progress<'a> {
 const CHUNK: usize = 1024;
 
 /// Loads `tasks` from `data` (SentEval's `data/downstream/` layout), encodes every distinct
-/// sentence once with `model`, and runs each task's protocol.
+/// sentence once with `model`, and runs each task's protocol. A task that fails (a missing or
+/// malformed file, a class smaller than the folds) is listed in
+/// [`SentEvalReport::failures`] and the others are scored.
 ///
 /// # Errors
-/// A missing or malformed task file, a class smaller than the folds, `options.folds < 2`, or
-/// an encoding failure.
+/// Every task failing (the first task's error), `options.folds < 2`, or an encoding failure.
 pub fn evaluate(
     model: &(impl TextEmbedder + ?Sized),
     data: &Path,
@@ -312,10 +325,19 @@ pub fn evaluate(
         return Err(SentEvalError::InvalidOptions("max_iter is 0".into()));
     }
     let start = Instant::now();
-    let loaded: Vec<(Task, TaskData)> = tasks
-        .iter()
-        .map(|&t| Ok((t, load_task(data, t)?)))
-        .collect::<Result<_, SentEvalError>>()?;
+    // A task that fails is reported and the run goes on: one bad file does not throw away
+    // the tasks that are fine. Only when every task fails is the run an error.
+    let mut failures: Vec<(Task, SentEvalError)> = Vec::new();
+    let mut loaded: Vec<(Task, TaskData)> = Vec::new();
+    for &t in tasks {
+        match load_task(data, t) {
+            Ok(d) => loaded.push((t, d)),
+            Err(e) => failures.push((t, e)),
+        }
+    }
+    if loaded.is_empty() && !failures.is_empty() {
+        return Err(failures.swap_remove(0).1);
+    }
 
     let mut index: HashMap<&str, usize> = HashMap::new();
     let mut distinct: Vec<&str> = Vec::new();
@@ -361,12 +383,35 @@ pub fn evaluate(
     let mut scores = Vec::with_capacity(loaded.len());
     for (task, d) in &loaded {
         let started = Instant::now();
-        let score = run_task(*task, d, &table, &validation, started)?;
-        progress(Progress::Scored(&score));
-        scores.push(score);
+        match run_task(*task, d, &table, &validation, started) {
+            Ok(score) => {
+                progress(Progress::Scored(&score));
+                scores.push(score);
+            }
+            Err(e) => failures.push((*task, e)),
+        }
     }
+    let order = |t: &Task| tasks.iter().position(|x| x == t);
+    failures.sort_by_key(|(t, _)| order(t));
+    if scores.is_empty() && !failures.is_empty() {
+        return Err(failures.swap_remove(0).1);
+    }
+    let failures = failures
+        .into_iter()
+        .map(|(task, e)| {
+            let mut error = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                error.push_str(": ");
+                error.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            TaskFailure { task, error }
+        })
+        .collect();
     Ok(SentEvalReport {
         scores,
+        failures,
         sentences: distinct.len(),
         encode_time,
         total_time: start.elapsed(),

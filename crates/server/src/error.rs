@@ -41,6 +41,8 @@ pub(crate) struct ApiError {
     pub(crate) status: StatusCode,
     pub(crate) message: String,
     pub(crate) flavor: Flavor,
+    /// Whether the connection closes after this answer (a body left unread).
+    pub(crate) close: bool,
 }
 
 impl ApiError {
@@ -60,6 +62,7 @@ impl ApiError {
             status,
             message: message.into(),
             flavor: Flavor::Tei,
+            close: false,
         }
     }
 
@@ -69,6 +72,13 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             ..Self::new(Kind::Validation, message)
         }
+    }
+
+    /// The same error under another status (404, 408, 415, 421: statuses the TEI kinds do
+    /// not name).
+    pub(crate) fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
     }
 
     pub(crate) fn with_flavor(mut self, flavor: Flavor) -> Self {
@@ -109,6 +119,12 @@ impl IntoResponse for ApiError {
             }}),
         };
         let mut response = (self.status, Json(body)).into_response();
+        if self.close {
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
         if self.kind == Kind::Unauthorized {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -14,7 +14,16 @@
 //!   `max_client_batch_size`; 401 without the API key when one is set; long inputs truncated
 //!   at the model's limit unless a request says `"truncate": false` (then 422).
 //! * `/health` answers 200 only once the model is loaded; shutdown stops accepting, answers
-//!   every accepted request, then returns.
+//!   every accepted request, then returns (after at most `drain_timeout`).
+//! * Every resource a client can hold is bounded: connections (`max_connections`), time to
+//!   send headers or idle between requests (`header_timeout`), time to send a body
+//!   (`body_timeout`, then 408), a stalled response write (`write_timeout`), the wait for
+//!   embeddings (`request_timeout`, then 504), body size and inputs per request (413, checked
+//!   from `Content-Length` before a `100 Continue`), concurrent requests (429), `/tokenize`
+//!   included.
+//! * Bodies must be `application/json` (a browser cannot send that cross-site without a CORS
+//!   preflight, which this server never grants); `allowed_hosts` refuses other `Host` headers
+//!   (DNS rebinding). The CLI binds loopback unless told otherwise.
 //!
 //! # Example
 //!
@@ -38,6 +47,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 #![doc(test(attr(deny(warnings))))]
 
+mod conn;
 mod engine;
 mod error;
 mod metrics;
@@ -73,13 +83,30 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long a request may wait for its embeddings; then 504.
     pub request_timeout: Duration,
+    /// How long a client may take to send a request's headers, and the longest a keep-alive
+    /// connection may sit idle between requests; then the connection is closed.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body once its headers are in; then 408
+    /// and the connection is closed.
+    pub body_timeout: Duration,
+    /// How long a response write may make no progress (a client that stopped reading); then
+    /// the connection is closed.
+    pub write_timeout: Duration,
+    /// How long shutdown waits for requests in flight before closing their connections.
+    pub drain_timeout: Duration,
+    /// Connections open at once; at the limit new clients wait in the listen backlog.
+    pub max_connections: usize,
     /// When set, every route but `/health` needs `Authorization: Bearer <key>`.
     pub api_key: Option<String>,
+    /// When not empty, requests whose `Host` header (port aside) is not one of these get 421:
+    /// a guard against DNS rebinding for a server on loopback.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
     /// TEI's defaults: 16,384 batch tokens, 512 concurrent requests, 32 inputs per request,
-    /// 2 MB bodies; 60 s timeout; no key.
+    /// 2 MB bodies; 60 s request timeout; 10 s for headers (and idle keep-alive), 30 s for a
+    /// body, 30 s of write stall, 30 s of drain; 1,024 connections; no key; any host.
     fn default() -> Self {
         Self {
             model_id: "sbert".into(),
@@ -88,7 +115,13 @@ impl Default for ServerConfig {
             max_client_batch_size: 32,
             max_body_bytes: 2_000_000,
             request_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+            max_connections: 1024,
             api_key: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -109,6 +142,45 @@ pub enum ServerError {
 }
 
 type LoadError = Box<dyn std::error::Error + Send + Sync>;
+
+impl ServerConfig {
+    /// Refuses limits that would lock every client out: a zero count, size or timeout, an
+    /// empty API key, an empty allowed host.
+    fn validate(&self) -> Result<(), ServerError> {
+        for (name, v) in [
+            ("max_batch_tokens", self.max_batch_tokens),
+            ("max_concurrent_requests", self.max_concurrent_requests),
+            ("max_client_batch_size", self.max_client_batch_size),
+            ("max_body_bytes", self.max_body_bytes),
+            ("max_connections", self.max_connections),
+        ] {
+            if v == 0 {
+                return Err(ServerError::Config(format!("{name} must be at least 1")));
+            }
+        }
+        for (name, d) in [
+            ("request_timeout", self.request_timeout),
+            ("header_timeout", self.header_timeout),
+            ("body_timeout", self.body_timeout),
+            ("write_timeout", self.write_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ServerError::Config(format!(
+                    "{name} must be longer than zero (a zero timeout fails every request)"
+                )));
+            }
+        }
+        if self.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+            return Err(ServerError::Config(
+                "the API key is empty: no client could send it; set a key or none".into(),
+            ));
+        }
+        if self.allowed_hosts.iter().any(|h| h.trim().is_empty()) {
+            return Err(ServerError::Config("an allowed host is empty".into()));
+        }
+        Ok(())
+    }
+}
 
 /// What exists once the model is loaded.
 #[derive(Debug)]
@@ -168,16 +240,7 @@ where
     L: FnOnce() -> Result<SentenceEmbedder, E> + Send + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    for (name, v) in [
-        ("max_batch_tokens", config.max_batch_tokens),
-        ("max_concurrent_requests", config.max_concurrent_requests),
-        ("max_client_batch_size", config.max_client_batch_size),
-        ("max_body_bytes", config.max_body_bytes),
-    ] {
-        if v == 0 {
-            return Err(ServerError::Config(format!("{name} must be at least 1")));
-        }
-    }
+    config.validate()?;
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(AppState {
         slots: Arc::new(Semaphore::new(config.max_concurrent_requests)),
@@ -218,10 +281,13 @@ where
             let _ = error_tx.send(e);
         }
     };
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(graceful)
-        .await
-        .map_err(ServerError::Io)?;
+    let limits = conn::ConnLimits {
+        header_timeout: state.config.header_timeout,
+        write_timeout: state.config.write_timeout,
+        drain_timeout: state.config.drain_timeout,
+        max_connections: state.config.max_connections,
+    };
+    conn::run(listener, router(state), limits, graceful).await;
     match error_rx.await {
         Ok(e) => Err(ServerError::Model(e)),
         Err(_) => Ok(()),

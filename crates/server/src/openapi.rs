@@ -16,6 +16,9 @@ fn tei_errors() -> Value {
         "401": error_response("Missing or wrong API key", "TeiError"),
         "413": error_response("Body or batch over the limit", "TeiError"),
         "422": error_response("The request does not fit the schema, or an input is too long with truncate false", "TeiError"),
+        "408": error_response("The body did not arrive within the body timeout", "TeiError"),
+        "415": error_response("The body is not application/json", "TeiError"),
+        "421": error_response("The Host header is not an allowed host", "TeiError"),
         "429": error_response("Too many concurrent requests", "TeiError"),
         "503": error_response("The model is loading", "TeiError"),
         "504": error_response("No answer within the request timeout", "TeiError")
@@ -47,9 +50,12 @@ pub(crate) struct Limits {
     pub(crate) max_batch: usize,
 }
 
-/// The document; `limits` narrow the schemas once the model is loaded.
-pub(crate) fn document(limits: Option<&Limits>) -> Value {
+/// The document for a server that answers to `model_id`; `limits` narrow the schemas once the
+/// model is loaded.
+pub(crate) fn document(model_id: &str, limits: Option<&Limits>) -> Value {
     let mut doc = base_document();
+    doc["components"]["schemas"]["OpenAiRequest"]["properties"]["model"] =
+        json!({"enum": [model_id, null]});
     let Some(l) = limits else { return doc };
     let schemas = &mut doc["components"]["schemas"];
     let mut prompt: Vec<Value> = l.prompts.iter().map(|p| json!(p)).collect();
@@ -85,10 +91,16 @@ pub(crate) fn document(limits: Option<&Limits>) -> Value {
 fn base_document() -> Value {
     let vectors = json!({"type": "array", "items": {"type": "array", "items": {"type": "number"}}});
     let mut openai_errors = tei_errors();
-    for code in ["400", "401", "413", "422", "429", "503", "504"] {
+    for code in [
+        "400", "401", "408", "413", "415", "421", "422", "429", "503", "504",
+    ] {
         openai_errors[code]["content"]["application/json"]["schema"]["$ref"] =
             json!("#/components/schemas/OpenAiError");
     }
+    openai_errors["404"] = error_response(
+        "`model` names a model this server does not serve",
+        "OpenAiError",
+    );
     let embed = json!({
         "summary": "Embed texts (TEI)",
         "requestBody": json_body("EmbedRequest"),

@@ -188,25 +188,8 @@ impl AppState {
         if inputs.len() == 0 {
             return Err(ApiError::new(Kind::Empty, "no inputs"));
         }
-        if inputs.len() > self.config.max_client_batch_size {
-            return Err(ApiError::new(
-                Kind::TooLarge,
-                format!(
-                    "batch of {} inputs is over the limit of {} (--max-client-batch-size)",
-                    inputs.len(),
-                    self.config.max_client_batch_size
-                ),
-            ));
-        }
-        let _slot = self.slots.clone().try_acquire_owned().map_err(|_| {
-            ApiError::new(
-                Kind::Overloaded,
-                format!(
-                    "the server is at its limit of {} concurrent requests; retry later",
-                    self.config.max_concurrent_requests
-                ),
-            )
-        })?;
+        self.check_batch(inputs.len())?;
+        let _slot = self.slot()?;
         let answer = loaded.engine.submit(inputs, truncate);
         match tokio::time::timeout(self.config.request_timeout, answer).await {
             Err(_) => Err(ApiError::new(
@@ -218,6 +201,33 @@ impl AppState {
             Ok(Ok(Err(EngineError::Backend(m)))) => Err(ApiError::new(Kind::Backend, m)),
             Ok(Ok(Ok(e))) => Ok(e),
         }
+    }
+
+    /// One of the concurrent-request slots, or 429 when all are taken.
+    fn slot(&self) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                Kind::Overloaded,
+                format!(
+                    "the server is at its limit of {} concurrent requests; retry later",
+                    self.config.max_concurrent_requests
+                ),
+            )
+        })
+    }
+
+    /// 413 for a batch over `max_client_batch_size`.
+    fn check_batch(&self, n: usize) -> ApiResult<()> {
+        if n > self.config.max_client_batch_size {
+            return Err(ApiError::new(
+                Kind::TooLarge,
+                format!(
+                    "batch of {n} inputs is over the limit of {} (--max-client-batch-size)",
+                    self.config.max_client_batch_size
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// `texts` to embed after the named prompt (the model's default prompt when `None`); an
@@ -307,6 +317,8 @@ pub(crate) async fn similarity(
     ))
 }
 
+/// TEI's `/tokenize`, under the same batch and concurrency limits as embedding, on a blocking
+/// thread (a long text takes the tokenizer a while; the async workers stay free).
 pub(crate) async fn tokenize(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
@@ -317,46 +329,63 @@ pub(crate) async fn tokenize(
         .model
         .prompt_text(Prompt::named_or_default(req.prompt_name.as_deref()))
         .map_err(|e| ApiError::new(Kind::Validation, e.to_string()))?
-        .unwrap_or("");
-    let texts: Vec<String> = req
-        .inputs
-        .into_vec()
-        .into_iter()
-        .map(|t| format!("{prompt}{t}"))
-        .collect();
+        .unwrap_or("")
+        .to_string();
+    let texts = req.inputs.into_vec();
     if texts.is_empty() {
         return Err(ApiError::new(Kind::Empty, "no inputs"));
     }
-    let tokenizer = loaded.model.tokenizer();
-    let mut out = Vec::with_capacity(texts.len());
-    for text in &texts {
-        let enc = tokenizer
-            .encode(text.as_str(), req.add_special_tokens.unwrap_or(true))
-            .map_err(|e| ApiError::new(Kind::Validation, format!("tokenizer: {e}")))?;
-        let tokens = enc
-            .get_ids()
+    state.check_batch(texts.len())?;
+    let slot = state.slot()?;
+    let model = loaded.model.clone();
+    let add_special_tokens = req.add_special_tokens.unwrap_or(true);
+    let work = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        texts
             .iter()
-            .zip(enc.get_tokens())
-            .zip(enc.get_offsets())
-            .zip(enc.get_special_tokens_mask())
-            .map(|(((&id, token), &(start, stop)), &special)| {
-                let special = special == 1;
-                Token {
-                    id,
-                    text: if special {
-                        token.clone()
-                    } else {
-                        text.get(start..stop).unwrap_or(token).to_string()
-                    },
-                    special,
-                    start: (!special).then_some(start),
-                    stop: (!special).then_some(stop),
-                }
-            })
-            .collect();
-        out.push(tokens);
+            .map(|t| tokens(&model, &format!("{prompt}{t}"), add_special_tokens))
+            .collect::<ApiResult<Vec<_>>>()
+    });
+    match tokio::time::timeout(state.config.request_timeout, work).await {
+        Err(_) => Err(ApiError::new(
+            Kind::Timeout,
+            format!("no answer within {:?}", state.config.request_timeout),
+        )),
+        Ok(Err(_)) => Err(ApiError::new(Kind::Backend, "the tokenizer stopped")),
+        Ok(Ok(result)) => result.map(Json),
     }
-    Ok(Json(out))
+}
+
+/// `text`'s tokens with their text and byte offsets, as TEI answers them.
+fn tokens(
+    model: &sbert::SentenceEmbedder,
+    text: &str,
+    add_special_tokens: bool,
+) -> ApiResult<Vec<Token>> {
+    let enc = model
+        .encode_with_offsets(text, add_special_tokens)
+        .map_err(|e| ApiError::new(Kind::Validation, format!("tokenizer: {e}")))?;
+    Ok(enc
+        .get_ids()
+        .iter()
+        .zip(enc.get_tokens())
+        .zip(enc.get_offsets())
+        .zip(enc.get_special_tokens_mask())
+        .map(|(((&id, token), &(start, stop)), &special)| {
+            let special = special == 1;
+            Token {
+                id,
+                text: if special {
+                    token.clone()
+                } else {
+                    text.get(start..stop).unwrap_or(token).to_string()
+                },
+                special,
+                start: (!special).then_some(start),
+                stop: (!special).then_some(stop),
+            }
+        })
+        .collect())
 }
 
 /// Base64 of the little-endian f32 bytes (what the OpenAI clients decode).
@@ -399,6 +428,18 @@ pub(crate) async fn openai_embeddings(
                 ))
             }
         };
+        if let Some(model) = req.model.as_deref() {
+            if model != state.config.model_id {
+                return Err(ApiError::new(
+                    Kind::Validation,
+                    format!(
+                        "the model {model:?} does not exist here; this server serves {:?}",
+                        state.config.model_id
+                    ),
+                )
+                .with_status(StatusCode::NOT_FOUND));
+            }
+        }
         let inputs = openai_inputs(&req.input)?;
         let dims = dimensions(req.dimensions.as_ref())?;
         let e = state.embed(inputs, true).await?;
@@ -419,7 +460,7 @@ pub(crate) async fn openai_embeddings(
         Ok(Json(json!({
             "object": "list",
             "data": data,
-            "model": req.model.unwrap_or_else(|| state.config.model_id.clone()),
+            "model": state.config.model_id,
             "usage": {"prompt_tokens": e.tokens, "total_tokens": e.tokens},
         })))
     };
@@ -471,7 +512,10 @@ pub(crate) async fn openapi(State(state): State<Arc<AppState>>) -> Json<serde_js
         vocab_size: l.model.encoder().vocab_size(),
         max_batch: state.config.max_client_batch_size,
     });
-    Json(crate::openapi::document(limits.as_ref()))
+    Json(crate::openapi::document(
+        &state.config.model_id,
+        limits.as_ref(),
+    ))
 }
 
 pub(crate) async fn docs() -> Html<&'static str> {
@@ -486,8 +530,12 @@ pub(crate) async fn not_found() -> ApiError {
     }
 }
 
-/// Checks `Authorization: Bearer KEY` (every route but `/health`) and records each request's
-/// route, status and latency.
+/// Guards every request before its handler runs, and records its route, status and latency:
+/// the `Host` header (when `allowed_hosts` is set), `Authorization: Bearer KEY` (every route
+/// but `/health`, when a key is set), then for a body: its declared length (413 before any
+/// `100 Continue`; without `Expect`, after reading and dropping a bounded part of the body so
+/// the client can read the answer), its content type (JSON only), and the body itself, read
+/// whole under `body_timeout` (408) and `max_body_bytes` (413).
 pub(crate) async fn guard(
     State(state): State<Arc<AppState>>,
     request: Request,
@@ -498,32 +546,189 @@ pub(crate) async fn guard(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    if let Some(key) = &state.config.api_key {
+    let flavor = if route.starts_with("/v1/") || route == "/embeddings" {
+        Flavor::OpenAi
+    } else {
+        Flavor::Tei
+    };
+    let response = match admit(&state, &route, request).await {
+        Ok(request) => next.run(request).await,
+        Err(refused) => refused.with_flavor(flavor).into_response(),
+    };
+    state
+        .metrics
+        .observe_request(&route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// The checks of [`guard`]; a request that passes comes back with its body read.
+async fn admit(state: &AppState, route: &str, request: Request) -> ApiResult<Request> {
+    let config = &state.config;
+    if !config.allowed_hosts.is_empty() {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(host_name);
+        if !host.is_some_and(|h| {
+            config
+                .allowed_hosts
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(h))
+        }) {
+            return Err(ApiError::new(
+                Kind::Validation,
+                "the Host header is not one this server answers (--allowed-host)",
+            )
+            .with_status(StatusCode::MISDIRECTED_REQUEST));
+        }
+    }
+    if let Some(key) = &config.api_key {
         let given = request
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if route != "/health" && given != Some(key.as_str()) {
-            let flavor = if route.starts_with("/v1/") {
-                Flavor::OpenAi
-            } else {
-                Flavor::Tei
-            };
-            let response = ApiError::new(Kind::Unauthorized, "missing or wrong API key")
-                .with_flavor(flavor)
-                .into_response();
-            state
-                .metrics
-                .observe_request(&route, response.status().as_u16(), started.elapsed());
-            return response;
+            return Err(ApiError::new(
+                Kind::Unauthorized,
+                "missing or wrong API key",
+            ));
         }
     }
-    let response = next.run(request).await;
-    state
-        .metrics
-        .observe_request(&route, response.status().as_u16(), started.elapsed());
-    response
+    // The routes that take a body; others answer without reading one (405 for a POST to a
+    // GET route, 404 for no route).
+    const BODY_ROUTES: [&str; 6] = [
+        "/",
+        "/embed",
+        "/similarity",
+        "/tokenize",
+        "/v1/embeddings",
+        "/embeddings",
+    ];
+    if request.method() != axum::http::Method::POST || !BODY_ROUTES.contains(&route) {
+        return Ok(request);
+    }
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let too_large = || {
+        closing(ApiError::new(
+            Kind::TooLarge,
+            format!(
+                "request body is over the limit of {} bytes (--max-body-bytes)",
+                config.max_body_bytes
+            ),
+        ))
+    };
+    if declared.is_some_and(|n| n > config.max_body_bytes as u64) {
+        let expects_continue = parts
+            .headers
+            .get(header::EXPECT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+        if !expects_continue {
+            // The client is sending the body regardless; a reply before it is read would
+            // reach a client that is still writing as a reset, not as a 413. Read a bounded
+            // amount of it, discarded, first (nginx's "lingering close").
+            let cap = config.max_body_bytes.saturating_mul(8).max(1 << 20);
+            let _ = tokio::time::timeout(config.body_timeout, discard_body(body, cap)).await;
+        }
+        return Err(too_large());
+    }
+    let json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim();
+            mime.eq_ignore_ascii_case("application/json")
+                || (mime.len() > 5 && mime[mime.len() - 5..].eq_ignore_ascii_case("+json"))
+        });
+    if !json {
+        return Err(closing(
+            ApiError::new(
+                Kind::Validation,
+                "the body must be JSON: send Content-Type: application/json",
+            )
+            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        ));
+    }
+    let read = read_body(body, config.max_body_bytes);
+    match tokio::time::timeout(config.body_timeout, read).await {
+        Err(_) => Err(closing(
+            ApiError::new(
+                Kind::Timeout,
+                format!(
+                    "the request body did not arrive within {:?} (--body-timeout)",
+                    config.body_timeout
+                ),
+            )
+            .with_status(StatusCode::REQUEST_TIMEOUT),
+        )),
+        Ok(Err(BodyError::TooLarge)) => Err(too_large()),
+        Ok(Err(BodyError::Read(e))) => Err(closing(ApiError::bad_json(format!(
+            "cannot read the request body: {e}"
+        )))),
+        Ok(Ok(bytes)) => Ok(Request::from_parts(parts, axum::body::Body::from(bytes))),
+    }
+}
+
+/// An error after which the connection closes: the body was not read (or not all of it).
+fn closing(error: ApiError) -> ApiError {
+    ApiError {
+        close: true,
+        ..error
+    }
+}
+
+/// `Host` without its port (`example.com:8080`, `[::1]:80`).
+fn host_name(host: &str) -> &str {
+    let host = host.trim();
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    host.rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(name, _)| name)
+}
+
+enum BodyError {
+    TooLarge,
+    Read(axum::Error),
+}
+
+/// Reads and drops up to `cap` bytes of `body`.
+async fn discard_body(mut body: axum::body::Body, cap: usize) {
+    use http_body_util::BodyExt;
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        seen += frame.data_ref().map_or(0, |d| d.len());
+        if seen > cap {
+            return;
+        }
+    }
+}
+
+/// The whole body, refused as soon as it passes `limit` bytes (chunked bodies declare no
+/// length).
+async fn read_body(mut body: axum::body::Body, limit: usize) -> Result<Bytes, BodyError> {
+    use http_body_util::BodyExt;
+    let mut buf = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Read)?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(BodyError::TooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(buf))
 }
 
 #[cfg(test)]

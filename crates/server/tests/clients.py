@@ -6,6 +6,8 @@
 - A burst beyond --max-concurrent-requests gets 429s, no crash, bounded memory.
 - Malformed and oversized bodies get 400 / 413; disconnects mid-request free their slots.
 - SIGTERM under load: every request the server accepted is answered, and it exits 0.
+- Slow and half-sent clients: slowloris closed at the header timeout, a short body 408,
+  an oversized /tokenize 413, SIGTERM not held by a half-sent request.
 - schemathesis against the server's own OpenAPI document: no 5xx, every response conforms.
 
 Usage: python clients.py SBERT_BINARY MODEL_DIR GOLDEN_JSON
@@ -23,6 +25,7 @@ import time
 
 import numpy as np
 from huggingface_hub import InferenceClient
+import openai
 from openai import OpenAI
 
 BINARY, MODEL, GOLDEN = sys.argv[1:4]
@@ -88,8 +91,14 @@ def main():
     client = OpenAI(base_url=server.url + "/v1", api_key="unused")
     got = [d.embedding for d in client.embeddings.create(model="all-MiniLM-L6-v2", input=sentences).data]
     check(max_diff(got, want) <= 1e-4, f"openai client (base64 by default) equals sentence-transformers, max |Δ| {max_diff(got, want):.2e}")
-    got = [d.embedding for d in client.embeddings.create(model="m", input=sentences, encoding_format="float").data]
+    got = [d.embedding for d in client.embeddings.create(model="all-MiniLM-L6-v2", input=sentences, encoding_format="float").data]
     check(max_diff(got, want) <= 1e-4, "openai client with encoding_format=float equals sentence-transformers")
+    try:
+        client.embeddings.create(model="text-embedding-3-small", input="x")
+        refused = False
+    except openai.NotFoundError:
+        refused = True
+    check(refused, "openai client naming a model the server does not serve gets NotFoundError (404)")
 
     hf = InferenceClient(model=server.url)
     got = np.vstack([hf.feature_extraction(s) for s in sentences])
@@ -156,6 +165,29 @@ def main():
     check(code == 0, "SIGTERM under load exits 0")
     # All 16 were sent 0.3 s before the signal, so all were accepted: none may go unanswered (0).
     check(all(s in (200, 429) for s in statuses) and 200 in statuses, f"every accepted request answered at SIGTERM: {statuses}")
+
+    # Slow and half-sent clients: a slowloris connection is closed at --header-timeout, a
+    # short body gets 408 at --body-timeout, and SIGTERM does not wait on a half-sent request
+    # longer than --drain-timeout.
+    server = Server("--header-timeout", "1", "--body-timeout", "1", "--drain-timeout", "2")
+    slow = socket.create_connection((server.host, server.port))
+    slow.sendall(b"POST /embed HTTP/1.1\r\nhost: t\r\n")
+    slow.settimeout(10)
+    started = time.time()
+    closed = slow.recv(1024) is not None
+    check(closed and time.time() - started < 5, f"slowloris closed after {time.time() - started:.1f} s (--header-timeout 1)")
+    short = socket.create_connection((server.host, server.port))
+    short.sendall(b"POST /embed HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{")
+    short.settimeout(10)
+    check(short.recv(1024).startswith(b"HTTP/1.1 408"), "a body shorter than its Content-Length gets 408 (--body-timeout 1)")
+    check(server.request("POST", "/tokenize", {"inputs": ["a"] * 33})[0] == 413, "/tokenize with 33 inputs (limit 32) is 413")
+    held = socket.create_connection((server.host, server.port))
+    held.sendall(b"POST /embed HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{")
+    started = time.time()
+    code = server.stop()
+    check(code == 0 and time.time() - started < 10, f"SIGTERM with a half-sent request exits 0 after {time.time() - started:.1f} s")
+    for s in (slow, short, held):
+        s.close()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 //! The server over real HTTP on an ephemeral 127.0.0.1 port: embeddings equal the library's,
 //! concurrent clients get their own rows, errors have each API's shape and status, the queue
-//! pushes back, a disconnected client frees its slot, and shutdown answers accepted requests.
+//! pushes back, a disconnected client frees its slot, shutdown answers accepted requests, and
+//! slow, half-sent, idle and hostile clients are cut off by the timeouts and limits.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -173,7 +174,11 @@ const TEXTS: [&str; 4] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_waits_for_the_model_and_every_route_equals_the_library() {
     let (release, gate) = mpsc::channel::<()>();
-    let server = Server::start(ServerConfig::default(), move || {
+    let config = ServerConfig {
+        model_id: "tiny".into(),
+        ..ServerConfig::default()
+    };
+    let server = Server::start(config, move || {
         let _ = gate.recv();
         SentenceEmbedder::from_dir(model_dir("tiny"), &Device::Cpu)
     })
@@ -467,6 +472,18 @@ async fn errors_have_each_api_shape_and_status() {
         ),
         ("/v1/embeddings", br#"{"input": [[]]}"#.to_vec(), 422, false),
         ("/v1/embeddings", br#"{"model": "m"}"#.to_vec(), 422, false),
+        (
+            "/v1/embeddings",
+            br#"{"input": "a", "model": "text-embedding-3-small"}"#.to_vec(),
+            404,
+            false,
+        ),
+        (
+            "/tokenize",
+            br#"{"inputs": ["a","b","c","d","e"]}"#.to_vec(),
+            413,
+            true,
+        ),
     ] {
         let (status, reply) = call(path, body.clone()).await;
         assert_eq!(
@@ -576,4 +593,168 @@ async fn shutdown_answers_every_accepted_request() {
         0,
         "still accepting after shutdown"
     );
+}
+
+/// Writes `raw` on a fresh connection, then reads until the server closes it (or `within`
+/// passes: `None`). Returns the status of the first answer (0 for none) and the time taken.
+async fn raw_exchange(addr: SocketAddr, raw: &[u8], within: Duration) -> Option<(u16, Duration)> {
+    let started = std::time::Instant::now();
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(raw).await.expect("write");
+    let mut got = Vec::new();
+    match tokio::time::timeout(within, s.read_to_end(&mut got)).await {
+        Err(_) => None,
+        Ok(_) => {
+            let text = String::from_utf8_lossy(&got);
+            let status = text
+                .split(' ')
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            Some((status, started.elapsed()))
+        }
+    }
+}
+
+fn quick_timeouts() -> ServerConfig {
+    ServerConfig {
+        header_timeout: Duration::from_millis(700),
+        body_timeout: Duration::from_millis(700),
+        max_body_bytes: 4096,
+        ..ServerConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_half_sent_idle_and_foreign_requests_are_cut_off_or_refused() {
+    let server = Server::start(
+        ServerConfig {
+            allowed_hosts: vec!["localhost".into(), "::1".into(), "test".into()],
+            ..quick_timeouts()
+        },
+        || SentenceEmbedder::from_dir(model_dir("tiny"), &Device::Cpu),
+    )
+    .await;
+    let addr = server.addr;
+    let wait = Duration::from_secs(10);
+    let embed = |host: &str, content_type: &str, extra: &str, body: &str| {
+        format!(
+            "POST /embed HTTP/1.1\r\nhost: {host}\r\ncontent-type: {content_type}\r\n\
+             content-length: {}\r\n{extra}\r\n{body}",
+            body.len()
+        )
+    };
+    // The model loads while the connection-level checks run; they need no model.
+    // Slowloris: headers that never end; the connection is closed at the header timeout.
+    let (status, took) = raw_exchange(addr, b"POST /embed HTTP/1.1\r\nhost: localhost\r\n", wait)
+        .await
+        .expect("a connection with half its headers is closed");
+    assert!(status == 0 || status == 408, "status {status}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // An idle connection is closed too.
+    let (_, took) = raw_exchange(addr, b"", wait)
+        .await
+        .expect("an idle connection is closed");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // A body shorter than its Content-Length: 408 at the body timeout.
+    let short = "POST /embed HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"inputs\"";
+    let (status, took) = raw_exchange(addr, short.as_bytes(), wait)
+        .await
+        .expect("a half-sent body is answered");
+    assert_eq!(status, 408);
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // An oversized body announced with Expect: 100-continue gets 413, not 100 Continue.
+    let expect = "POST /embed HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 1000000\r\nexpect: 100-continue\r\n\r\n";
+    let (status, _) = raw_exchange(addr, expect.as_bytes(), wait)
+        .await
+        .expect("answered");
+    assert_eq!(status, 413);
+    // A text/plain body (what a cross-site page can send without a preflight): 415.
+    let plain = embed("localhost", "text/plain", "", r#"{"inputs": "x"}"#);
+    let (status, _) = raw_exchange(addr, plain.as_bytes(), wait)
+        .await
+        .expect("answered");
+    assert_eq!(status, 415);
+    // A Host that is not allowed (DNS rebinding): 421; an allowed one with a port passes.
+    let foreign = embed("evil.example", "application/json", "", r#"{"inputs": "x"}"#);
+    let (status, _) = raw_exchange(addr, foreign.as_bytes(), wait)
+        .await
+        .expect("answered");
+    assert_eq!(status, 421);
+    server.ready().await;
+    let ok = embed(
+        "localhost:8080",
+        "application/json",
+        "connection: close\r\n",
+        r#"{"inputs": "x"}"#,
+    );
+    assert_eq!(
+        raw_exchange(addr, ok.as_bytes(), wait).await.map(|r| r.0),
+        Some(200)
+    );
+    let ok = embed(
+        "[::1]:80",
+        "application/json",
+        "connection: close\r\n",
+        r#"{"inputs": "x"}"#,
+    );
+    assert_eq!(
+        raw_exchange(addr, ok.as_bytes(), wait).await.map(|r| r.0),
+        Some(200)
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_limit_new_clients_wait_until_idle_ones_time_out() {
+    let server = Server::start(
+        ServerConfig {
+            max_connections: 2,
+            ..quick_timeouts()
+        },
+        || SentenceEmbedder::from_dir(model_dir("tiny"), &Device::Cpu),
+    )
+    .await;
+    server.ready().await;
+    let idle: Vec<TcpStream> = vec![
+        TcpStream::connect(server.addr).await.expect("connect"),
+        TcpStream::connect(server.addr).await.expect("connect"),
+    ];
+    // Both slots are held by clients that send nothing; this one is served once they are
+    // closed at the header timeout.
+    let (status, body) = post(server.addr, "/embed", json!({"inputs": "x"})).await;
+    assert_eq!(status, 200, "{body}");
+    drop(idle);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_not_held_by_half_sent_requests() {
+    // Long header and body timeouts: only the drain timeout can end these connections.
+    let server = Server::start(
+        ServerConfig {
+            header_timeout: Duration::from_secs(120),
+            body_timeout: Duration::from_secs(120),
+            drain_timeout: Duration::from_millis(500),
+            ..ServerConfig::default()
+        },
+        || SentenceEmbedder::from_dir(model_dir("tiny"), &Device::Cpu),
+    )
+    .await;
+    server.ready().await;
+    let mut partial_head = TcpStream::connect(server.addr).await.expect("connect");
+    partial_head
+        .write_all(b"POST /embed HTTP/1.1\r\nhost: t\r\n")
+        .await
+        .expect("write");
+    let mut partial_body = TcpStream::connect(server.addr).await.expect("connect");
+    partial_body
+        .write_all(b"POST /embed HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"in")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::timeout(Duration::from_secs(20), server.stop())
+        .await
+        .expect("shutdown completes within the drain timeout");
+    drop((partial_head, partial_body));
 }

@@ -115,6 +115,42 @@ impl OutputDir {
         path.join(MARKER).is_file()
     }
 
+    /// Lists `files` (paths relative to the folder, `/`-separated) in the checkpoint's marker
+    /// as files of the checkpoint: for what a run writes beside the saved model (a training
+    /// log, a chart), so that the next run into this folder may replace them.
+    ///
+    /// A folder that holds no checkpoint (nothing was saved) is left as it is.
+    ///
+    /// # Errors
+    /// When the marker cannot be read or rewritten.
+    pub fn adopt(&self, files: &[&str]) -> Result<()> {
+        let marker = self.path.join(MARKER);
+        if !marker.is_file() {
+            return Ok(());
+        }
+        let io = |source| TrainError::Io {
+            path: marker.clone(),
+            source,
+        };
+        let mut record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&marker).map_err(io)?)
+                .map_err(|e| io(std::io::Error::other(e)))?;
+        let mut listed: Vec<String> = record
+            .get("files")
+            .and_then(|f| serde_json::from_value(f.clone()).ok())
+            .unwrap_or_default();
+        for f in files {
+            if !listed.iter().any(|l| l == f) {
+                listed.push((*f).to_string());
+            }
+        }
+        listed.sort();
+        record["files"] = serde_json::json!(listed);
+        let bytes = serde_json::to_vec_pretty(&record).map_err(|e| io(std::io::Error::other(e)))?;
+        sbert_io::output::write_file(&marker, &bytes)?;
+        Ok(())
+    }
+
     /// Re-checks, right before a save, that replacing the folder is still allowed.
     pub(crate) fn check(&self) -> Result<()> {
         let path = &self.path;
@@ -132,8 +168,28 @@ impl OutputDir {
             })?
             .next()
             .is_none();
-        if empty || Self::is_checkpoint(path) || self.overwrite {
+        if empty || self.overwrite {
             return Ok(());
+        }
+        if Self::is_checkpoint(path) {
+            let added = files_not_in_checkpoint(path)?;
+            if added.is_empty() {
+                return Ok(());
+            }
+            let shown: Vec<&str> = added.iter().take(5).map(String::as_str).collect();
+            return Err(refuse(
+                path,
+                format!(
+                    "the checkpoint folder holds files it did not write ({}{}); saving would \
+                     delete them: move them, choose a new folder, or pass --overwrite",
+                    shown.join(", "),
+                    if added.len() > shown.len() {
+                        ", …"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
         }
         Err(refuse(
             path,
@@ -143,6 +199,57 @@ impl OutputDir {
             ),
         ))
     }
+}
+
+/// Every file under `dir`, as `/`-separated paths relative to it, sorted; the marker and the
+/// temporaries of `sbert_io` writers left out.
+pub(crate) fn files_under(dir: &Path) -> Result<Vec<String>> {
+    fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) -> Result<()> {
+        let entries = std::fs::read_dir(dir).map_err(|source| TrainError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|source| TrainError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if (rel.is_empty() && name == MARKER) || sbert_io::output::is_temporary(&name) {
+                continue;
+            }
+            let path = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&entry.path(), &path, out)?;
+            } else {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, "", &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+/// The files of checkpoint folder `dir` that its marker does not list (all of them for a
+/// marker without a list).
+fn files_not_in_checkpoint(dir: &Path) -> Result<Vec<String>> {
+    let marker = dir.join(MARKER);
+    let listed: Vec<String> = std::fs::read(&marker)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| serde_json::from_value(v.get("files")?.clone()).ok())
+        .unwrap_or_default();
+    Ok(files_under(dir)?
+        .into_iter()
+        .filter(|f| !listed.contains(f))
+        .collect())
 }
 
 #[cfg(test)]
@@ -164,8 +271,18 @@ mod tests {
         assert!(err.to_string().contains("--overwrite"), "{err}");
         OutputDir::new(&project, true, &[])?;
 
-        std::fs::write(project.join(MARKER), "{}").expect("write");
+        // A checkpoint whose marker lists its files may be replaced...
+        std::fs::write(project.join(MARKER), r#"{"files": ["src/main.rs"]}"#).expect("write");
         OutputDir::new(&project, false, &[])?;
+        // ...but not once a user has added a file to it (saving would delete it).
+        std::fs::write(project.join("notes.md"), "mine").expect("write");
+        let err = OutputDir::new(&project, false, &[]).expect_err("a user's file");
+        assert!(err.to_string().contains("notes.md"), "{err}");
+        OutputDir::new(&project, true, &[])?;
+        // A marker without a list vouches for nothing.
+        std::fs::remove_file(project.join("notes.md")).expect("rm");
+        std::fs::write(project.join(MARKER), "{}").expect("write");
+        assert!(OutputDir::new(&project, false, &[]).is_err());
 
         std::fs::write(root.join("file"), "x").expect("write");
         assert!(OutputDir::new(root.join("file"), true, &[]).is_err());

@@ -231,11 +231,18 @@ impl TrainableModel {
                 path: weights.clone(),
                 source,
             })?;
-        let marker = format!(
-            "{{\"written_by\": \"sbert-train {}\", \"base_model\": {}}}\n",
-            env!("CARGO_PKG_VERSION"),
-            serde_json::Value::String(self.dir.display().to_string())
-        );
+        // The marker lists every file of the checkpoint, so that a later run can tell them
+        // from files a user added (which it must not delete).
+        let files = crate::checkpoint::files_under(staged.path())?;
+        let marker = serde_json::to_string_pretty(&serde_json::json!({
+            "written_by": format!("sbert-train {}", env!("CARGO_PKG_VERSION")),
+            "base_model": self.dir.display().to_string(),
+            "files": files,
+        }))
+        .map_err(|e| TrainError::Io {
+            path: staged.path().join(crate::checkpoint::MARKER),
+            source: std::io::Error::other(e),
+        })?;
         let marker_path = staged.path().join(crate::checkpoint::MARKER);
         std::fs::write(&marker_path, marker).map_err(|source| TrainError::Io {
             path: marker_path.clone(),
