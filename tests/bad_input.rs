@@ -254,6 +254,14 @@ fn long_texts() -> Vec<String> {
         "ΑΣ.ΣΑ,".repeat(6_000),
         "é,x\u{301}!".repeat(8_000),
         format!("{}!{}", "q".repeat(150), "w".repeat(40_000)),
+        // Found by the text_path fuzz target: a vertical tab (whitespace to Unicode, a control
+        // character BERT's normalizer removes) is not a place to cut.
+        String::from_utf8_lossy(include_bytes!("fixtures/fuzz_vertical_tab_cut.bin")).into_owned(),
+        format!(
+            "{}{}",
+            "word ".repeat(300),
+            "a\u{0B}b\u{0C}c\u{85}d ".repeat(300)
+        ),
     ]
 }
 
@@ -505,4 +513,23 @@ fn the_model_identity_covers_the_tokenizer_and_every_module_but_not_the_folder_n
     std::fs::write(&dense, &bytes).expect("write");
     let changed = load(&renamed).expect("load").identity().expect("identity");
     assert!(!original.matches(&changed));
+}
+
+/// Found by the `model_folder` fuzz target: bytes that are not UTF-8 inside a string of
+/// tokenizer.json's decoder made the tokenizers crate panic; it is a JSON error naming the file.
+#[test]
+fn a_tokenizer_json_with_bytes_that_are_not_utf8_is_a_json_error() {
+    let (_tmp, dir) = tiny_copy();
+    let path = dir.join("tokenizer.json");
+    let text = std::fs::read(&path).expect("read");
+    let at = text
+        .windows(b"WordPiece".len())
+        .position(|w| w == b"WordPiece")
+        .expect("the decoder's WordPiece");
+    let mut bytes = text.clone();
+    bytes[at + 2] = 0x8e;
+    bytes[at + 3] = 0x93;
+    std::fs::write(&path, &bytes).expect("write");
+    let err = load(&dir).expect_err("not UTF-8");
+    assert!(matches!(err, Error::Json { .. }), "{err:?}");
 }

@@ -2,7 +2,8 @@
 //!
 //! `families` needs all-mpnet-base-v2 (`models/fetch.sh all-mpnet-base-v2`); `golden` needs
 //! the real model (`models/fetch.sh`, or `SBERT_MODEL_DIR`) and the shared
-//! fixtures (`../shared`, or `SBERT_SHARED_DIR`); everything else runs on `models/tiny`.
+//! fixtures (`../shared`, or `SBERT_SHARED_DIR`); `static_model` needs potion-base-8M
+//! (`models/fetch.sh potion-base-8M`); everything else runs on `models/tiny`.
 
 mod common;
 
@@ -14,5 +15,6 @@ mod golden;
 mod hub_cache;
 mod quantization;
 mod senteval;
+mod static_model;
 mod sts;
 mod tiny_model;

@@ -367,9 +367,118 @@ fn semantic_search(
         .collect())
 }
 
+/// An index folder read back for one model (`sbert.Index`): texts, rows, the graph if any.
+#[pyclass(frozen, module = "sbert._sbert")]
+struct Index {
+    stored: sbert::search::StoredIndex,
+    graph: Option<sbert::search::ApproximateIndex>,
+}
+
+#[pymethods]
+impl Index {
+    /// Reads the index in `path` for queries embedded by `model`, checking every file.
+    #[staticmethod]
+    fn open(py: Python<'_>, model: &Model, path: std::path::PathBuf) -> PyResult<Self> {
+        py.detach(|| {
+            let stored = sbert::search::StoredIndex::open(&path, &model.inner.identity()?)?;
+            let graph = match stored.has_graph() {
+                true => Some(stored.approximate()?),
+                false => None,
+            };
+            Ok::<_, sbert::Error>(Self { stored, graph })
+        })
+        .map_err(to_py)
+    }
+
+    /// The corpus texts, in row order.
+    fn texts(&self) -> Vec<String> {
+        self.stored.texts.clone()
+    }
+
+    fn __len__(&self) -> usize {
+        self.stored.texts.len()
+    }
+
+    /// Whether the index has an HNSW graph.
+    fn has_graph(&self) -> bool {
+        self.graph.is_some()
+    }
+
+    /// For each query row (float32 bytes of the index's width), the `top_k` best corpus rows
+    /// as `(corpus_id, cosine)`: exact, or through the graph (searching `ef` candidates).
+    fn search(
+        &self,
+        py: Python<'_>,
+        queries: &Bound<'_, PyBytes>,
+        top_k: usize,
+        approximate: bool,
+        ef: usize,
+    ) -> PyResult<Vec<Vec<(usize, f32)>>> {
+        let dim = self.stored.dim;
+        let q = rows_of(queries.as_bytes(), dim)?;
+        let hits = py
+            .detach(|| match (&self.graph, approximate) {
+                (Some(graph), true) => graph.search(&q.vectors(), top_k, ef),
+                (None, true) => Err(sbert::search::SearchError::Parameter(
+                    "this index has no HNSW graph; build it with hnsw=True".into(),
+                )),
+                (_, false) => {
+                    let corpus = sbert::search::Vectors::new(&self.stored.rows, dim)?;
+                    sbert::search::semantic_search(
+                        &q.vectors(),
+                        &corpus,
+                        top_k,
+                        sbert::search::Score::Cosine,
+                    )
+                }
+            })
+            .map_err(|e| to_py(e.into()))?;
+        Ok(hits
+            .into_iter()
+            .map(|h| h.into_iter().map(|x| (x.corpus_id, x.score)).collect())
+            .collect())
+    }
+}
+
+/// Embeds `texts` with `model` and writes them as an index folder at `path` (see
+/// `sbert::search::write_index`): replaced whole, only with `overwrite`; with `hnsw`, an
+/// HNSW graph too.
+#[pyfunction]
+#[pyo3(signature = (model, path, texts, overwrite=false, hnsw=false))]
+fn write_index(
+    py: Python<'_>,
+    model: &Model,
+    path: std::path::PathBuf,
+    texts: Vec<String>,
+    overwrite: bool,
+    hnsw: bool,
+) -> PyResult<()> {
+    py.detach(|| {
+        let m = &model.inner;
+        let id = m.identity()?;
+        let rows = m.embed(&texts)?;
+        m.install(|| {
+            sbert::search::write_index(
+                &path,
+                &sbert::search::NewIndex {
+                    texts: &texts,
+                    rows: rows.as_slice(),
+                    model: &id,
+                    hnsw: hnsw.then(sbert::search::HnswParams::default),
+                },
+                overwrite,
+            )
+        })?;
+        Ok::<_, sbert::Error>(())
+    })
+    .map_err(to_py)
+}
+
 #[pymodule]
 fn _sbert(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Model>()?;
+    m.add_class::<Index>()?;
+    m.add_function(wrap_pyfunction!(write_index, m)?)?;
     m.add_function(wrap_pyfunction!(quantize, m)?)?;
     m.add_function(wrap_pyfunction!(semantic_search, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

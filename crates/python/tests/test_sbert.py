@@ -341,3 +341,29 @@ def test_ray_data_with_two_actors_equals_in_process(model):
     assert out.column("text").to_pylist() == texts
     rows = np.asarray(out.column("embedding").combine_chunks().flatten()).reshape(len(texts), 384)
     assert np.abs(rows - want).max() <= 1e-5
+
+
+def test_a_static_model_equals_sentence_transformers():
+    # potion-base-8M (models/fetch.sh potion-base-8M): model2vec's table through the same class.
+    golden = json.loads((ROOT / "tests" / "fixtures" / "golden_static.json").read_text())
+    m = SentenceEmbedder(ROOT / "models" / "potion-base-8M", threads=2)
+    got = m.encode(golden["sentences"])
+    assert got.shape == (len(golden["sentences"]), 256)
+    assert np.abs(got - np.asarray(golden["embeddings"], dtype=np.float32)).max() <= 1e-5
+
+
+def test_an_index_is_built_searched_reopened_and_tied_to_its_model(tmp_path, model):
+    corpus = list(dict.fromkeys(stsb_sentences(80)))[:40]
+    path = tmp_path / "corpus.index"
+    index = sbert.Index.build(model, corpus, path, hnsw=True)
+    assert len(index) == 40 and index.texts == corpus
+    exact = index.search(corpus[7], top_k=3)
+    assert exact[0][0]["corpus_id"] == 7 and exact[0][0]["text"] == corpus[7]
+    assert abs(exact[0][0]["score"] - 1.0) < 1e-5
+    approx = sbert.Index(path, model).search([corpus[7], corpus[9]], top_k=3, approximate=True)
+    assert [h[0]["corpus_id"] for h in approx] == [7, 9]
+    with pytest.raises(Exception, match="overwrite"):
+        sbert.Index.build(model, corpus, path)
+    other = SentenceEmbedder(ROOT / "models" / "potion-base-8M")
+    with pytest.raises(Exception, match="was built with model"):
+        sbert.Index(path, other)

@@ -66,6 +66,9 @@ pub struct SentenceEmbedder {
     similarity_fn: Similarity,
     /// The builder's `threads(n)` pool; `None`: rayon's global pool.
     pool: Option<Arc<rayon::ThreadPool>>,
+    /// The table of a static model (the same storage as `encoder`), for its mean-of-rows
+    /// path; `None` for a transformer.
+    static_table: Option<crate::static_embedding::StaticTable>,
 }
 
 /// The text of prompt `name`, or an error listing the prompts there are.
@@ -109,39 +112,66 @@ impl SentenceEmbedder {
             )),
         };
         let folder::Layout {
+            kind,
             transformer: transformer_dir,
             pooling: pooling_dir,
             heads: mut heads_entries,
         } = folder::layout(dir)?;
 
-        // The encoder.
-        let crate::encoders::LoadedEncoder { encoder, weights } = crate::encoders::load(
-            &transformer_dir,
-            opts.dtype,
-            &opts.device,
-            opts.quantization,
-        )?;
-
-        // Tokenizer and sequence length.
-        let sbert_cfg_path = transformer_dir.join("sentence_bert_config.json");
-        let sbert_cfg: SentenceBertConfig = if sbert_cfg_path.exists() {
-            folder::read_json(&sbert_cfg_path)?
-        } else {
-            SentenceBertConfig::default()
+        // The encoder and the tokenizer.
+        let mut static_table = None;
+        let (encoder, weights, tokenizer): (Box<dyn Encoder>, PathBuf, TextTokenizer) = match kind {
+            folder::EncoderKind::Static => {
+                if opts.quantization != sbert_bert::Quantization::None {
+                    return Err(Error::Unsupported(format!(
+                        "{} quantization of a static embedding table ({}): there is no matrix \
+                         product to quantize",
+                        opts.quantization,
+                        transformer_dir.display()
+                    )));
+                }
+                let (table, weights) = crate::static_embedding::StaticTable::load(
+                    &transformer_dir,
+                    opts.dtype,
+                    &opts.device,
+                )?;
+                static_table = Some(table.clone());
+                // sentence-transformers' StaticEmbedding: no special tokens, no truncation.
+                (
+                    Box::new(table),
+                    weights,
+                    TextTokenizer::load_static(&transformer_dir)?,
+                )
+            }
+            folder::EncoderKind::Transformer => {
+                let crate::encoders::LoadedEncoder { encoder, weights } = crate::encoders::load(
+                    &transformer_dir,
+                    opts.dtype,
+                    &opts.device,
+                    opts.quantization,
+                )?;
+                let sbert_cfg_path = transformer_dir.join("sentence_bert_config.json");
+                let sbert_cfg: SentenceBertConfig = if sbert_cfg_path.exists() {
+                    folder::read_json(&sbert_cfg_path)?
+                } else {
+                    SentenceBertConfig::default()
+                };
+                let max_seq_length = opts
+                    .max_seq_length
+                    .or(sbert_cfg.max_seq_length)
+                    .or(folder::tokenizer_max_length(&transformer_dir)?)
+                    .unwrap_or(encoder.max_positions())
+                    .min(encoder.max_positions());
+                if max_seq_length < 2 {
+                    return Err(Error::InvalidArgument(format!(
+                        "max_seq_length {max_seq_length} leaves no room for [CLS] and [SEP]"
+                    )));
+                }
+                let tokenizer =
+                    TextTokenizer::load(&transformer_dir, max_seq_length, sbert_cfg.do_lower_case)?;
+                (encoder, weights, tokenizer)
+            }
         };
-        let max_seq_length = opts
-            .max_seq_length
-            .or(sbert_cfg.max_seq_length)
-            .or(folder::tokenizer_max_length(&transformer_dir)?)
-            .unwrap_or(encoder.max_positions())
-            .min(encoder.max_positions());
-        if max_seq_length < 2 {
-            return Err(Error::InvalidArgument(format!(
-                "max_seq_length {max_seq_length} leaves no room for [CLS] and [SEP]"
-            )));
-        }
-        let tokenizer =
-            TextTokenizer::load(&transformer_dir, max_seq_length, sbert_cfg.do_lower_case)?;
         let vocab = tokenizer.inner().get_vocab_size(true);
         if vocab > encoder.vocab_size() {
             return Err(Error::Unsupported(format!(
@@ -223,6 +253,7 @@ impl SentenceEmbedder {
             include_prompt,
             similarity_fn,
             pool,
+            static_table,
             weights,
             tokenizer,
             encoder,
@@ -434,12 +465,15 @@ impl SentenceEmbedder {
         texts: &[S],
         prompt: Prompt<'_>,
     ) -> Result<Vec<TokenizedText>> {
-        match self.prompt_text(prompt)? {
+        let texts: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+        let prompt = self.prompt_text(prompt)?;
+        // On the model's threads, as its encoding runs.
+        self.install(|| match prompt {
             Some(text) => self
                 .tokenizer
-                .tokenize_prompted(texts, text, !self.include_prompt),
-            None => self.tokenizer.tokenize(texts),
-        }
+                .tokenize_prompted(&texts, text, !self.include_prompt),
+            None => self.tokenizer.tokenize(&texts),
+        })
     }
 
     /// Embeds `texts` with the model's settings: [`SentenceEmbedder::encode`] with
@@ -517,10 +551,12 @@ impl SentenceEmbedder {
 
     fn check_tokenized(&self, tokenized: &[TokenizedText]) -> Result<()> {
         let vocab = self.encoder.vocab_size();
+        // A static model embeds a text without tokens (as the zero vector).
+        let least = usize::from(self.static_table.is_none());
         for (i, t) in tokenized.iter().enumerate() {
-            if t.ids.is_empty() || t.ids.len() > self.max_seq_length() {
+            if t.ids.len() < least || t.ids.len() > self.max_seq_length() {
                 return Err(Error::InvalidArgument(format!(
-                    "input {i} has {} token ids; 1 to {} are accepted",
+                    "input {i} has {} token ids; {least} to {} are accepted",
                     t.ids.len(),
                     self.max_seq_length()
                 )));
@@ -670,6 +706,26 @@ impl SentenceEmbedder {
                     )?)
                 })
                 .collect();
+        }
+        // A static table with its own (mean) pooling: the mean of each text's rows, computed
+        // directly (no token tensor; a text without tokens is the zero vector).
+        if let Some(table) = &self.static_table {
+            if poolings
+                .iter()
+                .all(|p| *p == Pooling::single(PoolingMode::Mean))
+            {
+                let ids: Vec<&[u32]> = tokenized.iter().map(|t| t.ids.as_slice()).collect();
+                let idx: Vec<usize> = (0..n).collect();
+                let means = table.means(&ids)?;
+                return poolings
+                    .iter()
+                    .map(|_| {
+                        let out = heads::apply(&self.heads, means.clone(), normalize_module)?;
+                        check_finite_rows(&out, &idx)?;
+                        Ok(out)
+                    })
+                    .collect();
+            }
         }
         let lengths: Vec<usize> = tokenized.iter().map(|t| t.ids.len()).collect();
         let batches = batching::plan(&lengths, batch_size, self.max_batch_tokens);

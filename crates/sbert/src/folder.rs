@@ -214,9 +214,20 @@ pub(crate) enum HeadEntry {
     Normalize,
 }
 
+/// What turns tokens into vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EncoderKind {
+    /// A Transformer module: `config.json` names the architecture.
+    Transformer,
+    /// A `StaticEmbedding` module (model2vec): a table of token vectors, averaged.
+    Static,
+}
+
 /// Where a model folder keeps each part.
 pub(crate) struct Layout {
-    /// The Transformer module's folder (config.json, weights, tokenizer).
+    /// The first module's kind.
+    pub kind: EncoderKind,
+    /// The Transformer (or StaticEmbedding) module's folder (weights, tokenizer, config).
     pub transformer: PathBuf,
     /// The Pooling module's folder, if `modules.json` lists one.
     pub pooling: Option<PathBuf>,
@@ -224,45 +235,70 @@ pub(crate) struct Layout {
     pub heads: Vec<HeadEntry>,
 }
 
-/// The layout of the folder `dir`: from `modules.json` when present, else a plain Hugging Face
-/// model (the folder itself is the Transformer; no Pooling folder, no heads).
+/// The layout of the folder `dir`: from `modules.json` when present; else a model2vec folder
+/// (`config.json` with `model_type` `model2vec`: a static table, normalized when its config
+/// says `normalize`), else a plain Hugging Face model (the folder itself is the Transformer; no
+/// Pooling folder, no heads).
 pub(crate) fn layout(dir: &Path) -> Result<Layout> {
-    Ok(match read_modules(dir)? {
-        Some(modules) => {
-            let (transformer, pooling, heads) = split_modules(dir, &modules)?;
-            Layout {
-                transformer,
-                pooling,
-                heads,
-            }
+    if let Some(modules) = read_modules(dir)? {
+        let (kind, transformer, pooling, heads) = split_modules(dir, &modules)?;
+        return Ok(Layout {
+            kind,
+            transformer,
+            pooling,
+            heads,
+        });
+    }
+    let config = dir.join("config.json");
+    if config.is_file() {
+        let raw: serde_json::Value = read_json(&config)?;
+        if raw.get("model_type").and_then(serde_json::Value::as_str) == Some("model2vec") {
+            let normalize = raw.get("normalize").and_then(serde_json::Value::as_bool) == Some(true);
+            return Ok(Layout {
+                kind: EncoderKind::Static,
+                transformer: dir.to_path_buf(),
+                pooling: None,
+                heads: if normalize {
+                    vec![HeadEntry::Normalize]
+                } else {
+                    Vec::new()
+                },
+            });
         }
-        None => Layout {
-            transformer: dir.to_path_buf(),
-            pooling: None,
-            heads: Vec::new(),
-        },
+    }
+    Ok(Layout {
+        kind: EncoderKind::Transformer,
+        transformer: dir.to_path_buf(),
+        pooling: None,
+        heads: Vec::new(),
     })
 }
 
 /// Splits `modules.json` into the Transformer folder, the Pooling folder and the heads.
-fn split_modules(
-    dir: &Path,
-    modules: &[ModuleEntry],
-) -> Result<(PathBuf, Option<PathBuf>, Vec<HeadEntry>)> {
+type Modules = (EncoderKind, PathBuf, Option<PathBuf>, Vec<HeadEntry>);
+
+fn split_modules(dir: &Path, modules: &[ModuleEntry]) -> Result<Modules> {
     let mut transformer = None;
+    let mut kind = EncoderKind::Transformer;
     let mut pooling = None;
     let mut heads = Vec::new();
     for (pos, module) in modules.iter().enumerate() {
         let path = dir.join(&module.path);
+        // A static table pools itself (the mean of its rows); heads follow it directly.
+        let pooled = pooling.is_some() || kind == EncoderKind::Static;
         match (module.class(), pos) {
             ("Transformer" | "BERT", 0) => transformer = Some(path),
-            ("Pooling", 1) => pooling = Some(path),
-            ("Dense", _) if pooling.is_some() => heads.push(HeadEntry::Dense(path)),
-            ("Normalize", _) if pooling.is_some() => heads.push(HeadEntry::Normalize),
+            ("StaticEmbedding", 0) => {
+                transformer = Some(path);
+                kind = EncoderKind::Static;
+            }
+            ("Pooling", 1) if kind == EncoderKind::Transformer => pooling = Some(path),
+            ("Dense", _) if pooled => heads.push(HeadEntry::Dense(path)),
+            ("Normalize", _) if pooled => heads.push(HeadEntry::Normalize),
             (class, _) => {
                 return Err(Error::Unsupported(format!(
                     "module {class} at position {pos} of {} (supported: Transformer, Pooling, \
-                     then Dense and Normalize)",
+                     then Dense and Normalize; or StaticEmbedding, then Dense and Normalize)",
                     dir.join("modules.json").display()
                 )))
             }
@@ -270,11 +306,11 @@ fn split_modules(
     }
     let transformer = transformer.ok_or_else(|| {
         Error::Unsupported(format!(
-            "{} does not start with a Transformer module",
+            "{} does not start with a Transformer or StaticEmbedding module",
             dir.join("modules.json").display()
         ))
     })?;
-    Ok((transformer, pooling, heads))
+    Ok((kind, transformer, pooling, heads))
 }
 
 /// FNV-1a (64-bit, hex) over the model files under `dir` (relative path, length and bytes of

@@ -114,6 +114,7 @@ mod heads;
 mod hub;
 mod prefix;
 mod similarity;
+mod static_embedding;
 mod text_embedder;
 mod tokenize;
 mod weights;

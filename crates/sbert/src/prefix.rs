@@ -13,7 +13,7 @@
 //! whole text's first tokens. A cut is placed where every such tokenizer has a boundary:
 //!
 //! * before a whitespace run that follows something else (every allowed pre-tokenizer splits
-//!   at whitespace);
+//!   at whitespace), unless the whitespace is a control character a normalizer removes;
 //! * before an ASCII punctuation character, when the pre-tokenizer is BERT's (it isolates
 //!   each punctuation character: `!?!?`, `a,b,c`, URLs, base64's `+/=`);
 //! * before a CJK ideograph, when the normalizer is BERT's with `handle_chinese_chars` (it
@@ -145,6 +145,14 @@ pub(crate) fn cut_rules(tokenizer: &Tokenizer) -> Option<CutRules> {
     })
 }
 
+/// Whitespace that every allowed normalizer keeps as whitespace. BERT's `clean_text` drops
+/// control characters before it maps whitespace to spaces, so the control characters among
+/// Unicode's whitespace (vertical tab, form feed, next line) vanish and join the words on
+/// either side: no cut before them (found by the `text_path` fuzz target).
+fn is_kept_whitespace(c: char) -> bool {
+    c.is_whitespace() && !matches!(c, '\u{0B}' | '\u{0C}' | '\u{85}')
+}
+
 /// BERT's CJK ideograph ranges (the characters `handle_chinese_chars` spaces apart).
 fn is_cjk(c: char) -> bool {
     matches!(
@@ -186,7 +194,7 @@ fn cut_point(text: &str, limit: usize, rules: &CutRules) -> Option<usize> {
         let prev = text[..c].chars().next_back()?;
         let next = text[c..].chars().next();
         if let Some(next) = next {
-            if next.is_whitespace() && !prev.is_whitespace() {
+            if is_kept_whitespace(next) && !prev.is_whitespace() {
                 return Some(c);
             }
             let boundary =
@@ -264,7 +272,7 @@ fn prepare(text: &str, lowercase: bool) -> Cow<'_, str> {
     }
 }
 
-/// Encodes `text` (lower-cased when `lowercase`, special tokens added) with the tokenizer's
+/// Encodes `text` (lower-cased when `lowercase`, special tokens added when asked) with the tokenizer's
 /// truncation at `max_length` tokens, through the shortest provably equivalent prefix when
 /// `rules` allow one. Returns the encoding and whether the text was truncated.
 pub(crate) fn encode_truncated(
@@ -273,9 +281,10 @@ pub(crate) fn encode_truncated(
     lowercase: bool,
     max_length: usize,
     rules: Option<&CutRules>,
+    add_special_tokens: bool,
 ) -> tokenizers::Result<(Encoding, bool)> {
     encode_truncated_with(text, lowercase, max_length, rules, &|t| {
-        tokenizer.encode_fast(t, true)
+        tokenizer.encode_fast(t, add_special_tokens)
     })
 }
 
@@ -388,6 +397,9 @@ mod tests {
         assert_eq!(cut_point("a [MASK] b", 7, &r), Some(2));
         assert_eq!(cut_point("a[mask]", 6, &r), Some(1));
         assert_eq!(cut_point("ΑΣ.β", 5, &r), None);
+        // A vertical tab or form feed is removed by BERT's normalizer: not a boundary.
+        assert_eq!(cut_point("ab\u{0B}cd", 2, &whitespace_only()), None);
+        assert_eq!(cut_point("a b\u{0C}cd", 3, &whitespace_only()), Some(1));
         // Without the rules, only whitespace.
         assert_eq!(cut_point("!?!?!?", 4, &whitespace_only()), None);
     }

@@ -758,3 +758,45 @@ async fn shutdown_is_not_held_by_half_sent_requests() {
         .expect("shutdown completes within the drain timeout");
     drop((partial_head, partial_body));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_that_would_fail_every_request_are_refused_at_start() {
+    let cases = [
+        ServerConfig {
+            request_timeout: Duration::ZERO,
+            ..ServerConfig::default()
+        },
+        ServerConfig {
+            header_timeout: Duration::ZERO,
+            ..ServerConfig::default()
+        },
+        ServerConfig {
+            api_key: Some("  ".into()),
+            ..ServerConfig::default()
+        },
+        ServerConfig {
+            max_connections: 0,
+            ..ServerConfig::default()
+        },
+        ServerConfig {
+            allowed_hosts: vec![String::new()],
+            ..ServerConfig::default()
+        },
+    ];
+    for config in cases {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let shown = format!("{config:?}");
+        let err = serve(
+            listener,
+            config,
+            || SentenceEmbedder::from_dir(model_dir("tiny"), &Device::Cpu),
+            std::future::pending::<()>(),
+        )
+        .await
+        .expect_err(&shown);
+        assert!(
+            matches!(err, sbert_server::ServerError::Config(_)),
+            "{shown}: {err:?}"
+        );
+    }
+}

@@ -28,7 +28,7 @@ import numpy as np
 from . import _sbert
 from ._sbert import Model, __version__
 
-__all__ = ["SentenceEmbedder", "ArrowEmbedder", "semantic_search", "quantize_embeddings", "__version__"]
+__all__ = ["SentenceEmbedder", "ArrowEmbedder", "Index", "semantic_search", "quantize_embeddings", "__version__"]
 
 _PRECISIONS = {"float32": None, "int8": np.int8, "uint8": np.uint8, "binary": np.int8, "ubinary": np.uint8}
 
@@ -294,6 +294,47 @@ def semantic_search(
         raise ValueError(f"top_k must be a positive integer, not {top_k!r}")
     hits = _sbert.semantic_search(q.tobytes(), c.tobytes(), q.shape[1], top_k, score_function)
     return [[{"corpus_id": j, "score": s} for j, s in h] for h in hits]
+
+
+class Index:
+    """A corpus embedded once, on disk: ``Index.build(model, texts, path)`` writes it (replaced
+    whole, only with ``overwrite=True``; ``hnsw=True`` adds a graph for approximate search),
+    ``Index(path, model)`` reads it back for queries embedded by ``model`` (refused for another
+    model; every file checked first). The folder is the one ``sbert index build`` writes, so the
+    CLI and Python share indexes.
+    """
+
+    def __init__(self, path, model: "SentenceEmbedder"):
+        self._model = model
+        self._index = _sbert.Index.open(model._model, os.fspath(path))
+        self._texts = self._index.texts()
+
+    @classmethod
+    def build(cls, model: "SentenceEmbedder", texts, path, overwrite: bool = False, hnsw: bool = False):
+        texts = [str(t) for t in texts]
+        if not texts:
+            raise ValueError("an index needs at least one text")
+        _sbert.write_index(model._model, os.fspath(path), texts, overwrite, hnsw)
+        return cls(path, model)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    @property
+    def texts(self) -> list:
+        return list(self._texts)
+
+    def search(self, queries, top_k: int = 10, approximate: bool = False, ef: int = 64) -> list:
+        """For each query (a string or a list of strings), the ``top_k`` best texts as
+        ``{"corpus_id", "score", "text"}``, best first, by cosine; ``approximate=True`` searches
+        the HNSW graph exploring ``ef`` candidates."""
+        if isinstance(queries, str):
+            queries = [queries]
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, not {top_k!r}")
+        q = self._model.encode(list(queries), convert_to_numpy=True)
+        hits = self._index.search(np.ascontiguousarray(q, dtype=np.float32).tobytes(), top_k, approximate, ef)
+        return [[{"corpus_id": j, "score": s, "text": self._texts[j]} for j, s in h] for h in hits]
 
 
 class ArrowEmbedder:
