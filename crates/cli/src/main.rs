@@ -403,8 +403,23 @@ fn remove_temporaries_on_signals() {
     });
 }
 
+/// Logs and spans (`tracing`) to standard error, filtered by `RUST_LOG` (`sbert=debug`: the
+/// pipeline's encode / tokenize / batch spans; `sbert_server=info`: one line per request);
+/// warnings only by default.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .try_init();
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    init_logging();
     if !matches!(cli.command, Command::Serve(_)) {
         // The server handles its own signals: they stop it gracefully.
         remove_temporaries_on_signals();

@@ -466,6 +466,7 @@ impl SentenceEmbedder {
         prompt: Prompt<'_>,
     ) -> Result<Vec<TokenizedText>> {
         let texts: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+        let _span = tracing::debug_span!("tokenize", texts = texts.len()).entered();
         let prompt = self.prompt_text(prompt)?;
         // On the model's threads, as its encoding runs.
         self.install(|| match prompt {
@@ -501,6 +502,7 @@ impl SentenceEmbedder {
         texts: &[S],
         options: &EncodeOptions<'_>,
     ) -> Result<Embeddings> {
+        let _span = tracing::debug_span!("encode", texts = texts.len()).entered();
         let tokenized = self.tokenize(texts, options.prompt)?;
         self.embed_tokenized(&tokenized, options)
     }
@@ -695,6 +697,7 @@ impl SentenceEmbedder {
         normalize_module: bool,
     ) -> Result<Vec<Tensor>> {
         let n = tokenized.len();
+        let _span = tracing::debug_span!("encode_tokens", texts = n).entered();
         if n == 0 {
             return poolings
                 .iter()
@@ -734,6 +737,12 @@ impl SentenceEmbedder {
         let mut chunks: Vec<Vec<Tensor>> = vec![Vec::new(); poolings.len()];
         for idx in &batches {
             let group: Vec<&TokenizedText> = idx.iter().map(|&i| &tokenized[i]).collect();
+            let _span = tracing::trace_span!(
+                "batch",
+                texts = group.len(),
+                tokens = group.iter().map(|t| t.ids.len()).sum::<usize>()
+            )
+            .entered();
             let mut tokens = self.token_embeddings(&group)?;
             if group.iter().any(|t| t.prompt_tokens > 0) {
                 tokens = tokens.without_prompts(&group, idx, poolings)?;

@@ -10,7 +10,8 @@
 //! * a write-stall timeout ([`StallTimeout`]): a response write that makes no progress for
 //!   that long (a client that stopped reading) closes the connection;
 //! * a cap on open connections: at the cap the loop stops accepting (the kernel's backlog
-//!   holds new clients) and says so on stderr, instead of running out of descriptors;
+//!   holds new clients) and says so (a `tracing` warning), instead of running out of
+//!   descriptors;
 //! * a drain: at shutdown the listener closes, every connection finishes its request in
 //!   flight and closes, and whatever is still open after the drain timeout is closed.
 //!
@@ -60,10 +61,9 @@ pub(crate) async fn run(
             Ok(p) => p,
             Err(_) => {
                 if !at_cap_reported {
-                    eprintln!(
-                        "sbert-server: {} connections open (the limit); new clients wait in the \
-                         listen backlog",
-                        limits.max_connections
+                    tracing::warn!(
+                        limit = limits.max_connections,
+                        "connections at the limit; new clients wait in the listen backlog"
                     );
                     at_cap_reported = true;
                 }
@@ -83,7 +83,7 @@ pub(crate) async fn run(
                 Err(e) => {
                     // Out of descriptors (EMFILE/ENFILE), a connection reset before accept:
                     // say so, pause briefly, and go on; the listener itself is still good.
-                    eprintln!("sbert-server: accept failed: {e}");
+                    tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -107,10 +107,10 @@ pub(crate) async fn run(
     })
     .await;
     if drained.is_err() {
-        eprintln!(
-            "sbert-server: closing {} connections still open after the {:?} drain",
-            connections.len(),
-            limits.drain_timeout
+        tracing::warn!(
+            open = connections.len(),
+            drain = ?limits.drain_timeout,
+            "closing the connections still open after the drain"
         );
         connections.abort_all();
         while connections.join_next().await.is_some() {}

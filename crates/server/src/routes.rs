@@ -551,13 +551,28 @@ pub(crate) async fn guard(
     } else {
         Flavor::Tei
     };
-    let response = match admit(&state, &route, request).await {
-        Ok(request) => next.run(request).await,
-        Err(refused) => refused.with_flavor(flavor).into_response(),
-    };
+    let span = tracing::info_span!("request", method = %request.method(), route = %route);
+    let response = tracing::Instrument::instrument(
+        async {
+            match admit(&state, &route, request).await {
+                Ok(request) => next.run(request).await,
+                Err(refused) => refused.with_flavor(flavor).into_response(),
+            }
+        },
+        span.clone(),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            ms = elapsed.as_secs_f64() * 1000.0,
+            "answered"
+        );
+    });
     state
         .metrics
-        .observe_request(&route, response.status().as_u16(), started.elapsed());
+        .observe_request(&route, response.status().as_u16(), elapsed);
     response
 }
 

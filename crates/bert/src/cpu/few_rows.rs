@@ -203,10 +203,11 @@ mod fma {
         let full = inner / 8 * 8;
         let mut k = 0;
         while k < full {
-            // SAFETY (loads): `k + 8 <= inner` within each of the rows sliced above.
+            // SAFETY: `k + 8 <= inner`, so each load stays within a row sliced above.
             let wv: [__m256; NW] =
                 std::array::from_fn(|i| unsafe { _mm256_loadu_ps(wp.add(i * inner + k)) });
             for j in 0..NX {
+                // SAFETY: as for `wv`: row `j` of the `NX` sliced above, lanes `k..k + 8`.
                 let xv = unsafe { _mm256_loadu_ps(xp.add(j * inner + k)) };
                 for (acc, &wv) in acc.iter_mut().zip(&wv) {
                     acc[j] = _mm256_fmadd_ps(wv, xv, acc[j]);
@@ -292,7 +293,7 @@ mod avx512 {
         let full = inner / 16 * 16;
         let mut k = 0;
         while k < full {
-            // SAFETY (loads): `k + 16 <= inner` within each of the rows sliced above.
+            // SAFETY: `k + 16 <= inner`, so each load stays within a row sliced above.
             let wv: [__m512; NW] =
                 std::array::from_fn(|i| unsafe { _mm512_loadu_ps(wp.add(i * inner + k)) });
             if r == 0 {
@@ -305,6 +306,7 @@ mod avx512 {
                 }
             }
             for j in 0..NX {
+                // SAFETY: as for `wv`: row `j` of the `NX` sliced above, lanes `k..k + 16`.
                 let xv = unsafe { _mm512_loadu_ps(xp.add(j * inner + k)) };
                 for (acc, &wv) in acc.iter_mut().zip(&wv) {
                     acc[j] = _mm512_fmadd_ps(wv, xv, acc[j]);
@@ -315,10 +317,12 @@ mod avx512 {
         if full < inner {
             // The masked lanes are neither read nor faulted on.
             let mask = (1u16 << (inner - full)) - 1;
+            // SAFETY: the unmasked lanes `full..inner` lie within each row sliced above.
             let wv: [__m512; NW] = std::array::from_fn(|i| unsafe {
                 _mm512_maskz_loadu_ps(mask, wp.add(i * inner + full))
             });
             for j in 0..NX {
+                // SAFETY: as for `wv`, in row `j` of the `NX` sliced above.
                 let xv = unsafe { _mm512_maskz_loadu_ps(mask, xp.add(j * inner + full)) };
                 for (acc, &wv) in acc.iter_mut().zip(&wv) {
                     acc[j] = _mm512_fmadd_ps(wv, xv, acc[j]);

@@ -430,11 +430,13 @@ mod vnni {
         let mut sums = [[_mm512_setzero_si512(); 4]; R];
         let (xp, wp) = (x.as_ptr(), w.as_ptr());
         for g in 0..groups {
-            // SAFETY (all loads): inside `w` and `x` by the caller's contract.
+            // SAFETY: group `g` of the weights lies inside `w` by the caller's contract.
             let wv: [__m512i; 4] = std::array::from_fn(|j| unsafe {
                 _mm512_loadu_si512(wp.add(g * GROUP_BYTES + j * 64).cast())
             });
             for (r, sums) in sums.iter_mut().enumerate() {
+                // SAFETY: four bytes of row `r` inside `x` by the caller's contract (unaligned
+                // read).
                 let four = unsafe {
                     xp.add(r * stride + g * GROUP)
                         .cast::<i32>()
