@@ -263,15 +263,16 @@ mod tests {
             let mut buf = [0u8; 16];
             let mut total = 0;
             while total < 1024 {
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 total += tokio::io::AsyncReadExt::read(&mut far, &mut buf)
                     .await
                     .expect("read");
             }
             total
         });
-        // Each write waits ~2 ms for the reader; the limit is per stall, not per response.
-        let mut s = StallTimeout::new(near, Duration::from_millis(40));
+        // Each write waits ~10 ms for the reader, 64 reads in all (≥ 640 ms): past the 300 ms
+        // limit in total, never in one stall; the limit is per stall, not per response.
+        let mut s = StallTimeout::new(near, Duration::from_millis(300));
         s.write_all(&[1u8; 1024])
             .await
             .expect("progress resets the clock");
