@@ -12,9 +12,10 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(text_path model_folder readers server_request)
 
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version 0.13.2
-# cargo-fuzz passes unstable -Z flags only for sanitizers; without one (-s none: the code under
-# test is safe Rust, and the coverage instrumentation is stable) the stable toolchain builds it
-# when it is allowed to accept them.
+# cargo-fuzz passes unstable -Z flags only for sanitizers; without one (-s none: coverage
+# instrumentation only, which is stable) the stable toolchain builds it when it is allowed to
+# accept them. The SIMD kernels (the `unsafe` code text_path reaches) are fuzzed under
+# AddressSanitizer by hand: RUSTC_BOOTSTRAP=1 cargo fuzz run -s address text_path.
 export RUSTC_BOOTSTRAP=1
 # One thread per fuzzer: libFuzzer runs one input at a time, and candle's pool would only spin.
 export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-1}"
