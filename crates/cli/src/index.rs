@@ -94,18 +94,9 @@ pub fn run_command(cmd: &IndexCommand) -> Result<()> {
 
 fn build(args: &BuildArgs) -> Result<()> {
     let dir = &args.output;
-    // The cheap refusals (a file where the folder goes, foreign files, an index without
-    // --overwrite) before the corpus is read and embedded; `write_index` checks them again
-    // under its lock.
-    if dir.exists() && !dir.is_dir() {
-        bail!("{} exists and is not a folder", dir.display());
-    }
-    if dir.join("index.json").exists() && !args.overwrite {
-        bail!(
-            "{} already holds an index; pass --overwrite to replace it",
-            dir.display()
-        );
-    }
+    // The refusals (a file where the folder goes, foreign files, an index without --overwrite)
+    // before the corpus is read and embedded; `write_index` checks again under its lock.
+    sbert_search::check_index_target(dir, args.overwrite)?;
     let texts = io::read_nonempty(&args.corpus, args.input_format, "corpus")?;
     let hnsw = args.hnsw.then_some(HnswParams {
         links: args.hnsw_links,

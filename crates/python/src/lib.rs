@@ -454,6 +454,8 @@ fn write_index(
     hnsw: bool,
 ) -> PyResult<()> {
     py.detach(|| {
+        // Refused before the corpus is embedded, not after.
+        sbert::search::check_index_target(&path, overwrite)?;
         let m = &model.inner;
         let id = m.identity()?;
         let rows = m.embed(&texts)?;

@@ -283,7 +283,7 @@ pub(crate) fn encode_truncated(
     rules: Option<&CutRules>,
     add_special_tokens: bool,
 ) -> tokenizers::Result<(Encoding, bool)> {
-    encode_truncated_with(text, lowercase, max_length, rules, &|t| {
+    encode_truncated_with(text, lowercase, max_length, rules, true, &|t| {
         tokenizer.encode_fast(t, add_special_tokens)
     })
 }
@@ -296,18 +296,16 @@ pub(crate) fn encode_prefix(
     rules: Option<&CutRules>,
     encode: &dyn Fn(&str) -> tokenizers::Result<Encoding>,
 ) -> tokenizers::Result<(Encoding, bool)> {
-    let rules = rules.map(|r| CutRules {
-        shorten_runs: false,
-        ..r.clone()
-    });
-    encode_truncated_with(text, false, max_length, rules.as_ref(), encode)
+    encode_truncated_with(text, false, max_length, rules, false, encode)
 }
 
+/// The prefix search of both; `shorten` allows the long-run shortening where the rules do.
 fn encode_truncated_with(
     text: &str,
     lowercase: bool,
     max_length: usize,
     rules: Option<&CutRules>,
+    shorten: bool,
     encode: &dyn Fn(&str) -> tokenizers::Result<Encoding>,
 ) -> tokenizers::Result<(Encoding, bool)> {
     let mut limit = max_length.saturating_mul(BYTES_PER_TOKEN).max(1024);
@@ -320,7 +318,7 @@ fn encode_truncated_with(
             shorten_runs: true,
             guards,
             ..
-        }) if text.len() > limit => {
+        }) if shorten && text.len() > limit => {
             let longest_guard = guards.iter().map(String::len).max().unwrap_or(0);
             let keep = (word_limit / 2 + 1).max(longest_guard);
             shortened = shorten_long_runs(text, keep);

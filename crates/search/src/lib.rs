@@ -48,7 +48,9 @@ pub use mining::{paraphrase_mining, Pair};
 pub use quantize::{quantize, search_quantized, Precision, Quantized, Ranges};
 pub use scores::{normalize_rows, normalized};
 pub use search::{semantic_search, Hit};
-pub use store::{write_index, ModelIdentity, NewIndex, StoredIndex, INDEX_FORMAT};
+pub use store::{
+    check_index_target, write_index, ModelIdentity, NewIndex, StoredIndex, INDEX_FORMAT,
+};
 
 /// Errors of the search functions: every bad input is one of these, never a panic.
 #[derive(Debug, thiserror::Error)]

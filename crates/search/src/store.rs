@@ -128,43 +128,16 @@ fn io_error(path: &Path, what: &str, e: impl std::fmt::Display) -> SearchError {
     SearchError::Io(format!("{what} {}: {e}", path.display()))
 }
 
-/// Takes `name` in `dir` as a lock file: exclusive or shared, waiting or not. `None` when
-/// `try_only` and the lock is held elsewhere.
-fn lock(
-    dir: &Path,
-    name: &str,
-    exclusive: bool,
-    try_only: bool,
-) -> Result<Option<File>, SearchError> {
+/// `dir/name` opened (created when missing) as a lock file for a writer.
+fn lock_file(dir: &Path, name: &str) -> Result<File, SearchError> {
     let path = dir.join(name);
-    let file = File::options()
+    File::options()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
         .open(&path)
-        .map_err(|e| io_error(&path, "opening the lock", e))?;
-    let taken = match (exclusive, try_only) {
-        (true, true) => file.try_lock(),
-        (false, true) => file.try_lock_shared(),
-        (true, false) => {
-            return file
-                .lock()
-                .map(|()| Some(file))
-                .map_err(|e| io_error(&path, "locking", e))
-        }
-        (false, false) => {
-            return file
-                .lock_shared()
-                .map(|()| Some(file))
-                .map_err(|e| io_error(&path, "locking", e))
-        }
-    };
-    match taken {
-        Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-        Err(std::fs::TryLockError::Error(e)) => Err(io_error(&path, "locking", e)),
-    }
+        .map_err(|e| io_error(&path, "opening the lock", e))
 }
 
 /// A generation name no other build has used: the time, the process and a counter.
@@ -185,13 +158,19 @@ fn new_generation() -> String {
 /// Whether `name` is a file an index writes (any generation, the manifest, the locks), so a
 /// folder holding only such files may be written into.
 fn is_index_file(name: &str) -> bool {
-    if [MANIFEST, WRITE_LOCK, READ_LOCK].contains(&name) || sbert_io::output::is_temporary(name) {
-        return true;
-    }
-    generation_of(name).is_some()
-        // sbert-index/1 file names.
-        || ["embeddings.npy", "texts.jsonl", "hnsw.hnsw.graph", "hnsw.hnsw.data"].contains(&name)
+    [MANIFEST, WRITE_LOCK, READ_LOCK].contains(&name)
+        || sbert_io::output::is_temporary(name)
+        || generation_of(name).is_some()
+        || FORMAT_1_FILES.contains(&name)
 }
+
+/// The data files of an `sbert-index/1` folder, replaced by the first build over it.
+const FORMAT_1_FILES: [&str; 4] = [
+    "embeddings.npy",
+    "texts.jsonl",
+    "hnsw.hnsw.graph",
+    "hnsw.hnsw.data",
+];
 
 /// The generation in a data file's name (`embeddings.<gen>.npy`, `texts.<gen>.jsonl`,
 /// `hnsw.<gen>.hnsw.graph`, `hnsw.<gen>.hnsw.data`).
@@ -235,36 +214,23 @@ pub fn write_index(dir: &Path, new: &NewIndex<'_>, overwrite: bool) -> Result<()
     if let Some(params) = new.hnsw {
         params.check()?;
     }
-    if dir.exists() && !dir.is_dir() {
-        return Err(SearchError::Io(format!(
-            "{} exists and is not a folder",
-            dir.display()
-        )));
-    }
+    check_index_target(dir, overwrite)?;
     std::fs::create_dir_all(dir).map_err(|e| io_error(dir, "creating", e))?;
-    let foreign: Vec<String> = list(dir)?
-        .into_iter()
-        .filter(|n| !is_index_file(n))
-        .collect();
-    if !foreign.is_empty() {
-        return Err(SearchError::Io(format!(
-            "{} holds files that are not an sbert index ({}); refusing to write into it",
-            dir.display(),
-            foreign.join(", ")
-        )));
+    let writer = lock_file(dir, WRITE_LOCK)?;
+    match writer.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(SearchError::Io(format!(
+                "another `index build` is writing {}; try again when it is done",
+                dir.display()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(io_error(&dir.join(WRITE_LOCK), "locking", e))
+        }
     }
-    let Some(_writer) = lock(dir, WRITE_LOCK, true, true)? else {
-        return Err(SearchError::Io(format!(
-            "another `index build` is writing {}; try again when it is done",
-            dir.display()
-        )));
-    };
-    if dir.join(MANIFEST).exists() && !overwrite {
-        return Err(SearchError::Io(format!(
-            "{} already holds an index; pass --overwrite to replace it",
-            dir.display()
-        )));
-    }
+    // Again under the lock: another writer may have finished meanwhile.
+    check_index_target(dir, overwrite)?;
 
     let gen = new_generation();
     let mut npy = sbert_io::npy_header(new.texts.len(), dim);
@@ -311,23 +277,57 @@ pub fn write_index(dir: &Path, new: &NewIndex<'_>, overwrite: bool) -> Result<()
     };
     let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| SearchError::Io(e.to_string()))?;
     // Readers finish what they are reading before the old generation goes.
-    let _readers = lock(dir, READ_LOCK, true, false)?;
+    let readers = lock_file(dir, READ_LOCK)?;
+    readers
+        .lock()
+        .map_err(|e| io_error(&dir.join(READ_LOCK), "locking", e))?;
     sbert_io::output::write_file(dir.join(MANIFEST), &bytes)
         .map_err(|e| SearchError::Io(e.to_string()))?;
     for name in list(dir)? {
         let stale = match generation_of(&name) {
             Some(g) => g != gen,
-            None => {
-                is_index_file(&name)
-                    && !name.starts_with('.')
-                    && name != MANIFEST
-                    && !sbert_io::output::is_temporary(&name)
-            }
+            None => FORMAT_1_FILES.contains(&name.as_str()),
         };
         if stale {
             let path = dir.join(&name);
             std::fs::remove_file(&path).map_err(|e| io_error(&path, "removing", e))?;
         }
+    }
+    Ok(())
+}
+
+/// Whether [`write_index`] may write into `dir`: a folder (or nothing yet) holding no files but
+/// an index's, and no index unless `overwrite`. Cheap: call it before embedding a corpus, so a
+/// refusal comes before the work; `write_index` checks again under its lock.
+///
+/// # Errors
+/// `dir` is a file, holds other files (named), or holds an index and `overwrite` is false.
+pub fn check_index_target(dir: &Path, overwrite: bool) -> Result<(), SearchError> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    if !dir.is_dir() {
+        return Err(SearchError::Io(format!(
+            "{} exists and is not a folder",
+            dir.display()
+        )));
+    }
+    let foreign: Vec<String> = list(dir)?
+        .into_iter()
+        .filter(|n| !is_index_file(n))
+        .collect();
+    if !foreign.is_empty() {
+        return Err(SearchError::Io(format!(
+            "{} holds files that are not an sbert index ({}); refusing to write into it",
+            dir.display(),
+            foreign.join(", ")
+        )));
+    }
+    if dir.join(MANIFEST).exists() && !overwrite {
+        return Err(SearchError::Io(format!(
+            "{} already holds an index; pass --overwrite to replace it",
+            dir.display()
+        )));
     }
     Ok(())
 }
@@ -387,17 +387,13 @@ impl StoredIndex {
     /// file, or not what the manifest records; texts and rows that disagree.
     pub fn open(dir: &Path, model: &ModelIdentity) -> Result<Self, SearchError> {
         let manifest_path = dir.join(MANIFEST);
-        let _reading = match lock(dir, READ_LOCK, false, false) {
-            Ok(l) => l,
-            // A read-only folder: no writer can be at work in it either.
-            Err(_)
-                if !manifest_path.exists()
-                    || dir.metadata().is_ok_and(|m| m.permissions().readonly()) =>
-            {
-                None
-            }
-            Err(e) => return Err(e),
-        };
+        // The writer's reader lock, opened, never created: a reader writes nothing (and works
+        // on a read-only folder, where no writer can be at work either).
+        let reading = File::open(dir.join(READ_LOCK)).ok();
+        if let Some(lock) = &reading {
+            lock.lock_shared()
+                .map_err(|e| io_error(&dir.join(READ_LOCK), "locking", e))?;
+        }
         let len = regular_file_len(&manifest_path)
             .map_err(|e| SearchError::Io(format!("{e} (is {} an index?)", dir.display())))?;
         if len > MANIFEST_MAX_BYTES {
@@ -730,9 +726,8 @@ mod tests {
     fn a_second_writer_is_refused_while_the_first_holds_the_lock() {
         let tmp = tempfile::tempdir().expect("tmp");
         let dir = tmp.path();
-        let held = lock(dir, WRITE_LOCK, true, true)
-            .expect("lock")
-            .expect("free");
+        let held = lock_file(dir, WRITE_LOCK).expect("lock");
+        held.try_lock().expect("free");
         let err = build(dir, 4, 1, false, false).expect_err("busy");
         assert!(err.to_string().contains("another `index build`"), "{err}");
         drop(held);

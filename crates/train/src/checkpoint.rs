@@ -135,10 +135,7 @@ impl OutputDir {
         let mut record: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&marker).map_err(io)?)
                 .map_err(|e| io(std::io::Error::other(e)))?;
-        let mut listed: Vec<String> = record
-            .get("files")
-            .and_then(|f| serde_json::from_value(f.clone()).ok())
-            .unwrap_or_default();
+        let mut listed = listed_files(&record);
         for f in files {
             if !listed.iter().any(|l| l == f) {
                 listed.push((*f).to_string());
@@ -237,14 +234,22 @@ pub(crate) fn files_under(dir: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The `files` a marker record lists (none for a marker without a list).
+fn listed_files(record: &serde_json::Value) -> Vec<String> {
+    record
+        .get("files")
+        .and_then(|f| serde_json::from_value(f.clone()).ok())
+        .unwrap_or_default()
+}
+
 /// The files of checkpoint folder `dir` that its marker does not list (all of them for a
 /// marker without a list).
 fn files_not_in_checkpoint(dir: &Path) -> Result<Vec<String>> {
     let marker = dir.join(MARKER);
-    let listed: Vec<String> = std::fs::read(&marker)
+    let listed = std::fs::read(&marker)
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| serde_json::from_value(v.get("files")?.clone()).ok())
+        .map(|record| listed_files(&record))
         .unwrap_or_default();
     Ok(files_under(dir)?
         .into_iter()
