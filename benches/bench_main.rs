@@ -92,7 +92,9 @@ fn model_groups(c: &mut Criterion) {
             b.iter(|| {
                 model
                     .encoder()
-                    .forward_padded(&ids, None, &mask)
+                    .bert()
+                    .expect("MiniLM is a BERT")
+                    .forward(&ids, None, &mask)
                     .expect("forward")
             })
         });

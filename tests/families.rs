@@ -206,7 +206,7 @@ fn an_mpnet_text_alone_equals_the_same_text_in_a_padded_batch() {
 fn packed_and_padded_passes_agree_for_mpnet_and_xlm_roberta() {
     for dir in [mpnet_dir(), family("xlm-roberta"), family("distilbert")] {
         let model = load(&dir, None, false);
-        let bert = model.bert().expect("a BERT-family encoder");
+        let bert = model.encoder().bert().expect("a BERT-family encoder");
         let texts = [
             "A man is playing a guitar while the sun sets over the long, quiet harbour of the old town.",
             "",

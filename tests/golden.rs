@@ -162,6 +162,7 @@ fn packed_and_padded_encoder_paths_agree_on_the_real_model() {
     let lengths: Vec<usize> = tok.iter().map(|x| x.ids.len()).collect();
     let ids: Vec<u32> = tok.iter().flat_map(|x| x.ids.clone()).collect();
     let packed: Vec<Vec<f32>> = model
+        .encoder()
         .bert()
         .expect("MiniLM is a BERT")
         .forward_packed(&ids, &lengths)
@@ -179,6 +180,7 @@ fn packed_and_padded_encoder_paths_agree_on_the_real_model() {
     let ids_t = sbert::Tensor::from_vec(padded_ids, (texts.len(), t), &dev).expect("ids");
     let mask_t = sbert::Tensor::from_vec(mask, (texts.len(), t), &dev).expect("mask");
     let padded: Vec<Vec<Vec<f32>>> = model
+        .encoder()
         .bert()
         .expect("MiniLM is a BERT")
         .forward(&ids_t, None, &mask_t)

@@ -14,6 +14,7 @@ mod families;
 mod golden;
 mod hub_cache;
 mod quantization;
+mod rerank;
 mod senteval;
 mod static_model;
 mod sts;

@@ -30,8 +30,9 @@
 //!   the CPU has it.
 //! * [`BertModel::forward_with_attentions`] also returns the attention probabilities of every
 //!   layer and head, `(batch, heads, seq, seq)` each.
-//! * The [`Encoder`] trait is what the sentence pipeline needs of an encoder; [`BertModel`] and
-//!   [`ModernBertModel`] implement it.
+//! * The [`Encoder`] trait is what the sentence pipeline needs of an encoder: one
+//!   [`Encoder::forward`] over a [`TokenBatch`] (sequences back to back, no padding); an
+//!   encoder that needs padding pads inside. [`BertModel`] and [`ModernBertModel`] implement it.
 //!
 //! # Example
 //!
@@ -73,7 +74,7 @@ mod quantization;
 mod relative;
 
 pub use config::{Architecture, BertConfig, HiddenAct};
-pub use encoder::Encoder;
+pub use encoder::{Encoder, PaddedTokens, TokenBatch, TokenEmbeddings};
 pub use graph::{BertOutput, Mode};
 pub use model::BertModel;
 pub use modernbert::{ModernBertConfig, ModernBertModel, RopeParameters, RopeTheta};

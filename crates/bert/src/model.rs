@@ -250,6 +250,22 @@ impl BertModel {
     /// longer than `max_position_embeddings`, a token id outside the vocabulary, or an
     /// unsupported device or dtype.
     pub fn forward_packed(&self, input_ids: &[u32], lengths: &[usize]) -> Result<Tensor> {
+        self.forward_packed_types(input_ids, None, lengths)
+    }
+
+    /// [`BertModel::forward_packed`] with the segment of each token (`token_type_ids`,
+    /// parallel to `input_ids`; `None`: all 0): a pair of texts read together, as a
+    /// cross-encoder reads them.
+    ///
+    /// # Errors
+    /// As [`BertModel::forward_packed`], and on token types that do not run parallel to the
+    /// ids or name a segment the model has no embedding for.
+    pub fn forward_packed_types(
+        &self,
+        input_ids: &[u32],
+        token_type_ids: Option<&[u32]>,
+        lengths: &[usize],
+    ) -> Result<Tensor> {
         self.check_packed()?;
         packed::infer(
             &self.weights,
@@ -257,8 +273,20 @@ impl BertModel {
             self.relative_attention_bias.as_ref(),
             &self.config,
             input_ids,
+            token_type_ids,
             lengths,
         )
+    }
+
+    /// Floating-point operations of one pass over a sequence of `len` tokens (a multiply-add
+    /// counts 2): the projections, the feed-forward block and the attention products.
+    pub fn flops(&self, len: usize) -> f64 {
+        let c = self.config();
+        let (l, h, i) = (len as f64, c.hidden_size as f64, c.intermediate_size as f64);
+        // q, k, v and the attention output (4 h × h), the feed-forward pair (2 h × i), and
+        // the scores and the context (2 l × h).
+        let per_layer = 8.0 * l * h * h + 4.0 * l * h * i + 4.0 * l * l * h;
+        c.num_hidden_layers as f64 * per_layer
     }
 
     /// The training-mode twin of [`BertModel::forward_packed`] (dropout active): the same

@@ -13,14 +13,14 @@
 //!   a token sees keys at most `local_attention / 2` positions away;
 //! * `final_norm` closes the stack.
 //!
-//! Runs as a candle graph over padded batches on any device ([`Encoder::forward_padded`]).
+//! Runs as a candle graph over padded batches on any device ([`ModernBertModel::forward`]).
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use crate::config::HiddenAct;
-use crate::encoder::Encoder;
+use crate::encoder::{Encoder, TokenBatch, TokenEmbeddings};
 
 /// The fields of a ModernBERT `config.json` the encoder uses. Both the original keys
 /// (`global_attn_every_n_layers`, `global_rope_theta`, `local_rope_theta`) and those of
@@ -406,20 +406,27 @@ impl Encoder for ModernBertModel {
         self.dtype
     }
 
-    fn supports_packed(&self) -> bool {
-        false
+    /// Pads the batch ([`TokenBatch::padded`]) and runs [`ModernBertModel::forward`].
+    fn forward(&self, batch: TokenBatch<'_>) -> Result<TokenEmbeddings> {
+        if batch.lengths.is_empty() || batch.lengths.contains(&0) {
+            candle_core::bail!("a batch needs one or more non-empty sequences");
+        }
+        let padded = batch.padded(self.config.pad_token_id as u32, &self.device)?;
+        let tokens = ModernBertModel::forward(self, &padded.input_ids, &padded.attention_mask)?;
+        Ok(TokenEmbeddings::Padded {
+            tokens,
+            mask: padded.attention_mask,
+        })
     }
+}
 
-    fn forward_packed(&self, _input_ids: &[u32], _lengths: &[usize]) -> Result<Tensor> {
-        candle_core::bail!("ModernBERT runs over padded batches only (forward_padded)")
-    }
-
-    fn forward_padded(
-        &self,
-        input_ids: &Tensor,
-        _token_type_ids: Option<&Tensor>,
-        attention_mask: &Tensor,
-    ) -> Result<Tensor> {
+impl ModernBertModel {
+    /// The last hidden states `(batch, seq, hidden)` of a padded batch: `input_ids` and its
+    /// `attention_mask` (1 real, 0 padding), both `(batch, seq)`.
+    ///
+    /// # Errors
+    /// On shapes that do not agree or a sequence longer than `max_position_embeddings`.
+    pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
         let (b, t) = input_ids.dims2()?;
         if attention_mask.dims2()? != (b, t) {
             candle_core::bail!(
@@ -482,7 +489,9 @@ impl Encoder for ModernBertModel {
         self.final_norm.forward(&x)
     }
 
-    fn flops(&self, len: usize) -> f64 {
+    /// Floating-point operations of one pass over a sequence of `len` tokens (a multiply-add
+    /// counts 2).
+    pub fn flops(&self, len: usize) -> f64 {
         let c = &self.config;
         let (l, h, i) = (len as f64, c.hidden_size as f64, c.intermediate_size as f64);
         // Wqkv and Wo (4 h × h), Wi (h × 2i) and Wo (i × h), scores and context (2 l × h).

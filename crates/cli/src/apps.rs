@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use sbert::SentenceEmbedder;
 use sbert_search::{Score, Vectors};
@@ -72,6 +72,14 @@ pub struct SearchArgs {
     /// Candidates explored per query with --approximate: wider finds more, costs more.
     #[arg(long, default_value_t = 64, requires = "approximate")]
     ef: usize,
+    /// Rerank each query's hits with this cross-encoder (`sbert rerank`'s --model): retrieve
+    /// with --model, then read the query with each hit. Hits are then sorted by the
+    /// cross-encoder's score, written as `score`, the embedding score as `retrieval_score`.
+    #[arg(long, value_name = "MODEL")]
+    rerank_model: Option<String>,
+    /// Hits reranked and written per query: the first N retrieved (default: all --top-k).
+    #[arg(long, value_name = "N", requires = "rerank_model")]
+    rerank_top: Option<usize>,
     /// jsonl: {"query": i, "hits": [{"corpus_id": j, "score": s}, …]} per query, in order.
     #[arg(long, value_enum, default_value_t = ListFormat::Jsonl)]
     format: ListFormat,
@@ -175,7 +183,17 @@ pub fn search(args: &SearchArgs) -> Result<()> {
     if args.ef == 0 {
         bail!("--ef must be at least 1");
     }
+    if args.rerank_top == Some(0) {
+        bail!("--rerank-top must be at least 1");
+    }
     let model = args.model.load(None)?;
+    let reranker = match &args.rerank_model {
+        Some(name) => Some(
+            sbert::CrossEncoder::load(name, &sbert::Device::Cpu)
+                .with_context(|| format!("loading cross-encoder {name}"))?,
+        ),
+        None => None,
+    };
     let (corpus, c, graph) = match (texts, &args.index) {
         (Some(corpus), _) => {
             let c = embed_all(&model, &corpus, args.inputs.quiet, "corpus")?;
@@ -200,6 +218,17 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         Some(graph) => graph.search(&q, args.top_k, args.ef),
         None => sbert_search::semantic_search(&q, &c, args.top_k, score),
     })?;
+    let hits: Vec<Vec<serde_json::Value>> = match &reranker {
+        None => hits
+            .iter()
+            .map(|h| h.iter().map(|hit| json!(hit)).collect())
+            .collect(),
+        Some(reranker) => hits
+            .iter()
+            .zip(&queries)
+            .map(|(h, query)| rerank_hits(reranker, query, h, &corpus, args.rerank_top))
+            .collect::<Result<_>>()?,
+    };
     let mut out = std::io::stdout().lock();
     for (i, h) in hits.iter().enumerate() {
         match args.format {
@@ -207,18 +236,42 @@ pub fn search(args: &SearchArgs) -> Result<()> {
             ListFormat::Table => {
                 writeln!(out, "query {i}: {}", one_line(&queries[i]))?;
                 for hit in h {
+                    let id = hit["corpus_id"].as_u64().unwrap_or(0) as usize;
                     writeln!(
                         out,
-                        "  {:.4}  [{}] {}",
-                        hit.score,
-                        hit.corpus_id,
-                        one_line(&corpus[hit.corpus_id])
+                        "  {:.4}  [{id}] {}",
+                        hit["score"].as_f64().unwrap_or(f64::NAN),
+                        one_line(&corpus[id])
                     )?;
                 }
             }
         }
     }
     Ok(())
+}
+
+/// The first `top` (default: all) of one query's `hits` reranked by `reranker`:
+/// `{"corpus_id", "score", "retrieval_score"}` each, best first.
+fn rerank_hits(
+    reranker: &sbert::CrossEncoder,
+    query: &str,
+    hits: &[sbert_search::Hit],
+    corpus: &[String],
+    top: Option<usize>,
+) -> Result<Vec<serde_json::Value>> {
+    let n = top.unwrap_or(hits.len()).min(hits.len());
+    let docs: Vec<&str> = hits[..n]
+        .iter()
+        .map(|h| corpus[h.corpus_id].as_str())
+        .collect();
+    let ranked = reranker.rank(query, &docs, None)?;
+    Ok(ranked
+        .iter()
+        .map(|r| {
+            let hit = &hits[r.corpus_id];
+            json!({"corpus_id": hit.corpus_id, "score": r.score, "retrieval_score": hit.score})
+        })
+        .collect())
 }
 
 pub fn mine(args: &MineArgs) -> Result<()> {

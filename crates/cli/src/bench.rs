@@ -203,7 +203,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .iter()
         .map(|b| b.len() * lengths[b[0]])
         .sum();
-    // The peers' script counts FLOPs the same way (Encoder::flops).
+    // The peers' script counts FLOPs the same way (EncoderModel::flops).
     let encoder = model.encoder();
     let corpus_flops: f64 = lengths.iter().map(|&l| encoder.flops(l)).sum();
 

@@ -26,6 +26,27 @@ pub fn read_nonempty(path: &Path, format: InputFormat, what: &str) -> Result<Vec
     Ok(texts)
 }
 
+/// The pairs of a TSV file (`-` for standard input): two tab-separated columns per line.
+pub fn read_pairs(path: &Path) -> Result<(Vec<String>, Vec<String>)> {
+    let lines = read_texts(path, InputFormat::Lines)?;
+    let mut a = Vec::with_capacity(lines.len());
+    let mut b = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        let cols: Vec<&str> = line.split('\t').collect();
+        if cols.len() != 2 {
+            anyhow::bail!(
+                "{}: line {}: expected 2 tab-separated columns, found {}",
+                path.display(),
+                i + 1,
+                cols.len()
+            );
+        }
+        a.push(cols[0].to_string());
+        b.push(cols[1].to_string());
+    }
+    Ok((a, b))
+}
+
 /// The texts of `path` (`-` for standard input) in `format`.
 pub fn read_texts(path: &Path, format: InputFormat) -> Result<Vec<String>> {
     let source = if path == Path::new("-") {

@@ -6,6 +6,7 @@ mod bench;
 mod eval;
 mod index;
 mod io;
+mod rerank;
 mod serve;
 mod train;
 
@@ -91,6 +92,12 @@ enum Command {
     ///
     /// Example: sbert dedup --input suggestions.txt --threshold 0.9 > unique.txt
     Dedup(apps::DedupArgs),
+    /// Rerank documents against a query with a cross-encoder (a query and a document read
+    /// together: slower than embeddings, more exact), or score the pairs of a TSV file.
+    ///
+    /// Example: sbert rerank --model models/my-reranker --query "how do vaccines work"
+    ///   --input passages.txt --top-k 5 --format table
+    Rerank(rerank::RerankArgs),
     /// Build an on-disk index of a corpus for `sbert search --index`.
     #[command(subcommand)]
     Index(index::IndexCommand),
@@ -354,25 +361,7 @@ fn embed(args: &EmbedArgs) -> Result<()> {
 
 fn similarity(args: &SimilarityArgs) -> Result<()> {
     let (a, b): (Vec<String>, Vec<String>) = match &args.pairs {
-        Some(path) => {
-            let lines = io::read_texts(path, InputFormat::Lines)?;
-            let mut a = Vec::with_capacity(lines.len());
-            let mut b = Vec::with_capacity(lines.len());
-            for (i, line) in lines.iter().enumerate() {
-                let cols: Vec<&str> = line.split('\t').collect();
-                if cols.len() != 2 {
-                    bail!(
-                        "{}: line {}: expected 2 tab-separated columns, found {}",
-                        path.display(),
-                        i + 1,
-                        cols.len()
-                    );
-                }
-                a.push(cols[0].to_string());
-                b.push(cols[1].to_string());
-            }
-            (a, b)
-        }
+        Some(path) => io::read_pairs(path)?,
         None => (vec![args.texts[0].clone()], vec![args.texts[1].clone()]),
     };
     let model = args.model.load(args.pooling.pooling.as_ref())?;
@@ -435,6 +424,7 @@ fn main() -> std::process::ExitCode {
         Command::Mine(args) => apps::mine(args),
         Command::Cluster(args) => apps::cluster(args),
         Command::Dedup(args) => apps::dedup(args),
+        Command::Rerank(args) => rerank::run(args),
         Command::Index(cmd) => index::run_command(cmd),
     };
     match result {

@@ -123,7 +123,19 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         let addr = listener.local_addr().context("listener address")?;
         eprintln!("listening on http://{addr} (loading {})", args.model.model);
         let model = args.model.clone();
-        sbert_server::serve(listener, config, move || model.load(None), stop_signal())
+        // A cross-encoder folder serves the rerank routes; anything else loads as an
+        // embedding model (and its errors say what is wrong with it).
+        let load = move || -> Result<sbert_server::ServedModel> {
+            if sbert::CrossEncoder::is_cross_encoder(&model.model) {
+                let device = sbert::device(&model.device)?;
+                Ok(sbert::CrossEncoder::load(&model.model, &device)?
+                    .with_batch_size(model.batch_size)?
+                    .into())
+            } else {
+                Ok(model.load(None)?.into())
+            }
+        };
+        sbert_server::serve(listener, config, load, stop_signal())
             .await
             .context("server")
     })

@@ -1690,3 +1690,148 @@ fn train_from_a_hub_id_saves_its_model_folder() {
         16
     );
 }
+
+/// `sbert rerank` ranks documents as the library does (jsonl and table), scores a pair file,
+/// reranks `sbert search`'s hits, and refuses bad input before loading anything.
+#[test]
+fn rerank_ranks_scores_pairs_reranks_search_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reranker = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models/rerankers/bert")
+        .to_string_lossy()
+        .into_owned();
+    let docs = dir.path().join("docs.txt");
+    std::fs::write(
+        &docs,
+        "vaccines teach the immune system\nthe train leaves at noon\nfresh basil\n",
+    )
+    .expect("write");
+    let pairs = dir.path().join("pairs.tsv");
+    std::fs::write(&pairs, "a query\ta document\nanother\tpair of texts\n").expect("write");
+    let d = docs.to_str().expect("p");
+    let lines = |out: &Output| -> Vec<serde_json::Value> {
+        assert!(out.status.success(), "{}", stderr(out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect()
+    };
+    let out = sbert(
+        &[
+            "rerank", "-m", &reranker, "--query", "vaccines", "--input", d,
+        ],
+        b"",
+    );
+    let ranked = lines(&out);
+    assert_eq!(ranked.len(), 3);
+    let scores: Vec<f64> = ranked
+        .iter()
+        .map(|r| r["score"].as_f64().expect("score"))
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    let mut ids: Vec<u64> = ranked
+        .iter()
+        .map(|r| r["corpus_id"].as_u64().expect("id"))
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [0, 1, 2]);
+    let out = sbert(
+        &[
+            "rerank",
+            "-m",
+            &reranker,
+            "--query",
+            "vaccines",
+            "--input",
+            d,
+            "--top-k",
+            "1",
+            "--format",
+            "table",
+            "--raw-scores",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    let out = sbert(
+        &[
+            "rerank",
+            "-m",
+            &reranker,
+            "--pairs",
+            pairs.to_str().expect("p"),
+        ],
+        b"",
+    );
+    let scored = lines(&out);
+    assert_eq!(scored.len(), 2);
+    assert_eq!(scored[1]["index"], 1);
+    assert!((0.0..=1.0).contains(&scored[0]["score"].as_f64().expect("sigmoid")));
+
+    // Retrieve with the tiny embedder, rerank its hits.
+    let out = sbert(
+        &[
+            "search",
+            "-m",
+            &tiny(),
+            "--corpus",
+            d,
+            "--queries",
+            d,
+            "--top-k",
+            "3",
+            "--rerank-model",
+            &reranker,
+            "--rerank-top",
+            "2",
+        ],
+        b"",
+    );
+    let per_query = lines(&out);
+    assert_eq!(per_query.len(), 3);
+    for q in &per_query {
+        let hits = q["hits"].as_array().expect("hits");
+        assert_eq!(hits.len(), 2);
+        assert!(hits[0]["score"].as_f64() >= hits[1]["score"].as_f64());
+        assert!(hits[0].get("retrieval_score").is_some());
+    }
+
+    let one_column = dir.path().join("one.tsv");
+    std::fs::write(&one_column, "no tab here\n").expect("write");
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "").expect("write");
+    for (args, says) in [
+        (
+            vec!["--pairs", one_column.to_str().expect("p")],
+            "2 tab-separated columns",
+        ),
+        (vec!["--query", "  ", "--input", d], "--query is empty"),
+        (
+            vec!["--query", "q", "--input", empty.to_str().expect("p")],
+            "holds no texts",
+        ),
+        (
+            vec!["--query", "q", "--input", d, "--top-k", "0"],
+            "--top-k",
+        ),
+    ] {
+        let mut all = vec!["rerank", "-m", reranker.as_str()];
+        all.extend(args);
+        let out = sbert(&all, b"");
+        assert!(
+            !out.status.success() && stderr(&out).contains(says),
+            "{all:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = sbert(
+        &["rerank", "-m", &tiny(), "--query", "q", "--input", d],
+        b"",
+    );
+    assert!(
+        !out.status.success() && stderr(&out).contains("not a cross-encoder"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -440,6 +440,80 @@ impl Index {
     }
 }
 
+/// A cross-encoder (`sbert.CrossEncoder`): pairs of texts in, one score per label out.
+#[pyclass(frozen, module = "sbert._sbert")]
+struct Reranker {
+    inner: sbert::CrossEncoder,
+}
+
+#[pymethods]
+impl Reranker {
+    /// Loads the cross-encoder `model` (a folder or a hub id in the local cache) on `device`.
+    #[new]
+    #[pyo3(signature = (model, device="cpu", batch_size=32))]
+    fn new(py: Python<'_>, model: String, device: &str, batch_size: usize) -> PyResult<Self> {
+        let device = sbert::device(device).map_err(to_py)?;
+        py.detach(|| sbert::CrossEncoder::load(&model, &device)?.with_batch_size(batch_size))
+            .map(|inner| Self { inner })
+            .map_err(to_py)
+    }
+
+    /// Scores per pair.
+    #[getter]
+    fn num_labels(&self) -> usize {
+        self.inner.num_labels()
+    }
+
+    /// The longest pair in tokens.
+    #[getter]
+    fn max_length(&self) -> usize {
+        self.inner.max_length()
+    }
+
+    /// The scores of each `(query, document)` pair, row after row, as float32 bytes (with the
+    /// model's activation, or the raw logits).
+    fn predict<'py>(
+        &self,
+        py: Python<'py>,
+        pairs: Vec<(String, String)>,
+        raw: bool,
+    ) -> PyResult<Bound<'py, PyByteArray>> {
+        let options = sbert::PredictOptions {
+            batch_size: None,
+            activation: raw.then_some(sbert::Activation::Identity),
+        };
+        let scores = py
+            .detach(|| self.inner.predict_with(&pairs, &options))
+            .map_err(to_py)?;
+        let bytes: Vec<u8> = scores
+            .as_slice()
+            .iter()
+            .flat_map(|x| x.to_ne_bytes())
+            .collect();
+        Ok(PyByteArray::new(py, &bytes))
+    }
+
+    /// `documents` ranked against `query`, best first: `(corpus_id, score)` pairs.
+    #[pyo3(signature = (query, documents, top_k=None, raw=false))]
+    fn rank(
+        &self,
+        py: Python<'_>,
+        query: String,
+        documents: Vec<String>,
+        top_k: Option<usize>,
+        raw: bool,
+    ) -> PyResult<Vec<(usize, f32)>> {
+        let options = sbert::PredictOptions {
+            batch_size: None,
+            activation: raw.then_some(sbert::Activation::Identity),
+        };
+        let ranked = py
+            .detach(|| self.inner.rank_with(&query, &documents, top_k, &options))
+            .map_err(to_py)?;
+        Ok(ranked.into_iter().map(|r| (r.corpus_id, r.score)).collect())
+    }
+}
+
 /// Embeds `texts` with `model` and writes them as an index folder at `path` (see
 /// `sbert::search::write_index`): replaced whole, only with `overwrite`; with `hnsw`, an
 /// HNSW graph too.
@@ -480,6 +554,7 @@ fn write_index(
 fn _sbert(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Model>()?;
     m.add_class::<Index>()?;
+    m.add_class::<Reranker>()?;
     m.add_function(wrap_pyfunction!(write_index, m)?)?;
     m.add_function(wrap_pyfunction!(quantize, m)?)?;
     m.add_function(wrap_pyfunction!(semantic_search, m)?)?;

@@ -367,3 +367,33 @@ def test_an_index_is_built_searched_reopened_and_tied_to_its_model(tmp_path, mod
     other = SentenceEmbedder(ROOT / "models" / "potion-base-8M")
     with pytest.raises(Exception, match="was built with model"):
         sbert.Index(path, other)
+
+
+@pytest.mark.parametrize("name", ["bert", "xlm-roberta", "distilbert"])
+def test_a_cross_encoder_equals_sentence_transformers(name):
+    folder = ROOT / "models" / "rerankers" / name
+    fixture = json.loads((folder / "fixture.json").read_text())
+    reranker = sbert.CrossEncoder(folder)
+    assert reranker.num_labels == fixture["num_labels"]
+    assert reranker.max_length == fixture["max_length"]
+    pairs = [tuple(p) for p in fixture["pairs"]]
+    scores = reranker.predict(pairs)
+    want = np.asarray(fixture["scores"], dtype=np.float32)
+    assert scores.shape == want.shape and scores.dtype == np.float32
+    assert np.abs(scores - want).max() <= 1e-5
+    logits = reranker.predict(pairs, raw_scores=True)
+    assert np.abs(logits - np.asarray(fixture["logits"], dtype=np.float32)).max() <= 1e-5
+    one = reranker.predict(pairs[0])
+    assert np.ndim(one) == np.ndim(want) - 1 and np.allclose(one, want[0], atol=1e-5)
+    if fixture["rank"] is not None:
+        ranked = reranker.rank(fixture["query"], fixture["documents"], top_k=3,
+                               return_documents=True)
+        assert [r["corpus_id"] for r in ranked] == [r["corpus_id"] for r in fixture["rank"]]
+        assert all(r["text"] == fixture["documents"][r["corpus_id"]] for r in ranked)
+    else:
+        with pytest.raises(ValueError, match="labels"):
+            reranker.rank("q", ["d"])
+    with pytest.raises(TypeError):
+        reranker.predict([("only one",)])
+    with pytest.raises(ValueError):
+        sbert.CrossEncoder(ROOT / "models" / "tiny")

@@ -1,7 +1,7 @@
 //! Batching as sentence-transformers' `encode` does it: sort by length (longest first), chunk,
 //! pad each chunk to its longest text; and the permutation that restores the input order.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use crate::error::Result;
 use crate::tokenize::TokenizedText;
@@ -61,19 +61,12 @@ pub(crate) fn inverse(order: &[usize]) -> Vec<u32> {
 
 /// Right-pads `texts` to the longest of them with `pad_id`, on `device`.
 pub(crate) fn pad(texts: &[&TokenizedText], pad_id: u32, device: &Device) -> Result<PaddedBatch> {
-    let b = texts.len();
-    let t = texts.iter().map(|x| x.ids.len()).max().unwrap_or(0);
-    let mut ids = vec![pad_id; b * t];
-    let mut mask = vec![0u32; b * t];
-    for (row, text) in texts.iter().enumerate() {
-        let len = text.ids.len();
-        ids[row * t..row * t + len].copy_from_slice(&text.ids);
-        mask[row * t..row * t + len].fill(1);
-    }
+    let (ids, lengths) = TokenizedText::pack(texts.iter().copied());
+    let padded = sbert_bert::TokenBatch::new(&ids, &lengths).padded(pad_id, device)?;
     Ok(PaddedBatch {
-        input_ids: Tensor::from_vec(ids, (b, t), device)?,
-        attention_mask: Tensor::from_vec(mask, (b, t), device)?,
-        token_type_ids: Tensor::zeros((b, t), DType::U32, device)?,
+        input_ids: padded.input_ids,
+        attention_mask: padded.attention_mask,
+        token_type_ids: padded.token_type_ids,
     })
 }
 

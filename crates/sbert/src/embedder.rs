@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use sbert_bert::{BertModel, Encoder};
+use sbert_bert::{BertModel, Encoder, TokenBatch, TokenEmbeddings};
+
+use crate::encoders::EncoderModel;
 use sbert_pooling::{Pooling, PoolingConfig, PoolingMode};
 use tokenizers::Tokenizer;
 
@@ -49,7 +51,7 @@ pub struct SentenceEmbedder {
     /// The encoder's safetensors file (in the Transformer module's folder).
     weights: PathBuf,
     tokenizer: TextTokenizer,
-    encoder: Box<dyn Encoder>,
+    encoder: EncoderModel,
     pooling: Pooling,
     heads: Vec<Head>,
     batch_size: usize,
@@ -66,9 +68,24 @@ pub struct SentenceEmbedder {
     similarity_fn: Similarity,
     /// The builder's `threads(n)` pool; `None`: rayon's global pool.
     pool: Option<Arc<rayon::ThreadPool>>,
-    /// The table of a static model (the same storage as `encoder`), for its mean-of-rows
-    /// path; `None` for a transformer.
-    static_table: Option<crate::static_embedding::StaticTable>,
+}
+
+/// A folder without a Pooling module whose `config.json` names a sequence classifier is a
+/// cross-encoder: an error that says so, instead of mean-pooling a reranker's tokens.
+fn refuse_cross_encoder(dir: &Path, transformer: &Path) -> Result<()> {
+    let config = transformer.join("config.json");
+    if !config.is_file() {
+        return Ok(());
+    }
+    let raw: serde_json::Value = folder::read_json(&config)?;
+    match crate::cross_encoder::classification_architecture(&raw) {
+        Some(architecture) => Err(Error::Unsupported(format!(
+            "{} is a cross-encoder ({architecture}): it scores pairs of texts, it does not embed \
+             one; load it with CrossEncoder (`sbert rerank`)",
+            dir.display()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The text of prompt `name`, or an error listing the prompts there are.
@@ -119,8 +136,7 @@ impl SentenceEmbedder {
         } = folder::layout(dir)?;
 
         // The encoder and the tokenizer.
-        let mut static_table = None;
-        let (encoder, weights, tokenizer): (Box<dyn Encoder>, PathBuf, TextTokenizer) = match kind {
+        let (encoder, weights, tokenizer): (EncoderModel, PathBuf, TextTokenizer) = match kind {
             folder::EncoderKind::Static => {
                 if opts.quantization != sbert_bert::Quantization::None {
                     return Err(Error::Unsupported(format!(
@@ -135,15 +151,17 @@ impl SentenceEmbedder {
                     opts.dtype,
                     &opts.device,
                 )?;
-                static_table = Some(table.clone());
                 // sentence-transformers' StaticEmbedding: no special tokens, no truncation.
                 (
-                    Box::new(table),
+                    EncoderModel::Static(table),
                     weights,
                     TextTokenizer::load_static(&transformer_dir)?,
                 )
             }
             folder::EncoderKind::Transformer => {
+                if pooling_dir.is_none() {
+                    refuse_cross_encoder(dir, &transformer_dir)?;
+                }
                 let crate::encoders::LoadedEncoder { encoder, weights } = crate::encoders::load(
                     &transformer_dir,
                     opts.dtype,
@@ -253,7 +271,6 @@ impl SentenceEmbedder {
             include_prompt,
             similarity_fn,
             pool,
-            static_table,
             weights,
             tokenizer,
             encoder,
@@ -354,15 +371,11 @@ impl SentenceEmbedder {
         &self.weights
     }
 
-    /// The encoder.
-    pub fn encoder(&self) -> &dyn Encoder {
-        self.encoder.as_ref()
-    }
-
-    /// The encoder when it is a [`BertModel`] (BERT, RoBERTa / XLM-RoBERTa, DistilBERT,
-    /// MPNet): what training needs.
-    pub fn bert(&self) -> Option<&BertModel> {
-        self.encoder.as_bert()
+    /// The encoder: a transformer of one of the supported families or a static table (it
+    /// implements [`Encoder`]; [`EncoderModel::bert`] gives the BERT-family model training
+    /// reads).
+    pub fn encoder(&self) -> &EncoderModel {
+        &self.encoder
     }
 
     /// The same pipeline (tokenizer, pooling, heads) around another encoder of the same shape:
@@ -372,7 +385,7 @@ impl SentenceEmbedder {
     /// [`Error::InvalidArgument`] when `encoder` differs from the current one in hidden size,
     /// vocabulary size, positions, device or dtype.
     pub fn with_encoder(mut self, encoder: BertModel) -> Result<Self> {
-        let old = self.encoder.as_ref();
+        let old = self.encoder.as_encoder();
         let same = old.hidden_size() == encoder.hidden_size()
             && old.vocab_size() == Encoder::vocab_size(&encoder)
             && old.max_positions() == encoder.max_positions()
@@ -394,7 +407,7 @@ impl SentenceEmbedder {
                 old.dtype()
             )));
         }
-        self.encoder = Box::new(encoder);
+        self.encoder = EncoderModel::Bert(encoder);
         Ok(self)
     }
 
@@ -554,7 +567,7 @@ impl SentenceEmbedder {
     fn check_tokenized(&self, tokenized: &[TokenizedText]) -> Result<()> {
         let vocab = self.encoder.vocab_size();
         // A static model embeds a text without tokens (as the zero vector).
-        let least = usize::from(self.static_table.is_none());
+        let least = usize::from(!matches!(self.encoder, EncoderModel::Static(_)));
         for (i, t) in tokenized.iter().enumerate() {
             if t.ids.len() < least || t.ids.len() > self.max_seq_length() {
                 return Err(Error::InvalidArgument(format!(
@@ -712,7 +725,7 @@ impl SentenceEmbedder {
         }
         // A static table with its own (mean) pooling: the mean of each text's rows, computed
         // directly (no token tensor; a text without tokens is the zero vector).
-        if let Some(table) = &self.static_table {
+        if let EncoderModel::Static(table) = &self.encoder {
             if poolings
                 .iter()
                 .all(|p| *p == Pooling::single(PoolingMode::Mean))
@@ -785,26 +798,14 @@ impl SentenceEmbedder {
         heads::apply(&self.heads, x, true)
     }
 
-    /// The token embeddings of one batch: packed where the encoder supports it, padded
-    /// otherwise.
+    /// The token embeddings of one batch, in the layout the encoder computed them in.
     fn token_embeddings(&self, group: &[&TokenizedText]) -> Result<BatchTokens> {
-        let encoder = self.encoder.as_ref();
-        if encoder.supports_packed() {
-            let (ids, lengths) = TokenizedText::pack(group.iter().copied());
-            let rows = encoder.forward_packed(&ids, &lengths)?;
-            Ok(BatchTokens::Packed { rows, lengths })
-        } else {
-            let batch = self.pad(group)?;
-            let tokens = encoder.forward_padded(
-                &batch.input_ids,
-                Some(&batch.token_type_ids),
-                &batch.attention_mask,
-            )?;
-            Ok(BatchTokens::Padded {
-                tokens,
-                mask: batch.attention_mask,
-            })
-        }
+        let (ids, lengths) = TokenizedText::pack(group.iter().copied());
+        let batch = TokenBatch::new(&ids, &lengths);
+        Ok(match self.encoder.forward(batch)? {
+            TokenEmbeddings::Packed(rows) => BatchTokens::Packed { rows, lengths },
+            TokenEmbeddings::Padded { tokens, mask } => BatchTokens::Padded { tokens, mask },
+        })
     }
 
     /// Right-pads tokenized texts to the longest of them, on the model's device.

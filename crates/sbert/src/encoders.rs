@@ -5,14 +5,89 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device};
 use sbert_bert::{
     Architecture, BertConfig, BertModel, Encoder, ModernBertConfig, ModernBertModel, Quantization,
+    TokenBatch, TokenEmbeddings,
 };
 
 use crate::error::{Error, Result};
 use crate::folder;
 
+/// The encoder of a model folder: a transformer of one of the supported families, or a static
+/// embedding table. [`crate::SentenceEmbedder::encoder`] returns it; it implements
+/// [`Encoder`], and names the concrete model for the code that needs one (training reads a
+/// [`BertModel`]'s weights, a benchmark counts its operations).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum EncoderModel {
+    /// BERT, RoBERTa / XLM-RoBERTa, DistilBERT or MPNet.
+    Bert(BertModel),
+    /// ModernBERT.
+    ModernBert(ModernBertModel),
+    /// A static embedding table (model2vec).
+    Static(crate::StaticTable),
+}
+
+impl EncoderModel {
+    /// The encoder as the trait object the pipeline runs.
+    pub fn as_encoder(&self) -> &dyn Encoder {
+        match self {
+            Self::Bert(m) => m,
+            Self::ModernBert(m) => m,
+            Self::Static(m) => m,
+        }
+    }
+
+    /// The BERT-family model, when it is one (what training needs).
+    pub fn bert(&self) -> Option<&BertModel> {
+        match self {
+            Self::Bert(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Floating-point operations of one pass over a sequence of `len` tokens (a multiply-add
+    /// counts 2).
+    pub fn flops(&self, len: usize) -> f64 {
+        match self {
+            Self::Bert(m) => m.flops(len),
+            Self::ModernBert(m) => m.flops(len),
+            Self::Static(m) => m.flops(len),
+        }
+    }
+}
+
+impl Encoder for EncoderModel {
+    fn hidden_size(&self) -> usize {
+        self.as_encoder().hidden_size()
+    }
+
+    fn max_positions(&self) -> usize {
+        self.as_encoder().max_positions()
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.as_encoder().vocab_size()
+    }
+
+    fn pad_token_id(&self) -> u32 {
+        self.as_encoder().pad_token_id()
+    }
+
+    fn device(&self) -> &Device {
+        self.as_encoder().device()
+    }
+
+    fn dtype(&self) -> DType {
+        self.as_encoder().dtype()
+    }
+
+    fn forward(&self, batch: TokenBatch<'_>) -> candle_core::Result<TokenEmbeddings> {
+        self.as_encoder().forward(batch)
+    }
+}
+
 /// An encoder and the weights file it was read from.
 pub(crate) struct LoadedEncoder {
-    pub encoder: Box<dyn Encoder>,
+    pub encoder: EncoderModel,
     pub weights: PathBuf,
 }
 
@@ -37,6 +112,18 @@ pub(crate) fn load(
     device: &Device,
     quantization: Quantization,
 ) -> Result<LoadedEncoder> {
+    load_with_head(dir, dtype, device, quantization, |_| Ok(())).map(|(encoder, ())| encoder)
+}
+
+/// [`load`], and `head` built from the same weights file (a task head beside the encoder's
+/// weights: a cross-encoder's classifier), the file read once.
+pub(crate) fn load_with_head<H>(
+    dir: &Path,
+    dtype: DType,
+    device: &Device,
+    quantization: Quantization,
+    head: impl FnOnce(candle_nn::VarBuilder<'static>) -> Result<H>,
+) -> Result<(LoadedEncoder, H)> {
     let config_path = folder::require_file(dir.join("config.json"))?;
     let raw: serde_json::Value = folder::read_json(&config_path)?;
     let model_type = raw.get("model_type").and_then(serde_json::Value::as_str);
@@ -49,9 +136,14 @@ pub(crate) fn load(
             )));
         }
         let config: ModernBertConfig = parse(&config_path, raw, ModernBertConfig::validate)?;
-        return with_weights(dir, config.num_hidden_layers, dtype, device, |vb| {
-            ModernBertModel::load(vb, &config)
-        });
+        return with_weights(
+            dir,
+            config.num_hidden_layers,
+            dtype,
+            device,
+            |vb| ModernBertModel::load(vb, &config).map(EncoderModel::ModernBert),
+            head,
+        );
     }
     if let Some(kind) = model_type {
         if Architecture::from_model_type(Some(kind)).is_err() {
@@ -70,9 +162,18 @@ pub(crate) fn load(
             device.location()
         )));
     }
-    with_weights(dir, config.num_hidden_layers, dtype, device, |vb| {
-        BertModel::load(vb, &config)?.quantize(quantization)
-    })
+    with_weights(
+        dir,
+        config.num_hidden_layers,
+        dtype,
+        device,
+        |vb| {
+            BertModel::load(vb, &config)?
+                .quantize(quantization)
+                .map(EncoderModel::Bert)
+        },
+        head,
+    )
 }
 
 /// The config `raw` (read from `path`) as `T`, checked by `validate`.
@@ -91,22 +192,21 @@ fn parse<T: serde::de::DeserializeOwned>(
 
 /// Reads the module's weights (checking that the file holds no layer past `layers`) and builds
 /// the encoder over them.
-fn with_weights<E: Encoder + 'static>(
+fn with_weights<H>(
     dir: &Path,
     layers: usize,
     dtype: DType,
     device: &Device,
-    build: impl FnOnce(candle_nn::VarBuilder<'static>) -> candle_core::Result<E>,
-) -> Result<LoadedEncoder> {
+    build: impl FnOnce(candle_nn::VarBuilder<'static>) -> candle_core::Result<EncoderModel>,
+    head: impl FnOnce(candle_nn::VarBuilder<'static>) -> Result<H>,
+) -> Result<(LoadedEncoder, H)> {
     let weights = folder::weights_file(dir)?;
     let (vb, names) = crate::weights::load_with_names(&weights, dtype, device)?;
     crate::weights::check_layer_count(&weights, &names, layers)?;
-    let encoder = build(vb).map_err(|source| Error::Weights {
+    let encoder = build(vb.clone()).map_err(|source| Error::Weights {
         path: weights.clone(),
         source,
     })?;
-    Ok(LoadedEncoder {
-        encoder: Box::new(encoder),
-        weights,
-    })
+    let head = head(vb)?;
+    Ok((LoadedEncoder { encoder, weights }, head))
 }

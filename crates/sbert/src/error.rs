@@ -43,6 +43,12 @@ pub enum Error {
         /// The input's position in the slice passed in.
         index: usize,
     },
+    /// The score of a pair came out NaN or infinite (an overflow inside the model).
+    #[error("the score of pair {index} (0-based) is not finite: the model overflowed on it")]
+    NonFiniteScore {
+        /// The pair's position in the slice passed in.
+        index: usize,
+    },
     /// A JSON file is malformed or lacks a required key.
     #[error("cannot parse {}", path.display())]
     Json {

@@ -14,6 +14,10 @@
 //! the embeddings agree with Python's to 1e-4 (the workspace's golden tests check this on every
 //! CI run).
 //!
+//! Beside these bi-encoders, [`CrossEncoder`] loads a reranker (a query and a document read
+//! together, one score per label, as sentence-transformers' `CrossEncoder`): retrieve with
+//! embeddings, then [`CrossEncoder::rank`] the top hits.
+//!
 //! # Quickstart
 //!
 //! ```no_run
@@ -104,6 +108,7 @@
 
 mod batching;
 mod builder;
+mod cross_encoder;
 mod device;
 mod embedder;
 mod embeddings;
@@ -121,17 +126,20 @@ mod weights;
 
 pub use batching::PaddedBatch;
 pub use builder::{EmbedderBuilder, DEFAULT_BATCH_SIZE};
+pub use cross_encoder::{Activation, CrossEncoder, PredictOptions, Ranked, Scores};
 pub use device::device;
 pub use embedder::SentenceEmbedder;
 pub use embeddings::{Embeddings, EncodeOptions, InputStats, Prompt};
+pub use encoders::EncoderModel;
 pub use error::{Error, Result};
 pub use folder::{DenseConfig, ModuleEntry, SentenceBertConfig};
 pub use sbert_search::{self as search, normalize_rows};
 pub use similarity::{cos_sim, cosine, normalize, pairwise_cos_sim, Similarity};
+pub use static_embedding::StaticTable;
 pub use text_embedder::TextEmbedder;
 pub use tokenize::TokenizedText;
 
-pub use sbert_bert::{self as bert, BertConfig, BertModel, Quantization};
+pub use sbert_bert::{self as bert, BertConfig, BertModel, Encoder, Quantization};
 pub use sbert_pooling::{self as pooling, Pooling, PoolingConfig, PoolingError, PoolingMode};
 
 pub use candle_core::{self, DType, Device, Tensor};

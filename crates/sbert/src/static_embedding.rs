@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Result as CandleResult, Tensor};
-use sbert_bert::Encoder;
+use sbert_bert::{Encoder, TokenBatch, TokenEmbeddings};
 
 use crate::error::{Error, Result};
 use crate::folder;
@@ -149,44 +149,24 @@ impl Encoder for StaticTable {
         self.table.dtype()
     }
 
-    fn supports_packed(&self) -> bool {
-        true
-    }
-
     /// The rows of the tokens, back to back.
-    fn forward_packed(&self, input_ids: &[u32], lengths: &[usize]) -> CandleResult<Tensor> {
-        let total: usize = lengths.iter().sum();
-        if total != input_ids.len() {
-            return Err(candle_core::Error::Msg(format!(
-                "{} token ids for lengths summing to {total}",
-                input_ids.len()
-            )));
-        }
-        self.check_ids(input_ids)?;
-        if input_ids.is_empty() {
-            return Tensor::zeros((0, self.dim), self.table.dtype(), self.table.device());
-        }
-        let ids = Tensor::from_slice(input_ids, input_ids.len(), self.table.device())?;
-        self.table.index_select(&ids, 0)
+    fn forward(&self, batch: TokenBatch<'_>) -> CandleResult<TokenEmbeddings> {
+        batch.check()?;
+        self.check_ids(batch.input_ids)?;
+        let rows = if batch.input_ids.is_empty() {
+            Tensor::zeros((0, self.dim), self.table.dtype(), self.table.device())?
+        } else {
+            let ids =
+                Tensor::from_slice(batch.input_ids, batch.input_ids.len(), self.table.device())?;
+            self.table.index_select(&ids, 0)?
+        };
+        Ok(TokenEmbeddings::Packed(rows))
     }
+}
 
-    /// The rows of a padded batch (padding rows are the pad id's; pooling masks them out).
-    fn forward_padded(
-        &self,
-        input_ids: &Tensor,
-        _token_type_ids: Option<&Tensor>,
-        _attention_mask: &Tensor,
-    ) -> CandleResult<Tensor> {
-        let (batch, seq) = input_ids.dims2()?;
-        let flat = input_ids.flatten_all()?;
-        self.check_ids(&flat.to_dtype(DType::U32)?.to_vec1::<u32>()?)?;
-        self.table
-            .index_select(&flat, 0)?
-            .reshape((batch, seq, self.dim))
-    }
-
-    /// One add per value of each token's row.
-    fn flops(&self, len: usize) -> f64 {
+impl StaticTable {
+    /// One add per value of each token's row: the operations of a text of `len` tokens.
+    pub fn flops(&self, len: usize) -> f64 {
         (len * self.dim) as f64
     }
 }

@@ -70,25 +70,7 @@ impl TextTokenizer {
     /// Loads `dir/tokenizer.json` for texts of at most `max_seq_length` tokens.
     pub(crate) fn load(dir: &Path, max_seq_length: usize, do_lower_case: bool) -> Result<Self> {
         let tokenizer = load_tokenizer(dir, max_seq_length)?;
-        // The tokenizers crate accepts some inconsistent files (a post-processor template
-        // naming a special token it does not define) and panics on the first encode; one probe
-        // encode here turns that into a load error.
-        let probe = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            tokenizer.encode_fast("probe text", true)
-        }));
-        let path = dir.join("tokenizer.json");
-        match probe {
-            Ok(Ok(_)) => {}
-            Ok(Err(source)) => return Err(Error::TokenizerLoad { path, source }),
-            Err(_) => {
-                return Err(Error::TokenizerLoad {
-                    path,
-                    source: "the file is inconsistent: the tokenizers library panicked encoding \
-                             a probe text (a post-processor naming an undefined special token?)"
-                        .into(),
-                })
-            }
-        }
+        probe(&tokenizer, dir, false)?;
         let cut_rules = crate::prefix::cut_rules(&tokenizer);
         Ok(Self {
             tokenizer,
@@ -189,6 +171,38 @@ impl TextTokenizer {
             truncated,
             prompt_tokens,
         })
+    }
+}
+
+/// `tokenizer.json` of `dir` for pairs of texts: truncation longest-first at `max_length`
+/// (special tokens included), no padding; checked by encoding a probe pair.
+pub(crate) fn load_pair_tokenizer(dir: &Path, max_length: usize) -> Result<Tokenizer> {
+    let tokenizer = load_tokenizer(dir, max_length)?;
+    probe(&tokenizer, dir, true)?;
+    Ok(tokenizer)
+}
+
+/// The tokenizers crate accepts some inconsistent files (a post-processor template naming a
+/// special token it does not define) and panics on the first encode; one probe encode (of a
+/// pair when `pair`) turns that into a load error.
+fn probe(tokenizer: &Tokenizer, dir: &Path, pair: bool) -> Result<()> {
+    let probe = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if pair {
+            tokenizer.encode_fast(("probe text", "second text"), true)
+        } else {
+            tokenizer.encode_fast("probe text", true)
+        }
+    }));
+    let path = dir.join("tokenizer.json");
+    match probe {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(source)) => Err(Error::TokenizerLoad { path, source }),
+        Err(_) => Err(Error::TokenizerLoad {
+            path,
+            source: "the file is inconsistent: the tokenizers library panicked encoding a probe \
+                     text (a post-processor naming an undefined special token?)"
+                .into(),
+        }),
     }
 }
 

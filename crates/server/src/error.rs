@@ -4,7 +4,102 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::{IntoResponses, ToSchema};
+
+/// A TEI error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TeiError {
+    /// What went wrong.
+    pub(crate) error: String,
+    /// TEI's kind: `Validation`, `Empty`, `Overloaded`, `Unauthorized`, `Unhealthy` or `Backend`.
+    pub(crate) error_type: String,
+}
+
+/// An OpenAI error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OpenAiError {
+    pub(crate) error: OpenAiErrorBody,
+}
+
+/// The body of an OpenAI error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OpenAiErrorBody {
+    /// What went wrong.
+    pub(crate) message: String,
+    /// `invalid_request_error`, `rate_limit_exceeded`, `authentication_error` or
+    /// `server_error`.
+    #[serde(rename = "type")]
+    pub(crate) kind: String,
+    pub(crate) param: Option<String>,
+    pub(crate) code: Option<String>,
+}
+
+/// The error answers of the TEI routes that take a body (for the OpenAPI document).
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub(crate) enum TeiErrors {
+    #[response(status = 400, description = "Malformed JSON or no inputs")]
+    BadRequest(TeiError),
+    #[response(status = 401, description = "Missing or wrong API key")]
+    Unauthorized(TeiError),
+    #[response(
+        status = 408,
+        description = "The body did not arrive within the body timeout"
+    )]
+    Timeout(TeiError),
+    #[response(status = 413, description = "Body or batch over the limit")]
+    TooLarge(TeiError),
+    #[response(status = 415, description = "The body is not application/json")]
+    NotJson(TeiError),
+    #[response(status = 421, description = "The Host header is not an allowed host")]
+    Misdirected(TeiError),
+    #[response(
+        status = 422,
+        description = "The request does not fit the schema, or an input is too long with truncate false"
+    )]
+    Invalid(TeiError),
+    #[response(status = 429, description = "Too many concurrent requests")]
+    Overloaded(TeiError),
+    #[response(status = 503, description = "The model is loading")]
+    Loading(TeiError),
+    #[response(status = 504, description = "No answer within the request timeout")]
+    NoAnswer(TeiError),
+}
+
+/// The error answers of the OpenAI routes (for the OpenAPI document).
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub(crate) enum OpenAiErrors {
+    #[response(status = 400, description = "Malformed JSON or no inputs")]
+    BadRequest(OpenAiError),
+    #[response(status = 401, description = "Missing or wrong API key")]
+    Unauthorized(OpenAiError),
+    #[response(
+        status = 404,
+        description = "`model` names a model this server does not serve"
+    )]
+    NoSuchModel(OpenAiError),
+    #[response(
+        status = 408,
+        description = "The body did not arrive within the body timeout"
+    )]
+    Timeout(OpenAiError),
+    #[response(status = 413, description = "Body or batch over the limit")]
+    TooLarge(OpenAiError),
+    #[response(status = 415, description = "The body is not application/json")]
+    NotJson(OpenAiError),
+    #[response(status = 421, description = "The Host header is not an allowed host")]
+    Misdirected(OpenAiError),
+    #[response(status = 422, description = "The request does not fit the schema")]
+    Invalid(OpenAiError),
+    #[response(status = 429, description = "Too many concurrent requests")]
+    Overloaded(OpenAiError),
+    #[response(status = 503, description = "The model is loading")]
+    Loading(OpenAiError),
+    #[response(status = 504, description = "No answer within the request timeout")]
+    NoAnswer(OpenAiError),
+}
 
 /// Which API's error shape to answer in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,16 +204,28 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = match self.flavor {
-            Flavor::Tei => json!({"error": self.message, "error_type": self.tei_type()}),
-            Flavor::OpenAi => json!({"error": {
-                "message": self.message,
-                "type": self.openai_type(),
-                "param": null,
-                "code": null,
-            }}),
+        let mut response = match self.flavor {
+            Flavor::Tei => (
+                self.status,
+                Json(TeiError {
+                    error_type: self.tei_type().to_string(),
+                    error: self.message,
+                }),
+            )
+                .into_response(),
+            Flavor::OpenAi => (
+                self.status,
+                Json(OpenAiError {
+                    error: OpenAiErrorBody {
+                        kind: self.openai_type().to_string(),
+                        message: self.message,
+                        param: None,
+                        code: None,
+                    },
+                }),
+            )
+                .into_response(),
         };
-        let mut response = (self.status, Json(body)).into_response();
         if self.close {
             response.headers_mut().insert(
                 axum::http::header::CONNECTION,

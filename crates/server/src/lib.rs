@@ -3,7 +3,8 @@
 //!
 //! * TEI routes: `POST /embed`, `POST /similarity`, `POST /tokenize`, `GET /info`,
 //!   `GET /health`, `GET /metrics` (Prometheus); OpenAI: `POST /v1/embeddings` (strings or
-//!   token ids, `float` or `base64`, `dimensions`); `GET /openapi.json` and `GET /docs`.
+//!   token ids, `float` or `base64`, `dimensions`); `GET /openapi.json` (derived from the request and response types) and the Swagger UI at
+//!   `GET /docs`.
 //! * Dynamic batching: requests from every client wait in one queue and are embedded together
 //!   under a token budget (`max_batch_tokens`); the encoder sorts and packs them without
 //!   padding, and each request gets its own rows back in its order.
@@ -61,7 +62,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
-use sbert::SentenceEmbedder;
+use sbert::{CrossEncoder, SentenceEmbedder};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -182,6 +183,29 @@ impl ServerConfig {
     }
 }
 
+/// The model a server serves: an embedding model (the embedding routes) or a cross-encoder
+/// (the rerank routes). The other kind's routes answer 400 naming what is served.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServedModel {
+    /// A sentence embedding model: `/embed`, `/similarity`, `/tokenize`, `/v1/embeddings`.
+    Embedder(SentenceEmbedder),
+    /// A cross-encoder: `/rerank`, `/v1/rerank`.
+    Reranker(CrossEncoder),
+}
+
+impl From<SentenceEmbedder> for ServedModel {
+    fn from(model: SentenceEmbedder) -> Self {
+        Self::Embedder(model)
+    }
+}
+
+impl From<CrossEncoder> for ServedModel {
+    fn from(model: CrossEncoder) -> Self {
+        Self::Reranker(model)
+    }
+}
+
 /// What exists once the model is loaded.
 #[derive(Debug)]
 pub(crate) struct Loaded {
@@ -196,6 +220,8 @@ pub(crate) struct Loaded {
 pub(crate) struct AppState {
     pub(crate) config: ServerConfig,
     pub(crate) loaded: OnceLock<Loaded>,
+    /// The cross-encoder, when the server serves one (then `loaded` stays empty).
+    pub(crate) reranker: OnceLock<Arc<CrossEncoder>>,
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) metrics: Arc<Metrics>,
 }
@@ -207,13 +233,15 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/embed", post(routes::embed))
         .route("/similarity", post(routes::similarity))
         .route("/tokenize", post(routes::tokenize))
+        .route("/rerank", post(routes::rerank))
+        .route("/v1/rerank", post(routes::v1_rerank))
         .route("/v1/embeddings", post(routes::openai_embeddings))
         .route("/embeddings", post(routes::openai_embeddings))
         .route("/info", get(routes::info))
         .route("/health", get(routes::health))
         .route("/metrics", get(routes::metrics))
         .route("/openapi.json", get(routes::openapi))
-        .route("/docs", get(routes::docs))
+        .merge(openapi::swagger_ui())
         .fallback(routes::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -230,14 +258,15 @@ fn router(state: Arc<AppState>) -> Router {
 /// # Errors
 /// [`ServerError::Config`] for zero limits, [`ServerError::Model`] when `load` fails (the
 /// server stops accepting and returns it), [`ServerError::Io`] when serving fails.
-pub async fn serve<L, E>(
+pub async fn serve<L, M, E>(
     listener: TcpListener,
     config: ServerConfig,
     load: L,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError>
 where
-    L: FnOnce() -> Result<SentenceEmbedder, E> + Send + 'static,
+    L: FnOnce() -> Result<M, E> + Send + 'static,
+    M: Into<ServedModel>,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     config.validate()?;
@@ -246,12 +275,16 @@ where
         slots: Arc::new(Semaphore::new(config.max_concurrent_requests)),
         config,
         loaded: OnceLock::new(),
+        reranker: OnceLock::new(),
         metrics: metrics.clone(),
     });
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<LoadError>();
     let loader_state = state.clone();
-    tokio::task::spawn_blocking(move || match load() {
-        Ok(model) => {
+    tokio::task::spawn_blocking(move || match load().map(Into::into) {
+        Ok(ServedModel::Reranker(model)) => {
+            let _ = loader_state.reranker.set(Arc::new(model));
+        }
+        Ok(ServedModel::Embedder(model)) => {
             // The engine embeds without the Normalize module; each request normalizes (or
             // not) after its own truncation.
             let normalizes = model.normalizes();

@@ -9,22 +9,23 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use sbert::Prompt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::engine::{Embedded, EngineError, Inputs};
-use crate::error::{ApiError, Flavor, Kind};
+use crate::error::{ApiError, Flavor, Kind, OpenAiErrors, TeiError, TeiErrors};
 use crate::{AppState, Loaded};
 
 type ApiResult<T> = Result<T, ApiError>;
 
 /// A string or a list of strings.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
+#[schema(as = Input)]
 pub(crate) enum Texts {
     One(String),
     Many(Vec<String>),
@@ -40,40 +41,64 @@ impl Texts {
 }
 
 /// TEI `POST /embed`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct EmbedRequest {
     inputs: Texts,
+    /// Scale each vector to unit length.
+    #[schema(default = true)]
     normalize: Option<bool>,
+    /// Cut inputs longer than the model's limit (false: such an input is a 422).
+    #[schema(default = true)]
     truncate: Option<bool>,
+    #[schema(value_type = Option<TruncationDirection>)]
     truncation_direction: Option<String>,
+    /// Keep the first `dimensions` values of each vector (Matryoshka), before normalizing.
+    #[schema(value_type = Option<u64>, minimum = 1)]
     dimensions: Option<serde_json::Value>,
+    /// A prompt of the model's `config_sentence_transformers.json`, put before each input.
     prompt_name: Option<String>,
+}
+
+/// Where a long input is cut: only the end (TEI's `Right`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub(crate) enum TruncationDirection {
+    Right,
+    #[serde(rename = "right")]
+    RightLowerCase,
 }
 
 /// TEI `POST /similarity`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct SimilarityRequest {
     inputs: SimilarityInputs,
+    #[schema(default = true)]
     truncate: Option<bool>,
+    #[schema(value_type = Option<TruncationDirection>)]
     truncation_direction: Option<String>,
     prompt_name: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A sentence and the sentences to compare it with.
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct SimilarityInputs {
     source_sentence: String,
+    #[schema(min_items = 1)]
     sentences: Vec<String>,
 }
 
 /// TEI `POST /tokenize`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct TokenizeRequest {
     inputs: Texts,
+    #[schema(default = true)]
     add_special_tokens: Option<bool>,
     prompt_name: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A token of a tokenized input; `start` and `stop` are byte offsets into the input (none for
+/// special tokens).
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Token {
     id: u32,
     text: String,
@@ -84,14 +109,127 @@ pub(crate) struct Token {
 
 /// OpenAI `POST /v1/embeddings`. `input` is a string, strings, token ids, or lists of token
 /// ids; numbers are JSON numbers (`1.0` is the integer 1, as JSON Schema has it).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct OpenAiRequest {
+    #[schema(value_type = OpenAiInput)]
     input: serde_json::Value,
+    /// The served model's name (another is a 404).
     model: Option<String>,
+    #[schema(value_type = Option<EncodingFormat>)]
     encoding_format: Option<String>,
+    #[schema(value_type = Option<u64>, minimum = 1)]
     dimensions: Option<serde_json::Value>,
     #[allow(dead_code)]
     user: Option<String>,
+}
+
+/// What `/v1/embeddings` embeds: a text, texts, token ids, or lists of token ids.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub(crate) enum OpenAiInput {
+    Text(String),
+    Texts(Vec<String>),
+    Ids(Vec<u32>),
+    IdLists(Vec<Vec<u32>>),
+}
+
+/// How `/v1/embeddings` writes vectors: JSON numbers, or base64 of little-endian f32 bytes.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub(crate) enum EncodingFormat {
+    Float,
+    Base64,
+}
+
+/// The answer of `/v1/embeddings`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OpenAiResponse {
+    object: ListObject,
+    data: Vec<OpenAiEmbedding>,
+    /// The served model's name.
+    model: String,
+    usage: Usage,
+}
+
+/// The constant `"list"`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ListObject {
+    List,
+}
+
+/// The constant `"embedding"`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum EmbeddingObject {
+    Embedding,
+}
+
+/// One vector of an OpenAI answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OpenAiEmbedding {
+    object: EmbeddingObject,
+    /// The input's position.
+    index: usize,
+    embedding: Vector,
+}
+
+/// A vector as JSON numbers, or as base64 (`encoding_format: "base64"`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum Vector {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+/// Tokens read for an OpenAI request.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Usage {
+    prompt_tokens: usize,
+    total_tokens: usize,
+}
+
+/// `GET /info`: the model and the server's limits (TEI's shape).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Info {
+    model_id: String,
+    model_sha: Option<String>,
+    model_dtype: String,
+    model_type: ModelType,
+    max_concurrent_requests: usize,
+    /// The longest input in tokens (longer ones are cut, or refused with `truncate: false`).
+    max_input_length: usize,
+    max_batch_tokens: usize,
+    max_batch_requests: Option<usize>,
+    max_client_batch_size: usize,
+    auto_truncate: bool,
+    tokenization_workers: usize,
+    /// The width of a vector (embedding models).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dimension: Option<usize>,
+    version: String,
+}
+
+/// What kind of model is served (TEI's names): `{"embedding": …}` or `{"reranker": …}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ModelType {
+    Embedding(EmbeddingModel),
+    Reranker(RerankerModel),
+}
+
+/// A cross-encoder and its labels.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RerankerModel {
+    /// Label names by id (`config.json`'s `id2label`).
+    id2label: std::collections::BTreeMap<String, String>,
+}
+
+/// An embedding model and its pooling.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct EmbeddingModel {
+    pooling: String,
 }
 
 /// A JSON number that is a non-negative integer (`3` or `3.0`).
@@ -175,10 +313,82 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<
 }
 
 impl AppState {
+    /// The embedding model: 503 while it loads, 400 when the server serves a cross-encoder.
     fn loaded(&self) -> ApiResult<&Loaded> {
-        self.loaded
-            .get()
-            .ok_or_else(|| ApiError::new(Kind::Unhealthy, "the model is loading"))
+        if let Some(loaded) = self.loaded.get() {
+            return Ok(loaded);
+        }
+        match self.reranker.get() {
+            Some(reranker) => Err(ApiError::new(
+                Kind::Empty,
+                format!(
+                    "this server serves a cross-encoder (reranker, {} label(s)), not an embedding \
+                     model: post to /rerank or /v1/rerank",
+                    reranker.num_labels()
+                ),
+            )),
+            None => Err(ApiError::new(Kind::Unhealthy, "the model is loading")),
+        }
+    }
+
+    /// The cross-encoder: 503 while it loads, 400 when the server serves an embedding model.
+    fn reranker(&self) -> ApiResult<&Arc<sbert::CrossEncoder>> {
+        if let Some(reranker) = self.reranker.get() {
+            return Ok(reranker);
+        }
+        match self.loaded.get() {
+            Some(loaded) => Err(ApiError::new(
+                Kind::Empty,
+                format!(
+                    "this server serves an embedding model ({} dimensions), not a cross-encoder: \
+                     post to /embed or /v1/embeddings, or serve a reranker",
+                    loaded.model.dim()
+                ),
+            )),
+            None => Err(ApiError::new(Kind::Unhealthy, "the model is loading")),
+        }
+    }
+
+    /// `documents` scored against `query` by the cross-encoder on a blocking thread, under the
+    /// batch, concurrency and time limits: `(index, score)` best first, and the tokens read.
+    async fn rerank(
+        &self,
+        query: String,
+        documents: Vec<String>,
+        raw_scores: bool,
+    ) -> ApiResult<Vec<sbert::Ranked>> {
+        let reranker = self.reranker()?.clone();
+        if documents.is_empty() {
+            return Err(ApiError::new(Kind::Empty, "no documents to rank"));
+        }
+        if reranker.num_labels() != 1 {
+            return Err(ApiError::new(
+                Kind::Validation,
+                format!(
+                    "the served cross-encoder has {} labels; ranking needs one score per pair",
+                    reranker.num_labels()
+                ),
+            ));
+        }
+        self.check_batch(documents.len())?;
+        let slot = self.slot()?;
+        let options = sbert::PredictOptions {
+            batch_size: None,
+            activation: raw_scores.then_some(sbert::Activation::Identity),
+        };
+        let work = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            reranker.rank_with(&query, &documents, None, &options)
+        });
+        match tokio::time::timeout(self.config.request_timeout, work).await {
+            Err(_) => Err(ApiError::new(
+                Kind::Timeout,
+                format!("no answer within {:?}", self.config.request_timeout),
+            )),
+            Ok(Err(_)) => Err(ApiError::new(Kind::Backend, "the reranking thread stopped")),
+            Ok(Ok(Err(e))) => Err(ApiError::new(Kind::Backend, e.to_string())),
+            Ok(Ok(Ok(ranked))) => Ok(ranked),
+        }
     }
 
     /// Runs `inputs` through the batching queue, holding one of the concurrent-request slots
@@ -279,21 +489,44 @@ fn finish(
     Ok(vectors)
 }
 
+#[utoipa::path(
+    post,
+    path = "/embed",
+    tag = "TEI",
+    summary = "Embed texts",
+    request_body = EmbedRequest,
+    responses(
+        (status = 200, description = "One vector per input, in order", body = Vec<Vec<f32>>),
+        TeiErrors
+    )
+)]
 pub(crate) async fn embed(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Vec<Vec<f32>>>> {
     let req: EmbedRequest = parse(body)?;
     check_direction(req.truncation_direction.as_deref())?;
+    let dims = dimensions(req.dimensions.as_ref())?;
     let inputs = state.prompted(req.inputs.into_vec(), req.prompt_name.as_deref())?;
     let e = state.embed(inputs, req.truncate.unwrap_or(true)).await?;
     Ok(Json(finish(
         e.vectors,
-        dimensions(req.dimensions.as_ref())?,
+        dims,
         req.normalize.unwrap_or(true),
     )?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/similarity",
+    tag = "TEI",
+    summary = "Cosine similarity of a source sentence to each of several sentences",
+    request_body = SimilarityRequest,
+    responses(
+        (status = 200, description = "One score per sentence", body = Vec<f32>),
+        TeiErrors
+    )
+)]
 pub(crate) async fn similarity(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
@@ -319,6 +552,17 @@ pub(crate) async fn similarity(
 
 /// TEI's `/tokenize`, under the same batch and concurrency limits as embedding, on a blocking
 /// thread (a long text takes the tokenizer a while; the async workers stay free).
+#[utoipa::path(
+    post,
+    path = "/tokenize",
+    tag = "TEI",
+    summary = "Tokenize texts",
+    request_body = TokenizeRequest,
+    responses(
+        (status = 200, description = "The tokens of each input", body = Vec<Vec<Token>>),
+        TeiErrors
+    )
+)]
 pub(crate) async fn tokenize(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
@@ -411,10 +655,21 @@ fn base64_f32(v: &[f32]) -> String {
     out
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/embeddings",
+    tag = "OpenAI",
+    summary = "Embed texts or token ids",
+    request_body = OpenAiRequest,
+    responses(
+        (status = 200, description = "One vector per input", body = OpenAiResponse),
+        OpenAiErrors
+    )
+)]
 pub(crate) async fn openai_embeddings(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<OpenAiResponse>, ApiError> {
     let run = async {
         let req: OpenAiRequest = parse(body)?;
         let loaded = state.loaded()?;
@@ -428,73 +683,312 @@ pub(crate) async fn openai_embeddings(
                 ))
             }
         };
-        if let Some(model) = req.model.as_deref() {
-            if model != state.config.model_id {
-                return Err(ApiError::new(
-                    Kind::Validation,
-                    format!(
-                        "the model {model:?} does not exist here; this server serves {:?}",
-                        state.config.model_id
-                    ),
-                )
-                .with_status(StatusCode::NOT_FOUND));
-            }
-        }
+        check_model(&state, req.model.as_deref())?;
         let inputs = openai_inputs(&req.input)?;
         let dims = dimensions(req.dimensions.as_ref())?;
         let e = state.embed(inputs, true).await?;
         let normalize = loaded.normalizes || dims.is_some();
         let vectors = finish(e.vectors, dims, normalize)?;
-        let data: Vec<serde_json::Value> = vectors
-            .iter()
+        let data = vectors
+            .into_iter()
             .enumerate()
-            .map(|(index, v)| {
-                let embedding = if base64 {
-                    json!(base64_f32(v))
+            .map(|(index, v)| OpenAiEmbedding {
+                object: EmbeddingObject::Embedding,
+                index,
+                embedding: if base64 {
+                    Vector::Base64(base64_f32(&v))
                 } else {
-                    json!(v)
-                };
-                json!({"object": "embedding", "index": index, "embedding": embedding})
+                    Vector::Float(v)
+                },
             })
             .collect();
-        Ok(Json(json!({
-            "object": "list",
-            "data": data,
-            "model": state.config.model_id,
-            "usage": {"prompt_tokens": e.tokens, "total_tokens": e.tokens},
-        })))
+        Ok(Json(OpenAiResponse {
+            object: ListObject::List,
+            data,
+            model: state.config.model_id.clone(),
+            usage: Usage {
+                prompt_tokens: e.tokens,
+                total_tokens: e.tokens,
+            },
+        }))
     };
     run.await
         .map_err(|e: ApiError| e.with_flavor(Flavor::OpenAi))
 }
 
-pub(crate) async fn info(State(state): State<Arc<AppState>>) -> ApiResult<Json<serde_json::Value>> {
-    let loaded = state.loaded()?;
-    let c = &state.config;
-    Ok(Json(json!({
-        "model_id": c.model_id,
-        "model_sha": null,
-        "model_dtype": "float32",
-        "model_type": {"embedding": {"pooling": loaded.model.pooling().to_string()}},
-        "max_concurrent_requests": c.max_concurrent_requests,
-        "max_input_length": loaded.model.max_seq_length(),
-        "max_batch_tokens": c.max_batch_tokens,
-        "max_batch_requests": null,
-        "max_client_batch_size": c.max_client_batch_size,
-        "auto_truncate": true,
-        "tokenization_workers": 1,
-        "dimension": loaded.model.dim(),
-        "version": env!("CARGO_PKG_VERSION"),
-    })))
+/// TEI `POST /rerank`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct RerankRequest {
+    /// The query each text is read with.
+    query: String,
+    /// The texts ranked.
+    #[schema(min_items = 1)]
+    texts: Vec<String>,
+    /// The logits without the model's activation (sigmoid).
+    #[schema(default = false)]
+    raw_scores: Option<bool>,
+    /// Echo each text in its result.
+    #[schema(default = false)]
+    return_text: Option<bool>,
+    /// Pairs longer than the model's limit are cut, the longer text first (`false` is
+    /// refused: there is no other behaviour).
+    #[schema(default = true)]
+    truncate: Option<bool>,
+    #[schema(value_type = Option<TruncationDirection>)]
+    truncation_direction: Option<String>,
 }
 
-pub(crate) async fn health(
+/// One text of a TEI rerank answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RankedText {
+    /// The text's position in the request.
+    index: usize,
+    score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/rerank",
+    tag = "TEI",
+    summary = "Rank texts against a query with the served cross-encoder",
+    request_body = RerankRequest,
+    responses(
+        (status = 200, description = "The texts, best first", body = Vec<RankedText>),
+        TeiErrors
+    )
+)]
+pub(crate) async fn rerank(
     State(state): State<Arc<AppState>>,
-) -> ApiResult<Json<serde_json::Value>> {
-    state.loaded()?;
-    Ok(Json(json!({})))
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Vec<RankedText>>> {
+    let req: RerankRequest = parse(body)?;
+    check_direction(req.truncation_direction.as_deref())?;
+    if req.truncate == Some(false) {
+        return Err(ApiError::new(
+            Kind::Validation,
+            "truncate false is not supported here: a pair longer than the model's limit is cut, \
+             the longer text first, as sentence-transformers' CrossEncoder does",
+        ));
+    }
+    let return_text = req.return_text.unwrap_or(false);
+    let texts = req.texts;
+    let ranked = state
+        .rerank(req.query, texts.clone(), req.raw_scores.unwrap_or(false))
+        .await?;
+    Ok(Json(
+        ranked
+            .into_iter()
+            .map(|r| RankedText {
+                index: r.corpus_id,
+                score: r.score,
+                text: return_text.then(|| texts[r.corpus_id].clone()),
+            })
+            .collect(),
+    ))
 }
 
+/// `POST /v1/rerank` (Cohere, Jina and Infinity's shape).
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct V1RerankRequest {
+    /// The served model's name (another is a 404).
+    model: Option<String>,
+    query: String,
+    #[schema(min_items = 1)]
+    documents: Vec<Document>,
+    /// Results returned, best first (default: all).
+    #[schema(minimum = 1)]
+    top_n: Option<usize>,
+    /// Echo each document in its result.
+    #[schema(default = false)]
+    return_documents: Option<bool>,
+}
+
+/// A document: its text, or an object with a `text` field.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum Document {
+    Text(String),
+    Object { text: String },
+}
+
+impl Document {
+    fn text(&self) -> &str {
+        match self {
+            Self::Text(t) | Self::Object { text: t } => t,
+        }
+    }
+}
+
+/// The answer of `/v1/rerank`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct V1RerankResponse {
+    /// The served model's name.
+    model: String,
+    results: Vec<V1RerankResult>,
+}
+
+/// One document of a `/v1/rerank` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct V1RerankResult {
+    /// The document's position in the request.
+    index: usize,
+    relevance_score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    document: Option<DocumentText>,
+}
+
+/// An echoed document.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DocumentText {
+    text: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/rerank",
+    tag = "OpenAI",
+    summary = "Rank documents against a query (Cohere / Jina / Infinity shape)",
+    request_body = V1RerankRequest,
+    responses(
+        (status = 200, description = "The documents, best first", body = V1RerankResponse),
+        OpenAiErrors
+    )
+)]
+pub(crate) async fn v1_rerank(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<V1RerankResponse>, ApiError> {
+    let run = async {
+        let req: V1RerankRequest = parse(body)?;
+        check_model(&state, req.model.as_deref())?;
+        if req.top_n == Some(0) {
+            return Err(ApiError::new(Kind::Validation, "top_n must be at least 1"));
+        }
+        let texts: Vec<String> = req.documents.iter().map(|d| d.text().to_string()).collect();
+        let ranked = state.rerank(req.query, texts.clone(), false).await?;
+        let keep = req.top_n.unwrap_or(ranked.len());
+        let echo = req.return_documents.unwrap_or(false);
+        Ok(Json(V1RerankResponse {
+            model: state.config.model_id.clone(),
+            results: ranked
+                .into_iter()
+                .take(keep)
+                .map(|r| V1RerankResult {
+                    index: r.corpus_id,
+                    relevance_score: r.score,
+                    document: echo.then(|| DocumentText {
+                        text: texts[r.corpus_id].clone(),
+                    }),
+                })
+                .collect(),
+        }))
+    };
+    run.await
+        .map_err(|e: ApiError| e.with_flavor(Flavor::OpenAi))
+}
+
+/// 404 for an OpenAI-style `model` other than the one served.
+fn check_model(state: &AppState, model: Option<&str>) -> ApiResult<()> {
+    match model {
+        Some(model) if model != state.config.model_id => Err(ApiError::new(
+            Kind::Validation,
+            format!(
+                "the model {model:?} does not exist here; this server serves {:?}",
+                state.config.model_id
+            ),
+        )
+        .with_status(StatusCode::NOT_FOUND)),
+        _ => Ok(()),
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/info",
+    tag = "Server",
+    summary = "The model and the server's limits",
+    responses(
+        (status = 200, description = "Information", body = Info),
+        (status = 401, description = "Missing or wrong API key", body = TeiError),
+        (status = 503, description = "The model is loading", body = TeiError)
+    )
+)]
+pub(crate) async fn info(State(state): State<Arc<AppState>>) -> ApiResult<Json<Info>> {
+    let c = &state.config;
+    let (model_type, max_input_length, dimension) = match state.reranker.get() {
+        Some(r) => (
+            ModelType::Reranker(RerankerModel {
+                id2label: r
+                    .labels()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| (i.to_string(), l.clone()))
+                    .collect(),
+            }),
+            r.max_length(),
+            None,
+        ),
+        None => {
+            let loaded = state.loaded()?;
+            (
+                ModelType::Embedding(EmbeddingModel {
+                    pooling: loaded.model.pooling().to_string(),
+                }),
+                loaded.model.max_seq_length(),
+                Some(loaded.model.dim()),
+            )
+        }
+    };
+    Ok(Json(Info {
+        model_id: c.model_id.clone(),
+        model_sha: None,
+        model_dtype: "float32".into(),
+        model_type,
+        max_concurrent_requests: c.max_concurrent_requests,
+        max_input_length,
+        max_batch_tokens: c.max_batch_tokens,
+        max_batch_requests: None,
+        max_client_batch_size: c.max_client_batch_size,
+        auto_truncate: true,
+        tokenization_workers: 1,
+        dimension,
+        version: env!("CARGO_PKG_VERSION").into(),
+    }))
+}
+
+/// `GET /health`: an empty object.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Healthy {}
+
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "Server",
+    summary = "200 once the model is loaded (no API key needed)",
+    responses(
+        (status = 200, description = "Ready", body = Healthy),
+        (status = 503, description = "The model is loading", body = TeiError)
+    )
+)]
+pub(crate) async fn health(State(state): State<Arc<AppState>>) -> ApiResult<Json<Healthy>> {
+    if state.reranker.get().is_none() {
+        state.loaded()?;
+    }
+    Ok(Json(Healthy {}))
+}
+
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "Server",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "The text exposition format", body = String, content_type = "text/plain"),
+        (status = 401, description = "Missing or wrong API key", body = TeiError)
+    )
+)]
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let depth = state.loaded.get().map_or(0, |l| l.engine.queue_depth());
     let in_flight = state.config.max_concurrent_requests - state.slots.available_permits();
@@ -505,21 +999,28 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "Server",
+    summary = "This document (the Swagger UI at /docs reads it)",
+    responses(
+        (status = 200, description = "The OpenAPI document", body = serde_json::Value),
+        (status = 401, description = "Missing or wrong API key", body = TeiError)
+    )
+)]
 pub(crate) async fn openapi(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     let limits = state.loaded.get().map(|l| crate::openapi::Limits {
         prompts: l.model.prompts().keys().cloned().collect(),
         dimension: l.model.dim(),
-        vocab_size: l.model.encoder().vocab_size(),
+        vocab_size: sbert::Encoder::vocab_size(l.model.encoder()),
         max_batch: state.config.max_client_batch_size,
     });
     Json(crate::openapi::document(
         &state.config.model_id,
         limits.as_ref(),
+        state.config.api_key.is_some(),
     ))
-}
-
-pub(crate) async fn docs() -> Html<&'static str> {
-    Html(crate::openapi::DOCS_PAGE)
 }
 
 /// Unknown routes: 404 in TEI's shape.
@@ -613,7 +1114,9 @@ async fn admit(state: &AppState, route: &str, request: Request) -> ApiResult<Req
     }
     // The routes that take a body; others answer without reading one (405 for a POST to a
     // GET route, 404 for no route).
-    const BODY_ROUTES: [&str; 6] = [
+    const BODY_ROUTES: [&str; 8] = [
+        "/rerank",
+        "/v1/rerank",
         "/",
         "/embed",
         "/similarity",

@@ -9,6 +9,7 @@
 - Slow and half-sent clients: slowloris closed at the header timeout, a short body 408,
   an oversized /tokenize 413, SIGTERM not held by a half-sent request.
 - schemathesis against the server's own OpenAPI document: no 5xx, every response conforms.
+- The Swagger UI at /docs, rendered by headless Chromium, shows every route of the document.
 
 Usage: python clients.py SBERT_BINARY MODEL_DIR GOLDEN_JSON
 """
@@ -17,6 +18,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -136,9 +138,26 @@ def main():
     check(in_flight == 0, "8 clients that disconnected mid-request left no slot taken")
     check(server.request("GET", "/health")[0] == 200, "healthy after disconnects")
 
+    # The Swagger UI at /docs, rendered by a headless browser (Debian's chromium, which .ci/run
+    # installs), lists every route of the document the server serves.
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    check(chromium is not None, "chromium is installed (apt-get install chromium)")
+    doc = json.loads(server.request("GET", "/openapi.json")[1])
+    dom = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=30000",
+         "--dump-dom", server.url + "/docs/"],
+        capture_output=True, text=True, timeout=180,
+    ).stdout
+    shown = set(re.findall(r'data-path="([^"]+)"', dom))
+    missing = sorted(set(doc["paths"]) - shown)
+    check(len(doc["paths"]) >= 10 and not missing,
+          f"the Swagger UI at /docs shows all {len(doc['paths'])} routes (missing: {missing}; DOM {len(dom)} bytes)")
+
     # schemathesis: property-based requests from the server's own OpenAPI document.
     st = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "schemathesis"), "run", server.url + "/openapi.json",
+        [os.path.join(os.path.dirname(sys.executable), "schemathesis"),
+         "--config-file", os.path.join(os.path.dirname(os.path.abspath(__file__)), "schemathesis.toml"),
+         "run", server.url + "/openapi.json",
          "--checks", "all", "--max-examples", "30", "--workers", "1", "--seed", "1"],
         capture_output=True, text=True, timeout=600,
     )

@@ -85,9 +85,9 @@ struct Server {
 }
 
 impl Server {
-    async fn start(
+    async fn start<M: Into<sbert_server::ServedModel> + Send + 'static>(
         config: ServerConfig,
-        load: impl FnOnce() -> sbert::Result<SentenceEmbedder> + Send + 'static,
+        load: impl FnOnce() -> sbert::Result<M> + Send + 'static,
     ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -799,4 +799,131 @@ async fn settings_that_would_fail_every_request_are_refused_at_start() {
             "{shown}: {err:?}"
         );
     }
+}
+
+/// A cross-encoder served: TEI's /rerank and the Cohere-style /v1/rerank give the library's
+/// ranking; the embedding routes answer 400 naming what is served; /info says reranker; bad
+/// requests are clear 4xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reranker_serves_the_rerank_routes_and_refuses_the_embedding_ones() {
+    let dir = model_dir("rerankers/bert");
+    let server = Server::start(
+        ServerConfig {
+            model_id: "tiny-reranker".into(),
+            ..ServerConfig::default()
+        },
+        {
+            let dir = dir.clone();
+            move || sbert::CrossEncoder::from_dir(dir, &Device::Cpu)
+        },
+    )
+    .await;
+    server.ready().await;
+    let addr = server.addr;
+    let library = sbert::CrossEncoder::from_dir(&dir, &Device::Cpu).expect("library");
+    let query = "how do vaccines train the immune system";
+    let docs = [
+        "Vaccines teach the immune system.",
+        "The train leaves at noon.",
+        "Basil.",
+    ];
+    let want = library.rank(query, &docs, None).expect("rank");
+
+    let (status, body) = post(
+        addr,
+        "/rerank",
+        json!({"query": query, "texts": docs, "return_text": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let got = body.as_array().expect("list");
+    assert_eq!(got.len(), 3);
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g["index"].as_u64(), Some(w.corpus_id as u64));
+        assert!((g["score"].as_f64().expect("score") as f32 - w.score).abs() <= 1e-6);
+        assert_eq!(g["text"], docs[w.corpus_id]);
+    }
+    let (status, body) = post(
+        addr,
+        "/v1/rerank",
+        json!({"model": "tiny-reranker", "query": query, "documents": [docs[0], {"text": docs[1]}, docs[2]], "top_n": 2}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().expect("results");
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["index"].as_u64(), Some(want[0].corpus_id as u64));
+    assert!(results[0].get("document").is_none());
+
+    let (status, body) = post(addr, "/embed", json!({"inputs": "a"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("msg")
+            .contains("cross-encoder"),
+        "{body}"
+    );
+    let (status, info) = http(addr, "GET", "/info", &[], b"").await;
+    let info: Value = serde_json::from_str(&info).expect("json");
+    assert_eq!(status, 200);
+    assert!(
+        info["model_type"]["reranker"]["id2label"].is_object(),
+        "{info}"
+    );
+    for (path, body) in [
+        ("/rerank", json!({"query": query, "texts": []})),
+        ("/rerank", json!({"query": query})),
+        (
+            "/rerank",
+            json!({"query": query, "texts": ["a"], "truncate": false}),
+        ),
+        (
+            "/v1/rerank",
+            json!({"query": query, "documents": ["a"], "top_n": 0}),
+        ),
+    ] {
+        let (status, reply) = post(addr, path, body.clone()).await;
+        assert!(
+            (400..500).contains(&status),
+            "{path} {body}: {status} {reply}"
+        );
+    }
+    let (status, _) = post(
+        addr,
+        "/v1/rerank",
+        json!({"model": "other", "query": "q", "documents": ["a"]}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = post(
+        addr,
+        "/rerank",
+        json!({"query": query, "texts": vec!["d"; 33]}),
+    )
+    .await;
+    assert_eq!(status, 413);
+    server.stop().await;
+
+    // An embedding server answers /rerank with 400 naming what it serves.
+    let server = Server::start(ServerConfig::default(), || {
+        SentenceEmbedder::from_dir(model_dir("tiny"), &Device::Cpu)
+    })
+    .await;
+    server.ready().await;
+    let (status, body) = post(
+        server.addr,
+        "/rerank",
+        json!({"query": "q", "texts": ["a"]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("msg")
+            .contains("embedding model"),
+        "{body}"
+    );
+    server.stop().await;
 }

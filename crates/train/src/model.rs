@@ -53,7 +53,7 @@ impl TrainableModel {
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let embedder = pipeline(&dir)?;
-        let trainable = embedder.bert().filter(|bert| {
+        let trainable = embedder.encoder().bert().filter(|bert| {
             matches!(
                 bert.config().architecture(),
                 Ok(Architecture::Bert | Architecture::Roberta)
@@ -127,6 +127,7 @@ impl TrainableModel {
     /// The trainable encoder.
     pub fn encoder(&self) -> &BertModel {
         self.embedder
+            .encoder()
             .bert()
             .expect("a TrainableModel's pipeline runs the BertModel over its varmap")
     }

@@ -245,6 +245,7 @@ mod tests {
             hidden_dropout_prob: 0.0,
             attention_probs_dropout_prob: 0.0,
             ..embedder
+                .encoder()
                 .bert()
                 .expect("the tiny model is a BERT")
                 .config()

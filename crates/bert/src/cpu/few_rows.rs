@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use super::{dot, multiversion};
+use super::{dot, isa, multiversion};
 
 #[inline(always)]
 fn transposed_product_generic(yt: &mut [f32], x: &[f32], w: &[f32], inner: usize) {
@@ -24,13 +24,7 @@ multiversion!(fn transposed_product_portable(yt: &mut [f32], x: &[f32], w: &[f32
 
 /// `yt (out, rows) = w (out, inner) · x (rows, inner)ᵀ` with the widest kernel the CPU runs.
 fn transposed_product(yt: &mut [f32], x: &[f32], w: &[f32], inner: usize) {
-    match Kernel::detect() {
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 => avx512::transposed_product(yt, x, w, inner),
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Fma => fma::transposed_product(yt, x, w, inner),
-        Kernel::Portable => transposed_product_portable(yt, x, w, inner),
-    }
+    Kernel::detect().run(yt, x, w, inner);
 }
 
 /// The kernels of [`transposed_product`], widest first.
@@ -38,76 +32,51 @@ fn transposed_product(yt: &mut [f32], x: &[f32], w: &[f32], inner: usize) {
 enum Kernel {
     /// Four weight rows × up to six rows of `x`, 16 lanes (AVX-512F).
     #[cfg(target_arch = "x86_64")]
-    Avx512,
+    Avx512(isa::Avx512),
     /// Four weight rows × up to three rows of `x`, 8 lanes (AVX2 + FMA).
     #[cfg(target_arch = "x86_64")]
-    Fma,
+    Fma(isa::Avx2Fma),
     /// Dot products, compiled for AVX2 + FMA where the CPU has them.
     Portable,
 }
 
 impl Kernel {
-    /// The widest kernel this CPU runs (`is_x86_feature_detected!` caches its answers).
+    /// The widest kernel this CPU runs.
     fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx512f") {
-                return Self::Avx512;
+            if let Some(proof) = isa::avx512() {
+                return Self::Avx512(proof);
             }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                return Self::Fma;
+            if let Some(proof) = isa::avx2_fma() {
+                return Self::Fma(proof);
             }
         }
         Self::Portable
     }
 
-    /// Every kernel this CPU runs, widest first (for the tests, which check each one).
+    /// Every kernel this CPU runs, widest first (the tests check each one).
     #[cfg(test)]
     fn available() -> Vec<Self> {
         let mut all = Vec::new();
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx512f") {
-                all.push(Self::Avx512);
-            }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                all.push(Self::Fma);
-            }
+            all.extend(isa::avx512().map(Self::Avx512));
+            all.extend(isa::avx2_fma().map(Self::Fma));
         }
         all.push(Self::Portable);
         all
     }
 
-    #[cfg(test)]
     fn run(self, yt: &mut [f32], x: &[f32], w: &[f32], inner: usize) {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Self::Avx512 => avx512::transposed_product(yt, x, w, inner),
+            Self::Avx512(proof) => avx512::transposed_product(proof, yt, x, w, inner),
             #[cfg(target_arch = "x86_64")]
-            Self::Fma => fma::transposed_product(yt, x, w, inner),
+            Self::Fma(proof) => fma::transposed_product(proof, yt, x, w, inner),
             Self::Portable => transposed_product_portable(yt, x, w, inner),
         }
     }
-}
-
-/// `$tile::<NW, NX>($args…)` for the tile shape `($n_w, $n_x)` known at run time: `NW` is
-/// `$w` when `$n_w` is, else 1; `NX` is the listed count `$n_x` equals, else the last one.
-#[cfg(target_arch = "x86_64")]
-macro_rules! dispatch_tile {
-    ($tile:ident::<$w:ident>($n_w:expr, $n_x:expr) in [$($nx:literal),+; $last:literal],
-     $args:tt) => {
-        if $n_w == $w {
-            dispatch_tile!(@rows $tile, $w, $n_x, [$($nx),+; $last], $args)
-        } else {
-            dispatch_tile!(@rows $tile, 1, $n_x, [$($nx),+; $last], $args)
-        }
-    };
-    (@rows $tile:ident, $nw:tt, $n_x:expr, [$($nx:literal),+; $last:literal], $args:tt) => {
-        match $n_x {
-            $($nx => $tile::<$nw, $nx> $args,)+
-            _ => $tile::<$nw, $last> $args,
-        }
-    };
 }
 
 /// Calls `tile(o, r, n_w, n_x)` over `yt (out, rows) = w (out, inner) · x (rows, inner)ᵀ`
@@ -150,6 +119,8 @@ fn for_each_tile(
 
 #[cfg(target_arch = "x86_64")]
 mod fma {
+    use crate::cpu::const_dispatch;
+    use crate::cpu::isa::Avx2Fma;
     use std::arch::x86_64::{
         __m256, _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps,
         _mm256_setzero_ps, _mm_add_ps, _mm_cvtss_f32, _mm_hadd_ps,
@@ -160,24 +131,31 @@ mod fma {
     /// Rows of `x` per tile, at most.
     const X: usize = 3;
 
-    /// [`super::transposed_product`] on a CPU with AVX2 and FMA (the caller checked).
+    /// [`super::transposed_product`] with AVX2 and FMA.
     ///
     /// # Panics
     /// When the lengths do not agree (`x` whole rows of `inner`, `w` whole rows, `yt` one value
     /// per (weight row, row of `x`)): a bug in the caller.
-    pub(super) fn transposed_product(yt: &mut [f32], x: &[f32], w: &[f32], inner: usize) {
+    pub(super) fn transposed_product(
+        _proof: Avx2Fma,
+        yt: &mut [f32],
+        x: &[f32],
+        w: &[f32],
+        inner: usize,
+    ) {
         let rows = x.len() / inner.max(1);
         super::for_each_tile(yt.len(), x, w, inner, W, X, |o, r, n_w, n_x| {
-            #[allow(unsafe_code)]
-            // SAFETY: the CPU has AVX2 and FMA (the caller checked); `for_each_tile` checked the
-            // operand sizes and keeps `o + n_w <= out` and `r + n_x <= rows`, so every access
-            // is in bounds.
-            unsafe {
-                dispatch_tile!(
-                    tile::<W>(n_w, n_x) in [3, 2; 1],
-                    (yt, x, w, inner, rows, o, r)
-                )
-            }
+            const_dispatch!(n_w, [1; W], |NW| {
+                const_dispatch!(n_x, [3, 2; 1], |NX| {
+                    #[allow(unsafe_code)]
+                    // SAFETY: the CPU has AVX2 and FMA (`_proof`); `for_each_tile` checked the
+                    // operand sizes and keeps `o + n_w <= out` and `r + n_x <= rows` (`n_w` is 1
+                    // or W, `n_x` at most 3), so every access is in bounds.
+                    unsafe {
+                        tile::<NW, NX>(yt, x, w, inner, rows, o, r)
+                    }
+                })
+            })
         });
     }
 
@@ -231,6 +209,8 @@ mod fma {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
+    use crate::cpu::const_dispatch;
+    use crate::cpu::isa::Avx512;
     use std::arch::x86_64::{
         __m128, __m256, __m512, _mm256_add_ps, _mm256_castpd_ps, _mm256_castps256_ps128,
         _mm256_extractf128_ps, _mm256_hadd_ps, _mm512_castpd512_pd256, _mm512_castps_pd,
@@ -249,24 +229,31 @@ mod avx512 {
     /// with 16.
     const AHEAD: usize = 8;
 
-    /// [`super::transposed_product`] on a CPU with AVX-512F (the caller checked).
+    /// [`super::transposed_product`] with AVX-512F.
     ///
     /// # Panics
     /// When the lengths do not agree (`x` whole rows of `inner`, `w` whole rows, `yt` one value
     /// per (weight row, row of `x`)): a bug in the caller.
-    pub(super) fn transposed_product(yt: &mut [f32], x: &[f32], w: &[f32], inner: usize) {
+    pub(super) fn transposed_product(
+        _proof: Avx512,
+        yt: &mut [f32],
+        x: &[f32],
+        w: &[f32],
+        inner: usize,
+    ) {
         let rows = x.len() / inner.max(1);
         super::for_each_tile(yt.len(), x, w, inner, W, X, |o, r, n_w, n_x| {
-            #[allow(unsafe_code)]
-            // SAFETY: the CPU has AVX-512F (the caller checked); `for_each_tile` checked the
-            // operand sizes and keeps `o + n_w <= out` and `r + n_x <= rows`, so every access
-            // is in bounds.
-            unsafe {
-                dispatch_tile!(
-                    tile::<W>(n_w, n_x) in [6, 5, 4, 3, 2; 1],
-                    (yt, x, w, inner, rows, o, r)
-                )
-            }
+            const_dispatch!(n_w, [1; W], |NW| {
+                const_dispatch!(n_x, [6, 5, 4, 3, 2; 1], |NX| {
+                    #[allow(unsafe_code)]
+                    // SAFETY: the CPU has AVX-512F (`_proof`); `for_each_tile` checked the
+                    // operand sizes and keeps `o + n_w <= out` and `r + n_x <= rows` (`n_w` is 1
+                    // or W, `n_x` at most 6), so every access is in bounds.
+                    unsafe {
+                        tile::<NW, NX>(yt, x, w, inner, rows, o, r)
+                    }
+                })
+            })
         });
     }
 

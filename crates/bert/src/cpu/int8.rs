@@ -347,8 +347,8 @@ multiversion!(fn rows_times_block(xq: &Int8Rows, span: std::ops::Range<usize>, w
 /// block of channels.
 fn tile(x: &[u8], stride: usize, w: &[i8], groups: usize, acc: &mut [[i32; BLOCK]]) {
     #[cfg(target_arch = "x86_64")]
-    if vnni::available() {
-        vnni::tile(x, stride, w, groups, acc);
+    if let Some(proof) = super::isa::avx512_vnni() {
+        vnni::tile(proof, x, stride, w, groups, acc);
         return;
     }
     tile_portable(x, stride, w, groups, acc);
@@ -381,20 +381,22 @@ mod vnni {
     };
 
     use super::{BLOCK, GROUP, GROUP_BYTES, TILE_ROWS};
-
-    /// Whether the CPU has AVX-512 with VNNI (`is_x86_feature_detected!` caches its answer).
-    pub(super) fn available() -> bool {
-        std::is_x86_feature_detected!("avx512f")
-            && std::is_x86_feature_detected!("avx512bw")
-            && std::is_x86_feature_detected!("avx512vnni")
-    }
+    use crate::cpu::const_dispatch;
+    use crate::cpu::isa::Avx512Vnni;
 
     /// [`super::tile`] with `vpdpbusd`.
     ///
     /// # Panics
     /// When `x` holds fewer than `acc.len()` rows of `groups` groups or `w` fewer than
     /// `groups` groups: a bug in the caller.
-    pub(super) fn tile(x: &[u8], stride: usize, w: &[i8], groups: usize, acc: &mut [[i32; BLOCK]]) {
+    pub(super) fn tile(
+        _proof: Avx512Vnni,
+        x: &[u8],
+        stride: usize,
+        w: &[i8],
+        groups: usize,
+        acc: &mut [[i32; BLOCK]],
+    ) {
         let rows = acc.len();
         assert!(
             (1..=TILE_ROWS).contains(&rows)
@@ -402,17 +404,14 @@ mod vnni {
                 && w.len() >= groups * GROUP_BYTES,
             "int8 tile: operand sizes"
         );
-        #[allow(unsafe_code)]
-        // SAFETY: the CPU has AVX-512 F, BW and VNNI (`available`, checked by the only
-        // caller), and the assert above keeps every load inside `x` and `w`.
-        unsafe {
-            match rows {
-                1 => kernel::<1>(x, stride, w, groups, acc),
-                2 => kernel::<2>(x, stride, w, groups, acc),
-                3 => kernel::<3>(x, stride, w, groups, acc),
-                _ => kernel::<4>(x, stride, w, groups, acc),
+        const_dispatch!(rows, [1, 2, 3; 4], |R| {
+            #[allow(unsafe_code)]
+            // SAFETY: the CPU has AVX-512 F, BW and VNNI (`_proof`), and the assert above
+            // keeps every load inside `x` and `w` (`rows = R`, at most TILE_ROWS = 4).
+            unsafe {
+                kernel::<R>(x, stride, w, groups, acc)
             }
-        }
+        })
     }
 
     /// # Safety

@@ -2,7 +2,8 @@
 //!
 //! Plain slices in and out; written so that LLVM vectorizes the inner loops (8-lane
 //! accumulators, branch-free math), compiled for AVX2 + FMA behind a run-time check
-//! ([`multiversion`]), and parallel over rows or (sequence, head) with rayon. Each kernel is
+//! ([`multiversion`]; the wider hand-written kernels take a capability token of [`isa`]), and
+//! parallel over rows or (sequence, head) with rayon. Each kernel is
 //! written once and serves inference and training alike: what training keeps for its backward
 //! pass (LayerNorm's x̂ and 1/σ, attention probabilities, pre-activations) is an optional
 //! output.
@@ -15,7 +16,8 @@
 //! * [`panels`]: dense products by f32 weights packed once into panels;
 //! * [`int8`]: dense products with int8 weights and activations (VNNI or portable kernels);
 //! * [`pool`]: a whole pass on rayon's pool, its workers kept awake until it ends;
-//! * [`matmul`]: strided matrix views over slices, `gemm`, and the dense layer.
+//! * [`matmul`]: strided matrix views over slices, `gemm`, and the dense layer;
+//! * [`isa`]: the one CPU-feature detection and its capability tokens.
 
 use candle_core::{CpuStorage, Layout, Result};
 
@@ -24,6 +26,7 @@ pub(crate) mod attention;
 pub(crate) mod dropout;
 pub(crate) mod few_rows;
 pub(crate) mod int8;
+pub(crate) mod isa;
 pub(crate) mod matmul;
 pub(crate) mod norm;
 pub(crate) mod panels;
@@ -42,10 +45,10 @@ macro_rules! multiversion {
                 fn avx2($($arg: $ty),*) $(-> $ret)? {
                     $generic($($arg),*)
                 }
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                if let Some(_proof) = $crate::cpu::isa::avx2_fma() {
                     #[allow(unsafe_code)]
-                    // SAFETY: `avx2` only needs the AVX2 and FMA instructions, which the CPU was
-                    // just checked to support.
+                    // SAFETY: `avx2` only needs the AVX2 and FMA instructions, which `_proof`
+                    // shows the CPU has.
                     return unsafe { avx2($($arg),*) };
                 }
             }
@@ -54,6 +57,25 @@ macro_rules! multiversion {
     };
 }
 
+/// Runs `$body` with the const `$c` equal to `$n` when `$n` is one of the listed values, and
+/// to `$last` otherwise: a count known at run time becomes a const generic argument
+/// (`const_dispatch!(rows, [1, 2, 3; 4], |R| kernel::<R>(…))`). Nest it for two counts.
+macro_rules! const_dispatch {
+    ($n:expr, [$($v:literal),* ; $last:expr], |$c:ident| $body:expr) => {
+        match $n {
+            $($v => {
+                const $c: usize = $v;
+                $body
+            })*
+            _ => {
+                const $c: usize = $last;
+                $body
+            }
+        }
+    };
+}
+
+pub(crate) use const_dispatch;
 pub(crate) use multiversion;
 
 /// The output channels of `weights` stacked (Hugging Face's `(out, inner)` matrices, row-major).

@@ -13,6 +13,8 @@
 
 use rayon::prelude::*;
 
+use super::{const_dispatch, isa};
+
 /// Output channels per panel: four AVX-512 vectors.
 pub(crate) const PANEL: usize = 64;
 /// AVX-512 vectors per panel step.
@@ -20,7 +22,7 @@ const VECTORS: usize = PANEL / 16;
 
 /// One cache line of f32 values: the unit the panels are allocated in, so that every panel
 /// row (one step of [`PANEL`] values) starts on a line.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C, align(64))]
 struct Line([f32; 16]);
 
@@ -96,20 +98,11 @@ impl PanelMatrix {
 }
 
 fn as_values(lines: &[Line]) -> &[f32] {
-    #[allow(unsafe_code)]
-    // SAFETY: `Line` is `repr(C)` around `[f32; 16]`, 64 bytes with no padding, so `lines` is
-    // `16·len` initialized f32 values in a row.
-    unsafe {
-        std::slice::from_raw_parts(lines.as_ptr().cast::<f32>(), lines.len() * 16)
-    }
+    bytemuck::cast_slice(lines)
 }
 
 fn as_values_mut(lines: &mut [Line]) -> &mut [f32] {
-    #[allow(unsafe_code)]
-    // SAFETY: as in `as_values`, and the borrow is exclusive.
-    unsafe {
-        std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<f32>(), lines.len() * 16)
-    }
+    bytemuck::cast_slice_mut(lines)
 }
 
 /// `x · Wᵀ` for `x (rows, inner)`: `(rows, out)`. Parallel over blocks of the output: one
@@ -299,7 +292,7 @@ impl<'a> OutputBlock<'a> {
 /// loaded instead.
 pub(crate) fn have_tile_kernel() -> bool {
     #[cfg(target_arch = "x86_64")]
-    return Kernel::detect() == Kernel::Avx512;
+    return matches!(Kernel::detect(), Kernel::Avx512(_));
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
@@ -309,7 +302,7 @@ pub(crate) fn have_tile_kernel() -> bool {
 enum Kernel {
     /// Up to 6 rows × 64 channels in 24 AVX-512 registers.
     #[cfg(target_arch = "x86_64")]
-    Avx512,
+    Avx512(isa::Avx512),
     /// Up to 2 rows × 64 channels, as LLVM vectorizes it (AVX2 + FMA where the CPU has them).
     Portable,
 }
@@ -317,8 +310,8 @@ enum Kernel {
 impl Kernel {
     fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f") {
-            return Self::Avx512;
+        if let Some(proof) = isa::avx512() {
+            return Self::Avx512(proof);
         }
         Self::Portable
     }
@@ -327,7 +320,7 @@ impl Kernel {
     fn rows(self) -> usize {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Self::Avx512 => avx512::ROWS,
+            Self::Avx512(_) => avx512::ROWS,
             Self::Portable => portable::ROWS,
         }
     }
@@ -345,21 +338,16 @@ impl Kernel {
         let stride = y.width;
         match self {
             #[cfg(target_arch = "x86_64")]
-            Self::Avx512 => {
+            Self::Avx512(_proof) => const_dispatch!(n, [1, 2, 3, 4, 5; 6], |N| {
                 #[allow(unsafe_code)]
-                // SAFETY: the CPU has AVX-512F (`detect` checked); `x` holds `n` rows, `panel`
-                // is a `PanelMatrix` panel (64-byte aligned, `inner·PANEL` values), and `dst`
-                // has `n` rows of `cols` writable values `stride` apart (`OutputBlock::tile`).
+                // SAFETY: the CPU has AVX-512F (`_proof`); `x` holds `n` rows (`n = N`: the
+                // assert above keeps `n` in 1..=6), `panel` is a `PanelMatrix` panel (64-byte
+                // aligned, `inner·PANEL` values), and `dst` has `n` rows of `cols` writable
+                // values `stride` apart (`OutputBlock::tile`).
                 unsafe {
-                    use avx512::tile;
-                    dispatch_rows!(
-                        tile,
-                        n,
-                        [1, 2, 3, 4, 5, 6],
-                        (dst, stride, cols, x.as_ptr(), inner, panel.as_ptr())
-                    )
+                    avx512::tile::<N>(dst, stride, cols, x.as_ptr(), inner, panel.as_ptr())
                 }
-            }
+            }),
             Self::Portable => {
                 let mut acc = [[0f32; PANEL]; portable::ROWS];
                 portable::tile_accumulate(&mut acc[..n], x, panel);
@@ -384,17 +372,6 @@ impl Kernel {
     }
 }
 
-/// Maps a row count known at run time to `$tile::<N>($args…)` for `N` in `$n…`.
-macro_rules! dispatch_rows {
-    ($tile:ident, $rows:expr, [$($n:literal),+], $args:tt) => {
-        match $rows {
-            $($n => $tile::<$n> $args,)+
-            _ => unreachable!("tile rows"),
-        }
-    };
-}
-use dispatch_rows;
-
 mod portable {
     use super::PANEL;
     use crate::cpu::multiversion;
@@ -418,7 +395,7 @@ mod portable {
 
     #[inline(always)]
     fn tile_generic(acc: &mut [[f32; PANEL]], x: &[f32], panel: &[f32]) {
-        dispatch_rows!(tile_rows, acc.len(), [1, 2], (acc, x, panel))
+        crate::cpu::const_dispatch!(acc.len(), [1; 2], |N| tile_rows::<N>(acc, x, panel))
     }
 
     multiversion!(fn accumulate(acc: &mut [[f32; PANEL]], x: &[f32], panel: &[f32]) => tile_generic);

@@ -33,6 +33,8 @@ pub(crate) mod training;
 #[derive(Debug, Clone)]
 pub(crate) struct PackedBatch {
     pub ids: Vec<u32>,
+    /// The segment of each token (parallel to `ids`); empty when all are 0.
+    pub types: Vec<u32>,
     /// `0`, then the running sum of the lengths.
     pub offsets: Vec<usize>,
 }
@@ -42,8 +44,15 @@ impl PackedBatch {
     ///
     /// # Errors
     /// On no sequence, an empty one, a length sum other than `input_ids.len()`, a sequence
-    /// longer than `max_position_embeddings`, or a token id outside the vocabulary.
-    pub(crate) fn new(input_ids: &[u32], lengths: &[usize], cfg: &BertConfig) -> Result<Self> {
+    /// longer than `max_position_embeddings`, a token id outside the vocabulary, or token
+    /// types that do not run parallel to the ids or name a segment the model has no row for.
+    pub(crate) fn new(
+        input_ids: &[u32],
+        token_type_ids: Option<&[u32]>,
+        lengths: &[usize],
+        cfg: &BertConfig,
+        type_rows: usize,
+    ) -> Result<Self> {
         let total = lengths.iter().try_fold(0usize, |a, &l| a.checked_add(l));
         if lengths.is_empty() || total != Some(input_ids.len()) || lengths.contains(&0) {
             candle_core::bail!(
@@ -64,6 +73,24 @@ impl PackedBatch {
                 cfg.vocab_size
             );
         }
+        let types = match token_type_ids {
+            Some(types) if types.iter().any(|&t| t != 0) => {
+                if types.len() != input_ids.len() {
+                    candle_core::bail!(
+                        "{} token types for {} token ids",
+                        types.len(),
+                        input_ids.len()
+                    );
+                }
+                if let Some(&t) = types.iter().find(|&&t| t as usize >= type_rows) {
+                    candle_core::bail!(
+                        "token type {t} is outside the model's {type_rows} segment embedding(s)"
+                    );
+                }
+                types.to_vec()
+            }
+            _ => Vec::new(),
+        };
         let mut offsets = Vec::with_capacity(lengths.len() + 1);
         offsets.push(0usize);
         for &len in lengths {
@@ -71,6 +98,7 @@ impl PackedBatch {
         }
         Ok(Self {
             ids: input_ids.to_vec(),
+            types,
             offsets,
         })
     }
@@ -231,17 +259,14 @@ pub(crate) fn forward(
     let n = batch.tokens();
     let e = &w.embeddings;
     let mut x = vec![0f32; n * h];
-    let mut rows = x.chunks_exact_mut(h).zip(&batch.ids);
+    let mut rows = x.chunks_exact_mut(h).zip(&batch.ids).enumerate();
     for s in batch.offsets.windows(2) {
-        for (p, (row, &id)) in rows.by_ref().take(s[1] - s[0]).enumerate() {
+        for (p, (i, (row, &id))) in rows.by_ref().take(s[1] - s[0]).enumerate() {
             let word = &e.word[id as usize * h..][..h];
             let position = &e.position[(d.first_position + p) * h..][..h];
-            for (((v, &a), &b), &c) in row
-                .iter_mut()
-                .zip(word)
-                .zip(position)
-                .zip(&e.token_type[..h])
-            {
+            let segment = batch.types.get(i).map_or(0, |&t| t as usize);
+            let token_type = &e.token_type[segment * h..][..h];
+            for (((v, &a), &b), &c) in row.iter_mut().zip(word).zip(position).zip(token_type) {
                 *v = a + b + c;
             }
         }
@@ -425,9 +450,11 @@ pub(crate) fn infer(
     relative_bias: Option<&Tensor>,
     cfg: &BertConfig,
     input_ids: &[u32],
+    token_type_ids: Option<&[u32]>,
     lengths: &[usize],
 ) -> Result<Tensor> {
-    let batch = PackedBatch::new(input_ids, lengths, cfg)?;
+    let type_rows = weights.embeddings.token_type.dim(0)?;
+    let batch = PackedBatch::new(input_ids, token_type_ids, lengths, cfg, type_rows)?;
     let tokens = batch.tokens();
     let dims = Dims::new(cfg, false)?;
     let position_bias = match relative_bias {

@@ -328,3 +328,64 @@ fn the_packed_passes_refuse_other_dtypes_and_the_graph_serves_them() {
         &[1, 2, 16]
     );
 }
+
+/// Pairs read together (segments 0 and 1, as a cross-encoder reads them): the one encoder
+/// entry runs the packed pass on f32 and the padded graph on f64, and both equal the graph
+/// given the same token types; a segment the model has no row for is an error.
+#[test]
+fn token_types_reach_both_passes_through_the_encoder_entry() {
+    use crate::{Encoder, TokenBatch, TokenEmbeddings};
+    let (varmap, model) = tiny(0.0);
+    let ids = ids();
+    let types: Vec<u32> = (0..TOKENS).map(|i| u32::from(i % 3 == 1)).collect();
+    let batch = TokenBatch {
+        input_ids: &ids,
+        token_type_ids: Some(&types),
+        lengths: &LENGTHS,
+    };
+    let padded = batch.padded(0, &Device::Cpu).expect("padded");
+    let (_, _, rows) = self::padded(&ids);
+    let graph = real_tokens(
+        &model
+            .forward(
+                &padded.input_ids,
+                Some(&padded.token_type_ids),
+                &padded.attention_mask,
+            )
+            .expect("graph"),
+        &rows,
+    );
+    let TokenEmbeddings::Packed(packed) = Encoder::forward(&model, batch).expect("packed") else {
+        panic!("an f32 CPU BERT runs the packed pass")
+    };
+    let diff = max_abs(&(&packed - &graph).expect("sub"));
+    assert!(diff < 1e-5, "packed with segments vs graph: {diff}");
+    let zero_types = model.forward_packed(&ids, &LENGTHS).expect("packed");
+    assert!(
+        max_abs(&(&packed - &zero_types).expect("sub")) > 1e-3,
+        "the segments changed nothing"
+    );
+
+    let (_, wide) = in_f64(&varmap, model.config());
+    let TokenEmbeddings::Padded { tokens, mask } = Encoder::forward(&wide, batch).expect("f64")
+    else {
+        panic!("an f64 model runs the padded graph")
+    };
+    assert_eq!(mask.dims(), padded.attention_mask.dims());
+    let wide_rows = real_tokens(&tokens, &rows)
+        .to_dtype(DType::F32)
+        .expect("f32");
+    let diff = max_abs(&(&wide_rows - &graph).expect("sub"));
+    assert!(diff < 1e-5, "f64 graph with segments vs f32 graph: {diff}");
+
+    let two: Vec<u32> = vec![2; TOKENS];
+    let err = Encoder::forward(
+        &model,
+        TokenBatch {
+            token_type_ids: Some(&two),
+            ..batch
+        },
+    )
+    .expect_err("segment 2 of 2");
+    assert!(err.to_string().contains("token type 2"), "{err}");
+}

@@ -126,7 +126,7 @@ pub(crate) fn train(
     seed: u64,
     sink: &GradientSink,
 ) -> Result<Tensor> {
-    let batch = PackedBatch::new(input_ids, lengths, cfg)?;
+    let batch = PackedBatch::new(input_ids, None, lengths, cfg, 1)?;
     let dims = Dims::new(cfg, true)?;
     let (output, tape) = {
         let guards = WeightGuards::new(weights);

@@ -28,7 +28,7 @@ import numpy as np
 from . import _sbert
 from ._sbert import Model, __version__
 
-__all__ = ["SentenceEmbedder", "ArrowEmbedder", "Index", "semantic_search", "quantize_embeddings", "__version__"]
+__all__ = ["SentenceEmbedder", "CrossEncoder", "ArrowEmbedder", "Index", "semantic_search", "quantize_embeddings", "__version__"]
 
 _PRECISIONS = {"float32": None, "int8": np.int8, "uint8": np.uint8, "binary": np.int8, "ubinary": np.uint8}
 
@@ -294,6 +294,90 @@ def semantic_search(
         raise ValueError(f"top_k must be a positive integer, not {top_k!r}")
     hits = _sbert.semantic_search(q.tobytes(), c.tobytes(), q.shape[1], top_k, score_function)
     return [[{"corpus_id": j, "score": s} for j, s in h] for h in hits]
+
+
+class CrossEncoder:
+    """A cross-encoder (reranker): a query and a document read together, one score per label,
+    as sentence-transformers' ``CrossEncoder``. ``model`` is a folder (what
+    ``CrossEncoder.save`` writes, or a Hugging Face ``*ForSequenceClassification`` folder) or
+    an ``owner/name`` id in the local hub cache.
+
+    >>> reranker = sbert.CrossEncoder("models/my-reranker")          # doctest: +SKIP
+    >>> reranker.rank("how do vaccines work", ["Vaccines train the immune system.", "A train."])
+    ... # doctest: +SKIP
+    [{'corpus_id': 0, 'score': 0.97}, {'corpus_id': 1, 'score': 0.01}]
+    """
+
+    def __init__(self, model: Union[str, "os.PathLike[str]"], device: str = "cpu",
+                 batch_size: int = 32) -> None:
+        if not isinstance(model, (str, os.PathLike)):
+            raise TypeError(f"model must be a folder or a hub id, not {type(model).__name__}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
+        self._model = _sbert.Reranker(os.fspath(model), device=device, batch_size=batch_size)
+
+    @property
+    def num_labels(self) -> int:
+        """Scores per pair."""
+        return self._model.num_labels
+
+    @property
+    def max_length(self) -> int:
+        """The longest pair in tokens (longer pairs are cut, the longer text first)."""
+        return self._model.max_length
+
+    def predict(self, sentences: Sequence[Sequence[str]], batch_size: Optional[int] = None,
+                show_progress_bar: Optional[bool] = None, activation_fn: Any = None,
+                apply_softmax: bool = False, convert_to_numpy: bool = True,
+                convert_to_tensor: bool = False, raw_scores: bool = False,
+                **unused: Any) -> np.ndarray:
+        """Scores of ``(query, document)`` pairs: shape ``(n,)`` for one label, ``(n,
+        num_labels)`` for several (sentence-transformers' shapes). ``raw_scores=True`` (or
+        ``activation_fn=torch.nn.Identity()``) returns the logits without the model's
+        activation; ``apply_softmax`` normalizes several labels' scores."""
+        del batch_size, show_progress_bar, convert_to_numpy, unused
+        if convert_to_tensor:
+            raise ValueError("convert_to_tensor needs torch; sbert returns numpy arrays")
+        if isinstance(sentences, (str, bytes)) or not isinstance(sentences, Sequence):
+            raise TypeError("sentences must be a list of (query, document) pairs")
+        single = len(sentences) == 2 and all(isinstance(s, str) for s in sentences)
+        pairs = [tuple(sentences)] if single else [tuple(p) for p in sentences]
+        for p in pairs:
+            if len(p) != 2 or not all(isinstance(t, str) for t in p):
+                raise TypeError(f"each pair must be two strings, not {p!r}")
+        raw = raw_scores
+        if activation_fn is not None:
+            name = type(activation_fn).__name__
+            if name != "Identity":
+                raise ValueError(f"activation_fn {name} is not supported; pass raw_scores=True "
+                                 "and apply it to the logits")
+            raw = True
+        values = np.frombuffer(self._model.predict(pairs, raw), dtype=np.float32)
+        scores = values.reshape(len(pairs), self.num_labels)
+        if apply_softmax and self.num_labels > 1:
+            e = np.exp(scores - scores.max(axis=1, keepdims=True))
+            scores = e / e.sum(axis=1, keepdims=True)
+        if self.num_labels == 1:
+            scores = scores[:, 0]
+        return scores[0] if single else scores
+
+    def rank(self, query: str, documents: Sequence[str], top_k: Optional[int] = None,
+             return_documents: bool = False, raw_scores: bool = False,
+             **unused: Any) -> list:
+        """``documents`` ranked against ``query``, best first: ``[{"corpus_id", "score"
+        (, "text")}, ...]``, the first ``top_k``, as sentence-transformers' ``rank``."""
+        del unused
+        if not isinstance(query, str):
+            raise TypeError("query must be a string")
+        docs = list(documents)
+        ranked = self._model.rank(query, docs, top_k, raw_scores)
+        out = []
+        for corpus_id, score in ranked:
+            hit = {"corpus_id": corpus_id, "score": float(score)}
+            if return_documents:
+                hit["text"] = docs[corpus_id]
+            out.append(hit)
+        return out
 
 
 class Index:
