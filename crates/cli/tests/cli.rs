@@ -1835,3 +1835,44 @@ fn rerank_ranks_scores_pairs_reranks_search_and_refuses_bad_input() {
         stderr(&out)
     );
 }
+
+/// `sbert embed` on a sparse (SPLADE) model writes `{"indices", "values"}` lines, as the
+/// library encodes them, and refuses npy.
+#[test]
+fn embed_on_a_sparse_model_writes_indices_and_values_and_refuses_npy() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/splade-tiny");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "run models/fetch.sh splade-tiny"
+    );
+    let m = dir.to_string_lossy().into_owned();
+    let out = sbert(
+        &["embed", "-m", &m],
+        b"How do vaccines work?\nerror code E1234\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let library = sbert::SparseEncoder::from_dir(&dir, &sbert::Device::Cpu)
+        .expect("loads")
+        .encode(&["How do vaccines work?", "error code E1234"])
+        .expect("encode");
+    assert_eq!(lines.len(), 2);
+    for (line, want) in lines.iter().zip(&library) {
+        let indices: Vec<u32> = serde_json::from_value(line["indices"].clone()).expect("indices");
+        let values: Vec<f32> = serde_json::from_value(line["values"].clone()).expect("values");
+        assert_eq!(indices, want.indices);
+        assert!(values
+            .iter()
+            .zip(&want.values)
+            .all(|(a, b)| (a - b).abs() <= 1e-6));
+    }
+    let out = sbert(&["embed", "-m", &m, "--format", "npy"], b"text\n");
+    assert!(
+        !out.status.success() && stderr(&out).contains("sparse encoder"),
+        "{}",
+        stderr(&out)
+    );
+}

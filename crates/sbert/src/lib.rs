@@ -16,7 +16,8 @@
 //!
 //! Beside these bi-encoders, [`CrossEncoder`] loads a reranker (a query and a document read
 //! together, one score per label, as sentence-transformers' `CrossEncoder`): retrieve with
-//! embeddings, then [`CrossEncoder::rank`] the top hits.
+//! embeddings, then [`CrossEncoder::rank`] the top hits; and [`SparseEncoder`] loads a SPLADE
+//! model (one weight per vocabulary word, mostly zero: [`SparseEmbedding`]).
 //!
 //! # Quickstart
 //!
@@ -119,6 +120,7 @@ mod heads;
 mod hub;
 mod prefix;
 mod similarity;
+mod sparse;
 mod static_embedding;
 mod text_embedder;
 mod tokenize;
@@ -135,6 +137,7 @@ pub use error::{Error, Result};
 pub use folder::{DenseConfig, ModuleEntry, SentenceBertConfig};
 pub use sbert_search::{self as search, normalize_rows};
 pub use similarity::{cos_sim, cosine, normalize, pairwise_cos_sim, Similarity};
+pub use sparse::{SparseEmbedding, SparseEncoder};
 pub use static_embedding::StaticTable;
 pub use text_embedder::TextEmbedder;
 pub use tokenize::TokenizedText;

@@ -154,10 +154,23 @@ pub(crate) fn load_with_names(
             t
         };
         let tensor = tensor.to_dtype(dtype)?.to_device(device)?;
-        tensors.insert(name, tensor);
+        tensors.insert(modern_name(&name), tensor);
     }
     let names = tensors.keys().cloned().collect();
     Ok((VarBuilder::from_tensors(tensors, dtype, device), names))
+}
+
+/// A LayerNorm parameter under TensorFlow's old names (`….gamma`, `….beta`, as some
+/// checkpoints still store them, and transformers renames when it loads) under today's
+/// (`….weight`, `….bias`); every other name as it is.
+fn modern_name(name: &str) -> String {
+    if let Some(stem) = name.strip_suffix(".gamma") {
+        format!("{stem}.weight")
+    } else if let Some(stem) = name.strip_suffix(".beta") {
+        format!("{stem}.bias")
+    } else {
+        name.to_string()
+    }
 }
 
 /// Fails when the file holds encoder layers beyond the config's `num_hidden_layers`

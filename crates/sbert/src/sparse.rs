@@ -1,0 +1,404 @@
+//! Sparse encoders (SPLADE; sentence-transformers' `SparseEncoder`): the masked-LM head's score
+//! for every vocabulary word at every position, `log(1 + relu(x))`, the maximum over a text's
+//! tokens: one weight per vocabulary word, most of them 0. Exact-term matching that dense
+//! vectors miss, searched with an inverted index or beside dense scores (hybrid).
+//!
+//! The folder is a BERT masked-LM: `modules.json` with a Transformer (`fill-mask`) and a
+//! `SpladePooling` module (max, relu), or a plain `BertForMaskedLM` folder, which
+//! sentence-transformers reads as the same two modules. The decoder may be tied to the word
+//! embeddings (then it is that table, held once) and LayerNorm weights may carry TensorFlow's
+//! old names (`gamma`, `beta`).
+//!
+//! ```no_run
+//! # fn main() -> sbert::Result<()> {
+//! let splade = sbert::SparseEncoder::from_dir("models/splade-tiny", &sbert::Device::Cpu)?;
+//! let e = splade.encode(&["How do vaccines work?"])?;
+//! for (token, weight) in splade.decode(&e[0], 5) {
+//!     println!("{token}\t{weight:.3}");
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+use sbert_bert::{BertModel, Encoder, TokenBatch, TokenEmbeddings};
+
+use crate::encoders::EncoderModel;
+use crate::error::{Error, Result};
+use crate::folder;
+use crate::tokenize::TextTokenizer;
+
+/// A text's sparse embedding: the nonzero dimensions (vocabulary ids, ascending) and their
+/// weights.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SparseEmbedding {
+    /// Dimensions with a nonzero weight, ascending.
+    pub indices: Vec<u32>,
+    /// Their weights (all > 0 for SPLADE).
+    pub values: Vec<f32>,
+}
+
+impl SparseEmbedding {
+    /// Nonzero dimensions.
+    pub fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    /// Whether every weight is 0.
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
+
+    /// The dot product with `other` (sentence-transformers' SparseEncoder similarity).
+    pub fn dot(&self, other: &SparseEmbedding) -> f32 {
+        let (mut i, mut j, mut sum) = (0, 0, 0f32);
+        while i < self.indices.len() && j < other.indices.len() {
+            match self.indices[i].cmp(&other.indices[j]) {
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Greater => j += 1,
+                std::cmp::Ordering::Equal => {
+                    sum += self.values[i] * other.values[j];
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        sum
+    }
+
+    /// The embedding as `dimension` values.
+    ///
+    /// # Panics
+    /// When an index is not below `dimension`.
+    pub fn to_dense(&self, dimension: usize) -> Vec<f32> {
+        let mut dense = vec![0f32; dimension];
+        for (&i, &v) in self.indices.iter().zip(&self.values) {
+            dense[i as usize] = v;
+        }
+        dense
+    }
+}
+
+/// A SPLADE sparse encoder. `Send + Sync`; encodes through `&self`.
+#[derive(Debug)]
+pub struct SparseEncoder {
+    dir: PathBuf,
+    tokenizer: TextTokenizer,
+    encoder: BertModel,
+    /// The masked-LM head's transform: dense, GELU, LayerNorm.
+    transform: Linear,
+    norm: LayerNorm,
+    /// `(vocab, hidden)`: the decoder (the word embeddings when tied: the same storage).
+    decoder: Tensor,
+    /// `(vocab,)`.
+    bias: Tensor,
+    batch_size: usize,
+}
+
+/// Texts whose token scores are computed at once: bounds the `(tokens, vocab)` logits.
+const TOKENS_PER_BLOCK: usize = 512;
+
+impl SparseEncoder {
+    /// Whether `model` (a folder, or a hub id in the local cache) holds a sparse encoder:
+    /// `modules.json` with a `SpladePooling` module, or no `modules.json` and a
+    /// `*ForMaskedLM` config.
+    pub fn is_sparse_encoder(model: &str) -> bool {
+        let Ok(dir) = crate::hub::resolve(model, None) else {
+            return false;
+        };
+        match folder::read_modules(&dir) {
+            Ok(Some(modules)) => modules.iter().any(|m| m.class() == "SpladePooling"),
+            Ok(None) => folder::read_json::<serde_json::Value>(&dir.join("config.json"))
+                .is_ok_and(|c| masked_lm(&c)),
+            Err(_) => false,
+        }
+    }
+
+    /// Loads `model`: a folder, or (with the `hf-hub` feature) an `owner/name` id found in the
+    /// Hugging Face hub cache.
+    ///
+    /// # Errors
+    /// As [`SparseEncoder::from_dir`], and [`Error::ModelNotFound`].
+    pub fn load(model: &str, device: &Device) -> Result<Self> {
+        Self::from_dir(crate::hub::resolve(model, None)?, device)
+    }
+
+    /// Loads the sparse encoder in `dir` on `device` (f32).
+    ///
+    /// # Errors
+    /// A missing or malformed file, a folder that is not a BERT masked-LM with SPLADE pooling
+    /// (max over tokens of relu), or a head that does not fit the config.
+    pub fn from_dir(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let transformer = match folder::read_modules(&dir)? {
+            Some(modules) => {
+                let classes: Vec<&str> = modules.iter().map(|m| m.class()).collect();
+                if classes != ["Transformer", "SpladePooling"]
+                    && classes != ["MLMTransformer", "SpladePooling"]
+                {
+                    return Err(Error::Unsupported(format!(
+                        "{} lists {classes:?}: not a sparse encoder (Transformer, then \
+                         SpladePooling)",
+                        dir.join("modules.json").display()
+                    )));
+                }
+                check_pooling(&dir.join(&modules[1].path))?;
+                dir.join(&modules[0].path)
+            }
+            None => dir.clone(),
+        };
+        let config_path = folder::require_file(transformer.join("config.json"))?;
+        let config: serde_json::Value = folder::read_json(&config_path)?;
+        if !masked_lm(&config) {
+            return Err(Error::Unsupported(format!(
+                "{} names no *ForMaskedLM architecture: not a sparse (SPLADE) encoder",
+                config_path.display()
+            )));
+        }
+        let weights_path = transformer.join("model.safetensors");
+        let (loaded, head) = crate::encoders::load_with_head(
+            &transformer,
+            DType::F32,
+            device,
+            sbert_bert::Quantization::None,
+            |vb| load_head(vb, &weights_path),
+        )?;
+        let EncoderModel::Bert(encoder) = loaded.encoder else {
+            return Err(Error::Unsupported(format!(
+                "a masked-LM head over this encoder ({})",
+                config_path.display()
+            )));
+        };
+        let (transform, norm_weights, decoder, bias) = head;
+        let hidden = encoder.config().hidden_size;
+        let vocab = encoder.config().vocab_size;
+        let decoder = match decoder {
+            Some(decoder) => decoder,
+            // Tied: the word embeddings themselves (a handle on the encoder's storage).
+            None => encoder.weights()?.embeddings.word.clone(),
+        };
+        let shape_error = |what: &str| {
+            Error::Unsupported(format!(
+                "{}: the masked-LM {what} does not fit hidden size {hidden} and vocabulary \
+                 {vocab}",
+                weights_path.display()
+            ))
+        };
+        if decoder.dims() != [vocab, hidden] {
+            return Err(shape_error("decoder"));
+        }
+        if bias.dims() != [vocab] {
+            return Err(shape_error("bias"));
+        }
+        let eps = encoder.config().layer_norm_eps;
+        let norm = LayerNorm::new(norm_weights.0, norm_weights.1, eps);
+        let max_seq_length = transformer.join("sentence_bert_config.json");
+        let configured = if max_seq_length.is_file() {
+            folder::read_json::<crate::SentenceBertConfig>(&max_seq_length)?.max_seq_length
+        } else {
+            None
+        };
+        let max_seq_length = configured
+            .or(folder::tokenizer_max_length(&transformer)?)
+            .unwrap_or(usize::MAX)
+            .min(Encoder::max_positions(&encoder));
+        let tokenizer = TextTokenizer::load(&transformer, max_seq_length, false)?;
+        Ok(Self {
+            dir,
+            tokenizer,
+            encoder,
+            transform,
+            norm,
+            decoder,
+            bias,
+            batch_size: crate::DEFAULT_BATCH_SIZE,
+        })
+    }
+
+    /// The folder it was loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Dimensions of an embedding: the vocabulary size.
+    pub fn dimension(&self) -> usize {
+        self.bias.dims()[0]
+    }
+
+    /// The longest text in tokens (longer texts lose their tail).
+    pub fn max_seq_length(&self) -> usize {
+        self.tokenizer.max_seq_length()
+    }
+
+    /// The same model encoding `batch_size` texts per pass.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for 0.
+    pub fn with_batch_size(mut self, batch_size: usize) -> Result<Self> {
+        if batch_size == 0 {
+            return Err(Error::InvalidArgument(
+                "batch_size must be at least 1".into(),
+            ));
+        }
+        self.batch_size = batch_size;
+        Ok(self)
+    }
+
+    /// The sparse embedding of each text, in order.
+    ///
+    /// # Errors
+    /// A tokenizer failure, or a weight that is not finite ([`Error::NonFiniteEmbedding`]).
+    pub fn encode<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<SparseEmbedding>> {
+        let _span = tracing::debug_span!("encode_sparse", texts = texts.len()).entered();
+        let refs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+        let tokenized = self.tokenizer.tokenize(&refs)?;
+        let lengths: Vec<usize> = tokenized.iter().map(|t| t.ids.len()).collect();
+        let mut out = vec![SparseEmbedding::default(); texts.len()];
+        for batch in crate::batching::plan(&lengths, self.batch_size, None) {
+            let (ids, batch_lengths) =
+                crate::TokenizedText::pack(batch.iter().map(|&i| &tokenized[i]));
+            let tokens = Encoder::forward(&self.encoder, TokenBatch::new(&ids, &batch_lengths))?;
+            let mut start = 0;
+            for (row, (&i, &len)) in batch.iter().zip(&batch_lengths).enumerate() {
+                let x = match &tokens {
+                    TokenEmbeddings::Packed(rows) => rows.narrow(0, start, len)?,
+                    TokenEmbeddings::Padded { tokens, .. } => tokens.get(row)?.narrow(0, 0, len)?,
+                };
+                start += len;
+                out[i] = self.pool(&x).map_err(|e| match e {
+                    Error::NonFiniteEmbedding { .. } => Error::NonFiniteEmbedding { index: i },
+                    e => e,
+                })?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// SPLADE pooling of one text's token vectors `(len, hidden)`: the maximum over tokens of
+    /// `log(1 + relu(logits))`, the logits computed a block of tokens at a time.
+    fn pool(&self, x: &Tensor) -> Result<SparseEmbedding> {
+        let h = self.norm.forward(&self.transform.forward(x)?.gelu_erf()?)?;
+        let mut best: Option<Tensor> = None;
+        let len = h.dims()[0];
+        for start in (0..len).step_by(TOKENS_PER_BLOCK) {
+            let block = h.narrow(0, start, TOKENS_PER_BLOCK.min(len - start))?;
+            let logits = block
+                .matmul(&self.decoder.t()?)?
+                .broadcast_add(&self.bias)?;
+            let weights = (logits.relu()? + 1.0)?.log()?.max(D::Minus2)?;
+            best = Some(match best {
+                Some(b) => b.maximum(&weights)?,
+                None => weights,
+            });
+        }
+        let dense: Vec<f32> = match best {
+            Some(b) => b.to_dtype(DType::F32)?.to_vec1()?,
+            None => vec![0.0; self.dimension()],
+        };
+        if dense.iter().any(|v| !v.is_finite()) {
+            return Err(Error::NonFiniteEmbedding { index: 0 });
+        }
+        let mut e = SparseEmbedding::default();
+        for (i, &v) in dense.iter().enumerate() {
+            if v > 0.0 {
+                e.indices.push(i as u32);
+                e.values.push(v);
+            }
+        }
+        Ok(e)
+    }
+
+    /// The `top_k` heaviest dimensions of `embedding` as vocabulary tokens with their weights,
+    /// heaviest first (sentence-transformers' `decode`).
+    pub fn decode(&self, embedding: &SparseEmbedding, top_k: usize) -> Vec<(String, f32)> {
+        let mut pairs: Vec<(u32, f32)> = embedding
+            .indices
+            .iter()
+            .copied()
+            .zip(embedding.values.iter().copied())
+            .collect();
+        pairs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        pairs
+            .into_iter()
+            .take(top_k)
+            .map(|(id, w)| {
+                let token = self
+                    .tokenizer
+                    .inner()
+                    .id_to_token(id)
+                    .unwrap_or_else(|| format!("[{id}]"));
+                (token, w)
+            })
+            .collect()
+    }
+}
+
+/// Whether a `config.json` names a masked-LM architecture.
+fn masked_lm(config: &serde_json::Value) -> bool {
+    config
+        .get("architectures")
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|a| {
+            a.iter()
+                .filter_map(serde_json::Value::as_str)
+                .any(|a| a.ends_with("ForMaskedLM"))
+        })
+}
+
+/// Refuses a SpladePooling other than max over tokens of relu.
+fn check_pooling(dir: &Path) -> Result<()> {
+    let path = dir.join("config.json");
+    if !path.is_file() {
+        return Ok(());
+    }
+    let config: serde_json::Value = folder::read_json(&path)?;
+    let strategy = config
+        .get("pooling_strategy")
+        .and_then(|v| v.as_str())
+        .unwrap_or("max");
+    let activation = config
+        .get("activation_function")
+        .and_then(|v| v.as_str())
+        .unwrap_or("relu");
+    if strategy != "max" || activation != "relu" {
+        return Err(Error::Unsupported(format!(
+            "SpladePooling {strategy} of {activation} in {} (supported: max of relu)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The masked-LM head's transform, LayerNorm `(weight, bias)`, untied decoder and bias.
+type MlmHead = (Linear, (Tensor, Tensor), Option<Tensor>, Tensor);
+
+fn load_head(vb: VarBuilder<'static>, path: &Path) -> Result<MlmHead> {
+    let get = |name: &str| -> Result<Tensor> {
+        vb.get_unchecked(name).map_err(|source| Error::Weights {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let p = "cls.predictions";
+    let transform = Linear::new(
+        get(&format!("{p}.transform.dense.weight"))?,
+        Some(get(&format!("{p}.transform.dense.bias"))?),
+    );
+    let norm = (
+        get(&format!("{p}.transform.LayerNorm.weight"))?,
+        get(&format!("{p}.transform.LayerNorm.bias"))?,
+    );
+    let decoder = vb
+        .contains_tensor(&format!("{p}.decoder.weight"))
+        .then(|| get(&format!("{p}.decoder.weight")))
+        .transpose()?;
+    let bias = if vb.contains_tensor(&format!("{p}.bias")) {
+        get(&format!("{p}.bias"))?
+    } else {
+        get(&format!("{p}.decoder.bias"))?
+    };
+    Ok((transform, norm, decoder, bias))
+}
