@@ -514,6 +514,72 @@ impl Reranker {
     }
 }
 
+/// A SPLADE sparse encoder (`sbert.SparseEncoder`).
+#[pyclass(frozen, module = "sbert._sbert")]
+struct Sparse {
+    inner: sbert::SparseEncoder,
+}
+
+#[pymethods]
+impl Sparse {
+    /// Loads the sparse encoder `model` (a folder or a hub id in the local cache).
+    #[new]
+    #[pyo3(signature = (model, device="cpu", batch_size=32))]
+    fn new(py: Python<'_>, model: String, device: &str, batch_size: usize) -> PyResult<Self> {
+        let device = sbert::device(device).map_err(to_py)?;
+        py.detach(|| sbert::SparseEncoder::load(&model, &device)?.with_batch_size(batch_size))
+            .map(|inner| Self { inner })
+            .map_err(to_py)
+    }
+
+    /// Dimensions of an embedding (the vocabulary size).
+    #[getter]
+    fn dimension(&self) -> usize {
+        self.inner.dimension()
+    }
+
+    /// The longest text in tokens.
+    #[getter]
+    fn max_seq_length(&self) -> usize {
+        self.inner.max_seq_length()
+    }
+
+    /// The embeddings of `texts` as a CSR triple of native-endian bytes: row offsets (u64,
+    /// `len + 1`), column indices (u32, ascending per row) and values (f32).
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<String>,
+    ) -> PyResult<(
+        Bound<'py, PyByteArray>,
+        Bound<'py, PyByteArray>,
+        Bound<'py, PyByteArray>,
+    )> {
+        let rows = py.detach(|| self.inner.encode(&texts)).map_err(to_py)?;
+        let mut indptr = Vec::with_capacity((rows.len() + 1) * 8);
+        let (mut indices, mut values) = (Vec::new(), Vec::new());
+        let mut at = 0u64;
+        indptr.extend_from_slice(&at.to_ne_bytes());
+        for r in &rows {
+            at += r.len() as u64;
+            indptr.extend_from_slice(&at.to_ne_bytes());
+            indices.extend(r.indices.iter().flat_map(|i| i.to_ne_bytes()));
+            values.extend(r.values.iter().flat_map(|v| v.to_ne_bytes()));
+        }
+        Ok((
+            PyByteArray::new(py, &indptr),
+            PyByteArray::new(py, &indices),
+            PyByteArray::new(py, &values),
+        ))
+    }
+
+    /// The `top_k` heaviest dimensions of one embedding as `(token, weight)`.
+    fn decode(&self, indices: Vec<u32>, values: Vec<f32>, top_k: usize) -> Vec<(String, f32)> {
+        self.inner
+            .decode(&sbert::SparseEmbedding { indices, values }, top_k)
+    }
+}
+
 /// Embeds `texts` with `model` and writes them as an index folder at `path` (see
 /// `sbert::search::write_index`): replaced whole, only with `overwrite`; with `hnsw`, an
 /// HNSW graph too.
@@ -555,6 +621,7 @@ fn _sbert(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Model>()?;
     m.add_class::<Index>()?;
     m.add_class::<Reranker>()?;
+    m.add_class::<Sparse>()?;
     m.add_function(wrap_pyfunction!(write_index, m)?)?;
     m.add_function(wrap_pyfunction!(quantize, m)?)?;
     m.add_function(wrap_pyfunction!(semantic_search, m)?)?;

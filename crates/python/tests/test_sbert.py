@@ -397,3 +397,22 @@ def test_a_cross_encoder_equals_sentence_transformers(name):
         reranker.predict([("only one",)])
     with pytest.raises(ValueError):
         sbert.CrossEncoder(ROOT / "models" / "tiny")
+
+
+def test_a_sparse_encoder_equals_sentence_transformers_in_every_dimension():
+    golden = json.loads((ROOT / "tests" / "fixtures" / "golden_sparse.json").read_text())
+    splade = sbert.SparseEncoder(ROOT / "models" / "splade-tiny")
+    assert splade.dimension == golden["dimension"] == 30522
+    texts = [r["text"] for r in golden["rows"]]
+    indptr, indices, values, shape = splade.encode(texts)
+    assert shape == (len(texts), 30522) and indptr[0] == 0 and indptr[-1] == len(values)
+    for i, row in enumerate(golden["rows"]):
+        got = np.zeros(30522, dtype=np.float32)
+        got[indices[indptr[i]:indptr[i + 1]]] = values[indptr[i]:indptr[i + 1]]
+        want = np.zeros(30522, dtype=np.float32)
+        want[row["indices"]] = row["values"]
+        assert np.abs(got - want).max() <= 1e-4
+        top = splade.decode(indices[indptr[i]:indptr[i + 1]], values[indptr[i]:indptr[i + 1]], 5)
+        assert [t for t, _ in top] == [t for t, _ in row["top_tokens"]]
+    with pytest.raises(ValueError):
+        sbert.SparseEncoder(ROOT / "models" / "tiny")

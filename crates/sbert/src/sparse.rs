@@ -22,7 +22,7 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 use sbert_bert::{BertModel, Encoder, TokenBatch, TokenEmbeddings};
 
@@ -98,7 +98,8 @@ pub struct SparseEncoder {
     batch_size: usize,
 }
 
-/// Texts whose token scores are computed at once: bounds the `(tokens, vocab)` logits.
+/// Token rows whose logits are computed at once: bounds the `(rows, vocab)` block (512 rows
+/// of BERT's 30,522 words: 62 MB).
 const TOKENS_PER_BLOCK: usize = 512;
 
 impl SparseEncoder {
@@ -260,55 +261,89 @@ impl SparseEncoder {
         for batch in crate::batching::plan(&lengths, self.batch_size, None) {
             let (ids, batch_lengths) =
                 crate::TokenizedText::pack(batch.iter().map(|&i| &tokenized[i]));
-            let tokens = Encoder::forward(&self.encoder, TokenBatch::new(&ids, &batch_lengths))?;
-            let mut start = 0;
-            for (row, (&i, &len)) in batch.iter().zip(&batch_lengths).enumerate() {
-                let x = match &tokens {
-                    TokenEmbeddings::Packed(rows) => rows.narrow(0, start, len)?,
-                    TokenEmbeddings::Padded { tokens, .. } => tokens.get(row)?.narrow(0, 0, len)?,
-                };
-                start += len;
-                out[i] = self.pool(&x).map_err(|e| match e {
-                    Error::NonFiniteEmbedding { .. } => Error::NonFiniteEmbedding { index: i },
-                    e => e,
-                })?;
+            let rows = match Encoder::forward(&self.encoder, TokenBatch::new(&ids, &batch_lengths))?
+            {
+                TokenEmbeddings::Packed(rows) => rows,
+                TokenEmbeddings::Padded { tokens, .. } => {
+                    // The real tokens' rows, back to back.
+                    let t = tokens.dims()[1];
+                    let real: Vec<u32> = batch_lengths
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(b, &len)| (0..len).map(move |p| (b * t + p) as u32))
+                        .collect();
+                    let flat = tokens.reshape((batch_lengths.len() * t, ()))?;
+                    flat.index_select(&Tensor::new(real.as_slice(), flat.device())?, 0)?
+                }
+            };
+            for (e, &i) in self.pool(&rows, &batch_lengths)?.into_iter().zip(&batch) {
+                out[i] = e.ok_or(Error::NonFiniteEmbedding { index: i })?;
             }
         }
         Ok(out)
     }
 
-    /// SPLADE pooling of one text's token vectors `(len, hidden)`: the maximum over tokens of
-    /// `log(1 + relu(logits))`, the logits computed a block of tokens at a time.
-    fn pool(&self, x: &Tensor) -> Result<SparseEmbedding> {
-        let h = self.norm.forward(&self.transform.forward(x)?.gelu_erf()?)?;
-        let mut best: Option<Tensor> = None;
-        let len = h.dims()[0];
-        for start in (0..len).step_by(TOKENS_PER_BLOCK) {
-            let block = h.narrow(0, start, TOKENS_PER_BLOCK.min(len - start))?;
-            let logits = block
-                .matmul(&self.decoder.t()?)?
-                .broadcast_add(&self.bias)?;
-            let weights = (logits.relu()? + 1.0)?.log()?.max(D::Minus2)?;
-            best = Some(match best {
-                Some(b) => b.maximum(&weights)?,
-                None => weights,
-            });
+    /// SPLADE pooling of a batch's token vectors `(Σ lengths, hidden)`, texts back to back:
+    /// for each text, `log(1 + relu(max over its tokens of the logits))` — the same as the
+    /// maximum of `log(1 + relu(logit))`, both being non-decreasing, but the logarithm runs
+    /// once per dimension instead of once per token and dimension. The logits are computed
+    /// for blocks of [`TOKENS_PER_BLOCK`] rows (crossing text boundaries, so one product
+    /// serves several short texts), and the bias is added after the maximum. `None` for a
+    /// text whose weights are not finite.
+    fn pool(&self, rows: &Tensor, lengths: &[usize]) -> Result<Vec<Option<SparseEmbedding>>> {
+        let h = self
+            .norm
+            .forward(&self.transform.forward(rows)?.gelu_erf()?)?;
+        let decoder_t = self.decoder.t()?;
+        let total: usize = lengths.iter().sum();
+        let mut best: Vec<Option<Tensor>> = vec![None; lengths.len()];
+        // (text, first row) of each text.
+        let mut starts = Vec::with_capacity(lengths.len());
+        let mut at = 0;
+        for &len in lengths {
+            starts.push(at);
+            at += len;
         }
-        let dense: Vec<f32> = match best {
-            Some(b) => b.to_dtype(DType::F32)?.to_vec1()?,
-            None => vec![0.0; self.dimension()],
-        };
-        if dense.iter().any(|v| !v.is_finite()) {
-            return Err(Error::NonFiniteEmbedding { index: 0 });
-        }
-        let mut e = SparseEmbedding::default();
-        for (i, &v) in dense.iter().enumerate() {
-            if v > 0.0 {
-                e.indices.push(i as u32);
-                e.values.push(v);
+        for block_start in (0..total).step_by(TOKENS_PER_BLOCK) {
+            let block_len = TOKENS_PER_BLOCK.min(total - block_start);
+            let logits = h.narrow(0, block_start, block_len)?.matmul(&decoder_t)?;
+            for (text, (&start, &len)) in starts.iter().zip(lengths).enumerate() {
+                let from = start.max(block_start);
+                let to = (start + len).min(block_start + block_len);
+                if from >= to {
+                    continue;
+                }
+                let part = logits.narrow(0, from - block_start, to - from)?.max(0)?;
+                best[text] = Some(match best[text].take() {
+                    Some(b) => b.maximum(&part)?,
+                    None => part,
+                });
             }
         }
-        Ok(e)
+        best.into_iter()
+            .map(|max| {
+                let dense: Vec<f32> = match max {
+                    Some(m) => (m + &self.bias)?
+                        .relu()?
+                        .affine(1.0, 1.0)?
+                        .log()?
+                        .to_dtype(DType::F32)?
+                        .to_vec1()?,
+                    None => vec![0.0; self.dimension()],
+                };
+                if dense.iter().any(|v| !v.is_finite()) {
+                    return Ok(None);
+                }
+                let mut e = SparseEmbedding::default();
+                for (i, &v) in dense.iter().enumerate() {
+                    if v > 0.0 {
+                        e.indices.push(i as u32);
+                        e.values.push(v);
+                    }
+                }
+                Ok(Some(e))
+            })
+            .collect()
     }
 
     /// The `top_k` heaviest dimensions of `embedding` as vocabulary tokens with their weights,

@@ -28,7 +28,7 @@ import numpy as np
 from . import _sbert
 from ._sbert import Model, __version__
 
-__all__ = ["SentenceEmbedder", "CrossEncoder", "ArrowEmbedder", "Index", "semantic_search", "quantize_embeddings", "__version__"]
+__all__ = ["SentenceEmbedder", "CrossEncoder", "SparseEncoder", "ArrowEmbedder", "Index", "semantic_search", "quantize_embeddings", "__version__"]
 
 _PRECISIONS = {"float32": None, "int8": np.int8, "uint8": np.uint8, "binary": np.int8, "ubinary": np.uint8}
 
@@ -378,6 +378,52 @@ class CrossEncoder:
                 hit["text"] = docs[corpus_id]
             out.append(hit)
         return out
+
+
+class SparseEncoder:
+    """A SPLADE sparse encoder, as sentence-transformers' ``SparseEncoder``: one weight per
+    vocabulary word, mostly zero. ``encode`` returns a CSR triple of numpy arrays (no scipy
+    needed; ``scipy.sparse.csr_array((values, indices, indptr), shape)`` wraps it when wanted).
+
+    >>> splade = sbert.SparseEncoder("models/splade-tiny")                   # doctest: +SKIP
+    >>> indptr, indices, values, shape = splade.encode(["How do vaccines work?"])  # doctest: +SKIP
+    """
+
+    def __init__(self, model: Union[str, "os.PathLike[str]"], device: str = "cpu",
+                 batch_size: int = 32) -> None:
+        if not isinstance(model, (str, os.PathLike)):
+            raise TypeError(f"model must be a folder or a hub id, not {type(model).__name__}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
+        self._model = _sbert.Sparse(os.fspath(model), device=device, batch_size=batch_size)
+
+    @property
+    def dimension(self) -> int:
+        """Dimensions of an embedding: the vocabulary size."""
+        return self._model.dimension
+
+    @property
+    def max_seq_length(self) -> int:
+        return self._model.max_seq_length
+
+    def encode(self, sentences: Union[str, Sequence[str]], batch_size: Optional[int] = None,
+               show_progress_bar: Optional[bool] = None, **unused: Any):
+        """``(indptr, indices, values, shape)``: row ``i``'s nonzero dimensions are
+        ``indices[indptr[i]:indptr[i + 1]]`` (ascending) with weights ``values[…]``; ``shape``
+        is ``(len(sentences), dimension)``. One string gives one row."""
+        del batch_size, show_progress_bar, unused
+        texts = [sentences] if isinstance(sentences, str) else list(sentences)
+        if not all(isinstance(t, str) for t in texts):
+            raise TypeError("sentences must be strings")
+        indptr, indices, values = self._model.encode(texts)
+        return (np.frombuffer(indptr, dtype=np.uint64).astype(np.int64),
+                np.frombuffer(indices, dtype=np.uint32),
+                np.frombuffer(values, dtype=np.float32),
+                (len(texts), self.dimension))
+
+    def decode(self, indices: Any, values: Any, top_k: int = 10) -> list:
+        """The ``top_k`` heaviest dimensions of one embedding as ``(token, weight)``."""
+        return self._model.decode([int(i) for i in indices], [float(v) for v in values], top_k)
 
 
 class Index:
