@@ -123,10 +123,15 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         let addr = listener.local_addr().context("listener address")?;
         eprintln!("listening on http://{addr} (loading {})", args.model.model);
         let model = args.model.clone();
-        // A cross-encoder folder serves the rerank routes; anything else loads as an
-        // embedding model (and its errors say what is wrong with it).
+        // A sparse encoder serves /embed_sparse, a cross-encoder the rerank routes; anything
+        // else loads as an embedding model (and its errors say what is wrong with it).
         let load = move || -> Result<sbert_server::ServedModel> {
-            if sbert::CrossEncoder::is_cross_encoder(&model.model) {
+            if sbert::SparseEncoder::is_sparse_encoder(&model.model) {
+                let device = sbert::device(&model.device)?;
+                Ok(sbert::SparseEncoder::load(&model.model, &device)?
+                    .with_batch_size(model.batch_size)?
+                    .into())
+            } else if sbert::CrossEncoder::is_cross_encoder(&model.model) {
                 let device = sbert::device(&model.device)?;
                 Ok(sbert::CrossEncoder::load(&model.model, &device)?
                     .with_batch_size(model.batch_size)?

@@ -62,7 +62,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
-use sbert::{CrossEncoder, SentenceEmbedder};
+use sbert::{CrossEncoder, SentenceEmbedder, SparseEncoder};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -192,6 +192,14 @@ pub enum ServedModel {
     Embedder(SentenceEmbedder),
     /// A cross-encoder: `/rerank`, `/v1/rerank`.
     Reranker(CrossEncoder),
+    /// A SPLADE sparse encoder: `/embed_sparse`.
+    Sparse(SparseEncoder),
+}
+
+impl From<SparseEncoder> for ServedModel {
+    fn from(model: SparseEncoder) -> Self {
+        Self::Sparse(model)
+    }
 }
 
 impl From<SentenceEmbedder> for ServedModel {
@@ -222,6 +230,8 @@ pub(crate) struct AppState {
     pub(crate) loaded: OnceLock<Loaded>,
     /// The cross-encoder, when the server serves one (then `loaded` stays empty).
     pub(crate) reranker: OnceLock<Arc<CrossEncoder>>,
+    /// The sparse encoder, when the server serves one (then `loaded` stays empty).
+    pub(crate) sparse: OnceLock<Arc<SparseEncoder>>,
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) metrics: Arc<Metrics>,
 }
@@ -234,6 +244,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/similarity", post(routes::similarity))
         .route("/tokenize", post(routes::tokenize))
         .route("/rerank", post(routes::rerank))
+        .route("/embed_sparse", post(routes::embed_sparse))
         .route("/v1/rerank", post(routes::v1_rerank))
         .route("/v1/embeddings", post(routes::openai_embeddings))
         .route("/embeddings", post(routes::openai_embeddings))
@@ -276,6 +287,7 @@ where
         config,
         loaded: OnceLock::new(),
         reranker: OnceLock::new(),
+        sparse: OnceLock::new(),
         metrics: metrics.clone(),
     });
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<LoadError>();
@@ -283,6 +295,9 @@ where
     tokio::task::spawn_blocking(move || match load().map(Into::into) {
         Ok(ServedModel::Reranker(model)) => {
             let _ = loader_state.reranker.set(Arc::new(model));
+        }
+        Ok(ServedModel::Sparse(model)) => {
+            let _ = loader_state.sparse.set(Arc::new(model));
         }
         Ok(ServedModel::Embedder(model)) => {
             // The engine embeds without the Normalize module; each request normalizes (or

@@ -22,6 +22,7 @@ use crate::routes;
         routes::similarity,
         routes::tokenize,
         routes::rerank,
+        routes::embed_sparse,
         routes::openai_embeddings,
         routes::v1_rerank,
         routes::info,

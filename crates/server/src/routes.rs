@@ -313,39 +313,72 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<
 }
 
 impl AppState {
-    /// The embedding model: 503 while it loads, 400 when the server serves a cross-encoder.
-    fn loaded(&self) -> ApiResult<&Loaded> {
-        if let Some(loaded) = self.loaded.get() {
-            return Ok(loaded);
-        }
-        match self.reranker.get() {
-            Some(reranker) => Err(ApiError::new(
-                Kind::Empty,
-                format!(
-                    "this server serves a cross-encoder (reranker, {} label(s)), not an embedding \
-                     model: post to /rerank or /v1/rerank",
-                    reranker.num_labels()
-                ),
-            )),
-            None => Err(ApiError::new(Kind::Unhealthy, "the model is loading")),
+    /// What the server serves, for the errors of routes that need another kind; `None`
+    /// while the model loads.
+    fn served(&self) -> Option<&'static str> {
+        if self.loaded.get().is_some() {
+            Some("an embedding model (routes /embed, /similarity, /tokenize, /v1/embeddings)")
+        } else if self.reranker.get().is_some() {
+            Some("a cross-encoder, a reranker (routes /rerank, /v1/rerank)")
+        } else if self.sparse.get().is_some() {
+            Some("a sparse (SPLADE) encoder (route /embed_sparse)")
+        } else {
+            None
         }
     }
 
-    /// The cross-encoder: 503 while it loads, 400 when the server serves an embedding model.
-    fn reranker(&self) -> ApiResult<&Arc<sbert::CrossEncoder>> {
-        if let Some(reranker) = self.reranker.get() {
-            return Ok(reranker);
-        }
-        match self.loaded.get() {
-            Some(loaded) => Err(ApiError::new(
+    /// The error of a route that needs `wanted` on this server: 503 while the model loads,
+    /// else 400 naming what is served.
+    fn not_served(&self, wanted: &str) -> ApiError {
+        match self.served() {
+            Some(served) => ApiError::new(
                 Kind::Empty,
-                format!(
-                    "this server serves an embedding model ({} dimensions), not a cross-encoder: \
-                     post to /embed or /v1/embeddings, or serve a reranker",
-                    loaded.model.dim()
-                ),
+                format!("this server serves {served}, not {wanted}"),
+            ),
+            None => ApiError::new(Kind::Unhealthy, "the model is loading"),
+        }
+    }
+
+    /// The embedding model.
+    fn loaded(&self) -> ApiResult<&Loaded> {
+        self.loaded
+            .get()
+            .ok_or_else(|| self.not_served("an embedding model"))
+    }
+
+    /// The cross-encoder.
+    fn reranker(&self) -> ApiResult<&Arc<sbert::CrossEncoder>> {
+        self.reranker
+            .get()
+            .ok_or_else(|| self.not_served("a cross-encoder"))
+    }
+
+    /// The sparse encoder.
+    fn sparse(&self) -> ApiResult<&Arc<sbert::SparseEncoder>> {
+        self.sparse
+            .get()
+            .ok_or_else(|| self.not_served("a sparse encoder"))
+    }
+
+    /// `work` on a blocking thread holding one of the concurrent-request slots, under the
+    /// request timeout (what a model without the batching queue runs through).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> sbert::Result<T> + Send + 'static,
+    ) -> ApiResult<T> {
+        let slot = self.slot()?;
+        let task = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            work()
+        });
+        match tokio::time::timeout(self.config.request_timeout, task).await {
+            Err(_) => Err(ApiError::new(
+                Kind::Timeout,
+                format!("no answer within {:?}", self.config.request_timeout),
             )),
-            None => Err(ApiError::new(Kind::Unhealthy, "the model is loading")),
+            Ok(Err(_)) => Err(ApiError::new(Kind::Backend, "the model's thread stopped")),
+            Ok(Ok(Err(e))) => Err(ApiError::new(Kind::Backend, e.to_string())),
+            Ok(Ok(Ok(value))) => Ok(value),
         }
     }
 
@@ -371,24 +404,12 @@ impl AppState {
             ));
         }
         self.check_batch(documents.len())?;
-        let slot = self.slot()?;
         let options = sbert::PredictOptions {
             batch_size: None,
             activation: raw_scores.then_some(sbert::Activation::Identity),
         };
-        let work = tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            reranker.rank_with(&query, &documents, None, &options)
-        });
-        match tokio::time::timeout(self.config.request_timeout, work).await {
-            Err(_) => Err(ApiError::new(
-                Kind::Timeout,
-                format!("no answer within {:?}", self.config.request_timeout),
-            )),
-            Ok(Err(_)) => Err(ApiError::new(Kind::Backend, "the reranking thread stopped")),
-            Ok(Ok(Err(e))) => Err(ApiError::new(Kind::Backend, e.to_string())),
-            Ok(Ok(Ok(ranked))) => Ok(ranked),
-        }
+        self.blocking(move || reranker.rank_with(&query, &documents, None, &options))
+            .await
     }
 
     /// Runs `inputs` through the batching queue, holding one of the concurrent-request slots
@@ -716,6 +737,69 @@ pub(crate) async fn openai_embeddings(
         .map_err(|e: ApiError| e.with_flavor(Flavor::OpenAi))
 }
 
+/// TEI `POST /embed_sparse`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct EmbedSparseRequest {
+    inputs: Texts,
+    /// Cut inputs longer than the model's limit (`false` is refused: there is no other
+    /// behaviour).
+    #[schema(default = true)]
+    truncate: Option<bool>,
+    #[schema(value_type = Option<TruncationDirection>)]
+    truncation_direction: Option<String>,
+}
+
+/// A nonzero dimension of a sparse embedding: a vocabulary id and its weight.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SparseValue {
+    index: u32,
+    value: f32,
+}
+
+#[utoipa::path(
+    post,
+    path = "/embed_sparse",
+    tag = "TEI",
+    summary = "Sparse (SPLADE) embeddings: the nonzero dimensions of each input",
+    request_body = EmbedSparseRequest,
+    responses(
+        (status = 200, description = "Per input, its nonzero dimensions, ascending", body = Vec<Vec<SparseValue>>),
+        TeiErrors
+    )
+)]
+pub(crate) async fn embed_sparse(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Vec<Vec<SparseValue>>>> {
+    let req: EmbedSparseRequest = parse(body)?;
+    check_direction(req.truncation_direction.as_deref())?;
+    if req.truncate == Some(false) {
+        return Err(ApiError::new(
+            Kind::Validation,
+            "truncate false is not supported here: inputs longer than the model's limit lose \
+             their tail, as sentence-transformers' SparseEncoder does",
+        ));
+    }
+    let model = state.sparse()?.clone();
+    let texts = req.inputs.into_vec();
+    if texts.is_empty() {
+        return Err(ApiError::new(Kind::Empty, "no inputs"));
+    }
+    state.check_batch(texts.len())?;
+    let rows = state.blocking(move || model.encode(&texts)).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|e| {
+                e.indices
+                    .into_iter()
+                    .zip(e.values)
+                    .map(|(index, value)| SparseValue { index, value })
+                    .collect()
+            })
+            .collect(),
+    ))
+}
+
 /// TEI `POST /rerank`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct RerankRequest {
@@ -917,8 +1001,16 @@ fn check_model(state: &AppState, model: Option<&str>) -> ApiResult<()> {
 )]
 pub(crate) async fn info(State(state): State<Arc<AppState>>) -> ApiResult<Json<Info>> {
     let c = &state.config;
-    let (model_type, max_input_length, dimension) = match state.reranker.get() {
-        Some(r) => (
+    let (model_type, max_input_length, dimension) = match (state.reranker.get(), state.sparse.get())
+    {
+        (_, Some(sparse)) => (
+            ModelType::Embedding(EmbeddingModel {
+                pooling: "splade".into(),
+            }),
+            sparse.max_seq_length(),
+            Some(sparse.dimension()),
+        ),
+        (Some(r), None) => (
             ModelType::Reranker(RerankerModel {
                 id2label: r
                     .labels()
@@ -930,7 +1022,7 @@ pub(crate) async fn info(State(state): State<Arc<AppState>>) -> ApiResult<Json<I
             r.max_length(),
             None,
         ),
-        None => {
+        (None, None) => {
             let loaded = state.loaded()?;
             (
                 ModelType::Embedding(EmbeddingModel {
@@ -973,8 +1065,8 @@ pub(crate) struct Healthy {}
     )
 )]
 pub(crate) async fn health(State(state): State<Arc<AppState>>) -> ApiResult<Json<Healthy>> {
-    if state.reranker.get().is_none() {
-        state.loaded()?;
+    if state.served().is_none() {
+        return Err(ApiError::new(Kind::Unhealthy, "the model is loading"));
     }
     Ok(Json(Healthy {}))
 }
@@ -1114,7 +1206,8 @@ async fn admit(state: &AppState, route: &str, request: Request) -> ApiResult<Req
     }
     // The routes that take a body; others answer without reading one (405 for a POST to a
     // GET route, 404 for no route).
-    const BODY_ROUTES: [&str; 8] = [
+    const BODY_ROUTES: [&str; 9] = [
+        "/embed_sparse",
         "/rerank",
         "/v1/rerank",
         "/",

@@ -927,3 +927,56 @@ async fn a_reranker_serves_the_rerank_routes_and_refuses_the_embedding_ones() {
     );
     server.stop().await;
 }
+
+/// A SPLADE model served: /embed_sparse gives the library's sparse embeddings (TEI's shape);
+/// the dense routes answer 400 naming what is served; /info says splade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sparse_encoder_serves_embed_sparse_and_refuses_the_dense_routes() {
+    let dir = model_dir("splade-tiny");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "run models/fetch.sh splade-tiny"
+    );
+    let server = Server::start(ServerConfig::default(), {
+        let dir = dir.clone();
+        move || sbert::SparseEncoder::from_dir(dir, &Device::Cpu)
+    })
+    .await;
+    server.ready().await;
+    let addr = server.addr;
+    let texts = ["How do vaccines work?", "error code E1234"];
+    let want = sbert::SparseEncoder::from_dir(&dir, &Device::Cpu)
+        .expect("library")
+        .encode(&texts)
+        .expect("encode");
+    let (status, body) = post(addr, "/embed_sparse", json!({"inputs": texts})).await;
+    assert_eq!(status, 200, "{body}");
+    let rows = body.as_array().expect("rows");
+    assert_eq!(rows.len(), 2);
+    for (row, e) in rows.iter().zip(&want) {
+        let row = row.as_array().expect("row");
+        let indices: Vec<u32> = row
+            .iter()
+            .map(|v| v["index"].as_u64().expect("i") as u32)
+            .collect();
+        assert_eq!(indices, e.indices);
+        for (v, w) in row.iter().zip(&e.values) {
+            assert!((v["value"].as_f64().expect("v") as f32 - w).abs() <= 1e-6);
+        }
+    }
+    let (status, body) = post(addr, "/embed", json!({"inputs": "a"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().expect("msg").contains("sparse"),
+        "{body}"
+    );
+    let (status, info) = http(addr, "GET", "/info", &[], b"").await;
+    let info: Value = serde_json::from_str(&info).expect("json");
+    assert_eq!(
+        (status, info["model_type"]["embedding"]["pooling"].as_str()),
+        (200, Some("splade"))
+    );
+    let (status, _) = post(addr, "/embed_sparse", json!({"inputs": []})).await;
+    assert_eq!(status, 400);
+    server.stop().await;
+}
