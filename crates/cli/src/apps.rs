@@ -80,6 +80,14 @@ pub struct SearchArgs {
     /// Hits reranked and written per query: the first N retrieved (default: all --top-k).
     #[arg(long, value_name = "N", requires = "rerank_model")]
     rerank_top: Option<usize>,
+    /// Hybrid search: also embed with this sparse (SPLADE) model and score each corpus text by
+    /// `--dense-weight` × cosine + (1 − weight) × sparse dot product / the query's best one.
+    /// (A sparse --model alone searches by sparse dot product through an inverted index.)
+    #[arg(long, value_name = "MODEL", conflicts_with = "index")]
+    sparse_model: Option<String>,
+    /// The dense share of hybrid scores, in [0, 1].
+    #[arg(long, default_value_t = 0.5, requires = "sparse_model")]
+    dense_weight: f32,
     /// jsonl: {"query": i, "hits": [{"corpus_id": j, "score": s}, …]} per query, in order.
     #[arg(long, value_enum, default_value_t = ListFormat::Jsonl)]
     format: ListFormat,
@@ -186,6 +194,20 @@ pub fn search(args: &SearchArgs) -> Result<()> {
     if args.rerank_top == Some(0) {
         bail!("--rerank-top must be at least 1");
     }
+    if !(0.0..=1.0).contains(&args.dense_weight) {
+        bail!("--dense-weight {} is outside [0, 1]", args.dense_weight);
+    }
+    let sparse_only = sbert::SparseEncoder::is_sparse_encoder(&args.model.model);
+    if sparse_only || args.sparse_model.is_some() {
+        let Some(corpus) = texts else {
+            bail!("sparse and hybrid search embed --corpus FILE (an index holds dense rows only)");
+        };
+        if args.rerank_model.is_some() {
+            bail!("--rerank-model reranks dense search; drop it with sparse or hybrid search");
+        }
+        let hits = sparse_search(args, &queries, &corpus, sparse_only)?;
+        return write_hits(args, &queries, &corpus, &hits);
+    }
     let model = args.model.load(None)?;
     let reranker = match &args.rerank_model {
         Some(name) => Some(
@@ -229,6 +251,16 @@ pub fn search(args: &SearchArgs) -> Result<()> {
             .map(|(h, query)| rerank_hits(reranker, query, h, &corpus, args.rerank_top))
             .collect::<Result<_>>()?,
     };
+    write_hits(args, &queries, &corpus, &hits)
+}
+
+/// Writes each query's hits (`{"corpus_id", "score", …}` objects) in `args.format`.
+fn write_hits(
+    args: &SearchArgs,
+    queries: &[String],
+    corpus: &[String],
+    hits: &[Vec<serde_json::Value>],
+) -> Result<()> {
     let mut out = std::io::stdout().lock();
     for (i, h) in hits.iter().enumerate() {
         match args.format {
@@ -248,6 +280,46 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Sparse search (a sparse --model: dot products through an inverted index) or hybrid search
+/// (--sparse-model beside a dense --model).
+fn sparse_search(
+    args: &SearchArgs,
+    queries: &[String],
+    corpus: &[String],
+    sparse_only: bool,
+) -> Result<Vec<Vec<serde_json::Value>>> {
+    let device = sbert::device(&args.model.device)?;
+    let name = if sparse_only {
+        &args.model.model
+    } else {
+        args.sparse_model.as_ref().unwrap_or(&args.model.model)
+    };
+    let sparse = sbert::SparseEncoder::load(name, &device)
+        .with_context(|| format!("loading sparse encoder {name}"))?
+        .with_batch_size(args.model.batch_size)?;
+    let c = sparse.encode(corpus)?;
+    let q = sparse.encode(queries)?;
+    let index = sbert_search::InvertedIndex::new(&c, sparse.dimension())?;
+    let hits = if sparse_only {
+        index.search(&q, args.top_k)?
+    } else {
+        let model = args.model.load(None)?;
+        let dc = embed_all(&model, corpus, args.inputs.quiet, "corpus")?;
+        let dq = embed_all(&model, queries, args.inputs.quiet, "queries")?;
+        let (dc, dq) = (
+            Vectors::new(&dc, model.dim())?,
+            Vectors::new(&dq, model.dim())?,
+        );
+        model.install(|| {
+            sbert_search::hybrid_search(&dq, &dc, &q, &index, args.top_k, args.dense_weight)
+        })?
+    };
+    Ok(hits
+        .iter()
+        .map(|h| h.iter().map(|hit| json!(hit)).collect())
+        .collect())
 }
 
 /// The first `top` (default: all) of one query's `hits` reranked by `reranker`:

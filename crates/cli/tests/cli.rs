@@ -1876,3 +1876,88 @@ fn embed_on_a_sparse_model_writes_indices_and_values_and_refuses_npy() {
         stderr(&out)
     );
 }
+
+/// `sbert search` with a sparse model searches by sparse dot product (an inverted index); with
+/// `--sparse-model` beside a dense one, by hybrid scores; both refuse what does not apply.
+#[test]
+fn sparse_and_hybrid_search_rank_the_matching_text_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let splade = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models/splade-tiny")
+        .to_string_lossy()
+        .into_owned();
+    let corpus = dir.path().join("corpus.txt");
+    std::fs::write(
+        &corpus,
+        "error code E1234 in the parser\nvaccines train the immune system\nfresh basil in water\n",
+    )
+    .expect("write");
+    let queries = dir.path().join("queries.txt");
+    std::fs::write(&queries, "error code E1234\nhow do vaccines work\n").expect("write");
+    let (c, q) = (corpus.to_str().expect("p"), queries.to_str().expect("p"));
+    let first_hits = |out: &Output| -> Vec<u64> {
+        assert!(out.status.success(), "{}", stderr(out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("json");
+                v["hits"][0]["corpus_id"].as_u64().expect("id")
+            })
+            .collect()
+    };
+    let out = sbert(
+        &[
+            "search",
+            "-m",
+            &splade,
+            "--corpus",
+            c,
+            "--queries",
+            q,
+            "--top-k",
+            "2",
+        ],
+        b"",
+    );
+    assert_eq!(first_hits(&out), [0, 1]);
+    let out = sbert(
+        &[
+            "search",
+            "-m",
+            &tiny(),
+            "--sparse-model",
+            &splade,
+            "--dense-weight",
+            "0",
+            "--corpus",
+            c,
+            "--queries",
+            q,
+            "--top-k",
+            "3",
+        ],
+        b"",
+    );
+    assert_eq!(first_hits(&out), [0, 1], "weight 0 is sparse search");
+    let out = sbert(
+        &[
+            "search",
+            "-m",
+            &tiny(),
+            "--sparse-model",
+            &splade,
+            "--dense-weight",
+            "1.5",
+            "--corpus",
+            c,
+            "--queries",
+            q,
+        ],
+        b"",
+    );
+    assert!(
+        !out.status.success() && stderr(&out).contains("--dense-weight"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -31,56 +31,9 @@ use crate::error::{Error, Result};
 use crate::folder;
 use crate::tokenize::TextTokenizer;
 
-/// A text's sparse embedding: the nonzero dimensions (vocabulary ids, ascending) and their
-/// weights.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct SparseEmbedding {
-    /// Dimensions with a nonzero weight, ascending.
-    pub indices: Vec<u32>,
-    /// Their weights (all > 0 for SPLADE).
-    pub values: Vec<f32>,
-}
-
-impl SparseEmbedding {
-    /// Nonzero dimensions.
-    pub fn len(&self) -> usize {
-        self.indices.len()
-    }
-
-    /// Whether every weight is 0.
-    pub fn is_empty(&self) -> bool {
-        self.indices.is_empty()
-    }
-
-    /// The dot product with `other` (sentence-transformers' SparseEncoder similarity).
-    pub fn dot(&self, other: &SparseEmbedding) -> f32 {
-        let (mut i, mut j, mut sum) = (0, 0, 0f32);
-        while i < self.indices.len() && j < other.indices.len() {
-            match self.indices[i].cmp(&other.indices[j]) {
-                std::cmp::Ordering::Less => i += 1,
-                std::cmp::Ordering::Greater => j += 1,
-                std::cmp::Ordering::Equal => {
-                    sum += self.values[i] * other.values[j];
-                    i += 1;
-                    j += 1;
-                }
-            }
-        }
-        sum
-    }
-
-    /// The embedding as `dimension` values.
-    ///
-    /// # Panics
-    /// When an index is not below `dimension`.
-    pub fn to_dense(&self, dimension: usize) -> Vec<f32> {
-        let mut dense = vec![0f32; dimension];
-        for (&i, &v) in self.indices.iter().zip(&self.values) {
-            dense[i as usize] = v;
-        }
-        dense
-    }
-}
+/// A text's sparse embedding (the nonzero vocabulary ids, ascending, and their weights):
+/// `sbert-search`'s type, which its inverted index and hybrid search read.
+pub use sbert_search::SparseEmbedding;
 
 /// A SPLADE sparse encoder. `Send + Sync`; encodes through `&self`.
 #[derive(Debug)]

@@ -39,6 +39,7 @@ mod mining;
 mod quantize;
 mod scores;
 mod search;
+mod sparse;
 mod store;
 
 pub use approximate::{recall, ApproximateIndex, HnswParams, SavedGraph};
@@ -48,6 +49,7 @@ pub use mining::{paraphrase_mining, Pair};
 pub use quantize::{quantize, search_quantized, Precision, Quantized, Ranges};
 pub use scores::{normalize_rows, normalized};
 pub use search::{semantic_search, Hit};
+pub use sparse::{hybrid_search, InvertedIndex, SparseEmbedding};
 pub use store::{
     check_index_target, write_index, ModelIdentity, NewIndex, StoredIndex, INDEX_FORMAT,
 };
