@@ -83,3 +83,30 @@ fn a_sparse_encoder_refuses_dense_models_by_name() {
         &common::tiny_dir().to_string_lossy()
     ));
 }
+
+#[test]
+fn the_model_kind_is_read_from_the_folder() {
+    use sbert::ModelKind;
+    let root = common::root();
+    for (dir, kind) in [
+        (common::tiny_dir(), ModelKind::Embedding),
+        (
+            root.join("models/families/modernbert"),
+            ModelKind::Embedding,
+        ),
+        (root.join("models/rerankers/bert"), ModelKind::CrossEncoder),
+        (
+            root.join("models/rerankers/xlm-roberta"),
+            ModelKind::CrossEncoder,
+        ),
+        (root.join("models/splade-tiny"), ModelKind::Sparse),
+    ] {
+        assert_eq!(
+            ModelKind::of(&dir.to_string_lossy()).expect("kind"),
+            kind,
+            "{}",
+            dir.display()
+        );
+    }
+    assert!(ModelKind::of(&root.join("models/no-such-model").to_string_lossy()).is_err());
+}

@@ -324,8 +324,13 @@ pub fn embed_all(
 fn embed(args: &EmbedArgs) -> Result<()> {
     // Read and check the whole input before loading the model or creating the output.
     let texts = io::read_texts(&args.input, args.input_format)?;
-    if sbert::SparseEncoder::is_sparse_encoder(&args.model.model) {
-        return embed_sparse(args, &texts);
+    match sbert::ModelKind::of(&args.model.model) {
+        Ok(sbert::ModelKind::Sparse) => return embed_sparse(args, &texts),
+        Ok(sbert::ModelKind::CrossEncoder) => bail!(
+            "{} is a cross-encoder: it scores pairs of texts (sbert rerank), it does not embed one",
+            args.model.model
+        ),
+        _ => {}
     }
     let model = args.model.load(args.pooling.pooling.as_ref())?;
     let mut out = io::Output::create(&args.output)?;

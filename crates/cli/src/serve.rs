@@ -126,18 +126,19 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         // A sparse encoder serves /embed_sparse, a cross-encoder the rerank routes; anything
         // else loads as an embedding model (and its errors say what is wrong with it).
         let load = move || -> Result<sbert_server::ServedModel> {
-            if sbert::SparseEncoder::is_sparse_encoder(&model.model) {
-                let device = sbert::device(&model.device)?;
-                Ok(sbert::SparseEncoder::load(&model.model, &device)?
-                    .with_batch_size(model.batch_size)?
-                    .into())
-            } else if sbert::CrossEncoder::is_cross_encoder(&model.model) {
-                let device = sbert::device(&model.device)?;
-                Ok(sbert::CrossEncoder::load(&model.model, &device)?
-                    .with_batch_size(model.batch_size)?
-                    .into())
-            } else {
-                Ok(model.load(None)?.into())
+            let device = || sbert::device(&model.device);
+            match sbert::ModelKind::of(&model.model) {
+                Ok(sbert::ModelKind::Sparse) => {
+                    Ok(sbert::SparseEncoder::load(&model.model, &device()?)?
+                        .with_batch_size(model.batch_size)?
+                        .into())
+                }
+                Ok(sbert::ModelKind::CrossEncoder) => {
+                    Ok(sbert::CrossEncoder::load(&model.model, &device()?)?
+                        .with_batch_size(model.batch_size)?
+                        .into())
+                }
+                _ => Ok(model.load(None)?.into()),
             }
         };
         sbert_server::serve(listener, config, load, stop_signal())
