@@ -314,16 +314,7 @@ impl CrossEncoder {
             .architecture()
             .is_ok_and(|a| a.has_token_types())
             && encoder.config().type_vocab_size > 1;
-        let sbert_config = transformer.join("sentence_bert_config.json");
-        let configured = if sbert_config.is_file() {
-            folder::read_json::<crate::SentenceBertConfig>(&sbert_config)?.max_seq_length
-        } else {
-            None
-        };
-        let max_length = configured
-            .or(folder::tokenizer_max_length(&transformer)?)
-            .unwrap_or(usize::MAX)
-            .min(Encoder::max_positions(&encoder));
+        let max_length = folder::max_input_length(&transformer, Encoder::max_positions(&encoder))?;
         let tokenizer = crate::tokenize::load_pair_tokenizer(&transformer, max_length)?;
         let cut_rules = crate::prefix::cut_rules(&tokenizer);
         Ok(Self {

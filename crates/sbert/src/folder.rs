@@ -155,6 +155,22 @@ pub(crate) fn tokenizer_max_length(dir: &Path) -> Result<Option<usize>> {
 }
 
 /// Reads a file to a string; a missing file is [`Error::MissingFile`].
+/// The longest input of the Transformer module in `dir`, in tokens: `max_seq_length` of its
+/// `sentence_bert_config.json`, else the tokenizer's `model_max_length`, capped at `positions`
+/// (the encoder's limit).
+pub(crate) fn max_input_length(dir: &Path, positions: usize) -> Result<usize> {
+    let path = dir.join("sentence_bert_config.json");
+    let configured = if path.is_file() {
+        read_json::<SentenceBertConfig>(&path)?.max_seq_length
+    } else {
+        None
+    };
+    Ok(configured
+        .or(tokenizer_max_length(dir)?)
+        .unwrap_or(usize::MAX)
+        .min(positions))
+}
+
 pub(crate) fn read_to_string(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|source| io_error(path, source))
 }

@@ -149,16 +149,8 @@ impl SparseEncoder {
         }
         let eps = encoder.config().layer_norm_eps;
         let norm = LayerNorm::new(norm_weights.0, norm_weights.1, eps);
-        let max_seq_length = transformer.join("sentence_bert_config.json");
-        let configured = if max_seq_length.is_file() {
-            folder::read_json::<crate::SentenceBertConfig>(&max_seq_length)?.max_seq_length
-        } else {
-            None
-        };
-        let max_seq_length = configured
-            .or(folder::tokenizer_max_length(&transformer)?)
-            .unwrap_or(usize::MAX)
-            .min(Encoder::max_positions(&encoder));
+        let max_seq_length =
+            folder::max_input_length(&transformer, Encoder::max_positions(&encoder))?;
         let tokenizer = TextTokenizer::load(&transformer, max_seq_length, false)?;
         Ok(Self {
             dir,

@@ -251,7 +251,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/info", get(routes::info))
         .route("/health", get(routes::health))
         .route("/metrics", get(routes::metrics))
-        .route("/openapi.json", get(routes::openapi))
+        .route("/openapi.json", get(openapi::openapi_json))
         .merge(openapi::swagger_ui())
         .fallback(routes::not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -7,8 +7,14 @@ use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
 
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+
 use crate::error::{OpenAiError, OpenAiErrorBody, TeiError};
 use crate::routes;
+use crate::AppState;
 
 /// The document of every route, as the types and annotations give it.
 #[derive(OpenApi)]
@@ -28,7 +34,7 @@ use crate::routes;
         routes::info,
         routes::health,
         routes::metrics,
-        routes::openapi,
+        openapi_json,
     ),
     components(schemas(TeiError, OpenAiError, OpenAiErrorBody)),
     modifiers(&BearerScheme),
@@ -139,4 +145,28 @@ pub(crate) fn document(model_id: &str, limits: Option<&Limits>, api_key: bool) -
 pub(crate) fn swagger_ui() -> utoipa_swagger_ui::SwaggerUi {
     utoipa_swagger_ui::SwaggerUi::new("/docs")
         .config(utoipa_swagger_ui::Config::from("/openapi.json"))
+}
+
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "Server",
+    summary = "This document (the Swagger UI at /docs reads it)",
+    responses(
+        (status = 200, description = "The OpenAPI document", body = serde_json::Value),
+        (status = 401, description = "Missing or wrong API key", body = TeiError)
+    )
+)]
+pub(crate) async fn openapi_json(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let limits = state.loaded.get().map(|l| Limits {
+        prompts: l.model.prompts().keys().cloned().collect(),
+        dimension: l.model.dim(),
+        vocab_size: sbert::Encoder::vocab_size(l.model.encoder()),
+        max_batch: state.config.max_client_batch_size,
+    });
+    Json(document(
+        &state.config.model_id,
+        limits.as_ref(),
+        state.config.api_key.is_some(),
+    ))
 }

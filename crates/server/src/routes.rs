@@ -1091,30 +1091,6 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-#[utoipa::path(
-    get,
-    path = "/openapi.json",
-    tag = "Server",
-    summary = "This document (the Swagger UI at /docs reads it)",
-    responses(
-        (status = 200, description = "The OpenAPI document", body = serde_json::Value),
-        (status = 401, description = "Missing or wrong API key", body = TeiError)
-    )
-)]
-pub(crate) async fn openapi(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let limits = state.loaded.get().map(|l| crate::openapi::Limits {
-        prompts: l.model.prompts().keys().cloned().collect(),
-        dimension: l.model.dim(),
-        vocab_size: sbert::Encoder::vocab_size(l.model.encoder()),
-        max_batch: state.config.max_client_batch_size,
-    });
-    Json(crate::openapi::document(
-        &state.config.model_id,
-        limits.as_ref(),
-        state.config.api_key.is_some(),
-    ))
-}
-
 /// Unknown routes: 404 in TEI's shape.
 pub(crate) async fn not_found() -> ApiError {
     ApiError {
