@@ -68,6 +68,34 @@ pub(crate) struct Limits {
     pub(crate) max_batch: usize,
 }
 
+/// The kind of model a server serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Served {
+    Embedding,
+    Reranker,
+    Sparse,
+}
+
+impl Served {
+    /// Whether a server of this kind answers `path` (the other kinds' routes are 400s).
+    fn serves(self, path: &str) -> bool {
+        const EMBEDDING: [&str; 6] = [
+            "/embed",
+            "/similarity",
+            "/tokenize",
+            "/v1/embeddings",
+            "/",
+            "/embeddings",
+        ];
+        const RERANKER: [&str; 2] = ["/rerank", "/v1/rerank"];
+        match self {
+            Self::Embedding => !RERANKER.contains(&path) && path != "/embed_sparse",
+            Self::Reranker => !EMBEDDING.contains(&path) && path != "/embed_sparse",
+            Self::Sparse => !EMBEDDING.contains(&path) && !RERANKER.contains(&path),
+        }
+    }
+}
+
 /// Routes served under a second path: (alias, route, summary).
 const ALIASES: [(&str, &str, &str); 2] = [
     (
@@ -78,9 +106,15 @@ const ALIASES: [(&str, &str, &str); 2] = [
     ("/embeddings", "/v1/embeddings", "Alias of /v1/embeddings"),
 ];
 
-/// The document for a server that answers to `model_id`; `limits` narrow the schemas once the
-/// model is loaded; with `api_key`, every route but `/health` requires the bearer key.
-pub(crate) fn document(model_id: &str, limits: Option<&Limits>, api_key: bool) -> Value {
+/// The document for a server that answers to `model_id`: every route while the model loads,
+/// then those of the `served` kind; `limits` narrow the schemas once an embedding model is
+/// loaded; with `api_key`, every route but `/health` requires the bearer key.
+pub(crate) fn document(
+    model_id: &str,
+    served: Option<Served>,
+    limits: Option<&Limits>,
+    api_key: bool,
+) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({}));
     for (alias, route, summary) in ALIASES {
         let mut item = doc["paths"][route].clone();
@@ -92,6 +126,10 @@ pub(crate) fn document(model_id: &str, limits: Option<&Limits>, api_key: bool) -
             ));
         }
         doc["paths"][alias] = item;
+    }
+    // Once the model is loaded, only the routes of its kind (the others answer 400).
+    if let (Some(served), Some(paths)) = (served, doc["paths"].as_object_mut()) {
+        paths.retain(|path, _| served.serves(path));
     }
     if api_key {
         let paths = doc["paths"].as_object_mut().map(|p| p.iter_mut());
@@ -164,8 +202,18 @@ pub(crate) async fn openapi_json(State(state): State<Arc<AppState>>) -> Json<ser
         vocab_size: sbert::Encoder::vocab_size(l.model.encoder()),
         max_batch: state.config.max_client_batch_size,
     });
+    let served = if state.loaded.get().is_some() {
+        Some(Served::Embedding)
+    } else if state.reranker.get().is_some() {
+        Some(Served::Reranker)
+    } else if state.sparse.get().is_some() {
+        Some(Served::Sparse)
+    } else {
+        None
+    };
     Json(document(
         &state.config.model_id,
+        served,
         limits.as_ref(),
         state.config.api_key.is_some(),
     ))

@@ -871,6 +871,11 @@ async fn a_reranker_serves_the_rerank_routes_and_refuses_the_embedding_ones() {
         info["model_type"]["reranker"]["id2label"].is_object(),
         "{info}"
     );
+    // The document lists the routes of the kind served.
+    let (_, doc) = http(addr, "GET", "/openapi.json", &[], b"").await;
+    let doc: Value = serde_json::from_str(&doc).expect("json");
+    assert!(doc["paths"].get("/rerank").is_some() && doc["paths"].get("/v1/rerank").is_some());
+    assert!(doc["paths"].get("/embed").is_none() && doc["paths"].get("/").is_none());
     for (path, body) in [
         ("/rerank", json!({"query": query, "texts": []})),
         ("/rerank", json!({"query": query})),
