@@ -89,12 +89,6 @@ impl<'a> TokenBatch<'a> {
         }
         Ok(())
     }
-
-    /// Whether some token is of a segment other than 0.
-    pub fn has_token_types(&self) -> bool {
-        self.token_type_ids
-            .is_some_and(|types| types.iter().any(|&t| t != 0))
-    }
 }
 
 /// A [`TokenBatch`] right-padded to its longest sequence (see [`TokenBatch::padded`]).

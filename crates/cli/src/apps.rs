@@ -197,7 +197,10 @@ pub fn search(args: &SearchArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&args.dense_weight) {
         bail!("--dense-weight {} is outside [0, 1]", args.dense_weight);
     }
-    let sparse_only = sbert::SparseEncoder::is_sparse_encoder(&args.model.model);
+    let sparse_only = matches!(
+        sbert::ModelKind::of(&args.model.model),
+        Ok(sbert::ModelKind::Sparse)
+    );
     if sparse_only || args.sparse_model.is_some() {
         let Some(corpus) = texts else {
             bail!("sparse and hybrid search embed --corpus FILE (an index holds dense rows only)");

@@ -4,11 +4,26 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-fn tiny() -> String {
+/// The folder `models/NAME` of the workspace.
+fn model(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models/tiny")
+        .join("../../models")
+        .join(name)
         .to_string_lossy()
         .into_owned()
+}
+
+fn tiny() -> String {
+    model("tiny")
+}
+
+/// The JSON lines of a successful run's standard output.
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    assert!(out.status.success(), "{}", stderr(out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect()
 }
 
 fn sbert(args: &[&str], stdin: &[u8]) -> Output {
@@ -1112,13 +1127,6 @@ fn search_mine_cluster_and_dedup_print_their_formats_and_refuse_bad_input() {
         empty.to_str().expect("p"),
         tiny(),
     );
-    let json_lines = |out: &Output| -> Vec<serde_json::Value> {
-        assert!(out.status.success(), "{}", stderr(out));
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("json"))
-            .collect()
-    };
 
     let out = sbert(
         &[
@@ -1696,10 +1704,7 @@ fn train_from_a_hub_id_saves_its_model_folder() {
 #[test]
 fn rerank_ranks_scores_pairs_reranks_search_and_refuses_bad_input() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let reranker = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models/rerankers/bert")
-        .to_string_lossy()
-        .into_owned();
+    let reranker = model("rerankers/bert");
     let docs = dir.path().join("docs.txt");
     std::fs::write(
         &docs,
@@ -1709,20 +1714,13 @@ fn rerank_ranks_scores_pairs_reranks_search_and_refuses_bad_input() {
     let pairs = dir.path().join("pairs.tsv");
     std::fs::write(&pairs, "a query\ta document\nanother\tpair of texts\n").expect("write");
     let d = docs.to_str().expect("p");
-    let lines = |out: &Output| -> Vec<serde_json::Value> {
-        assert!(out.status.success(), "{}", stderr(out));
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("json"))
-            .collect()
-    };
     let out = sbert(
         &[
             "rerank", "-m", &reranker, "--query", "vaccines", "--input", d,
         ],
         b"",
     );
-    let ranked = lines(&out);
+    let ranked = json_lines(&out);
     assert_eq!(ranked.len(), 3);
     let scores: Vec<f64> = ranked
         .iter()
@@ -1764,7 +1762,7 @@ fn rerank_ranks_scores_pairs_reranks_search_and_refuses_bad_input() {
         ],
         b"",
     );
-    let scored = lines(&out);
+    let scored = json_lines(&out);
     assert_eq!(scored.len(), 2);
     assert_eq!(scored[1]["index"], 1);
     assert!((0.0..=1.0).contains(&scored[0]["score"].as_f64().expect("sigmoid")));
@@ -1788,7 +1786,7 @@ fn rerank_ranks_scores_pairs_reranks_search_and_refuses_bad_input() {
         ],
         b"",
     );
-    let per_query = lines(&out);
+    let per_query = json_lines(&out);
     assert_eq!(per_query.len(), 3);
     for q in &per_query {
         let hits = q["hits"].as_array().expect("hits");
@@ -1850,11 +1848,7 @@ fn embed_on_a_sparse_model_writes_indices_and_values_and_refuses_npy() {
         &["embed", "-m", &m],
         b"How do vaccines work?\nerror code E1234\n",
     );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
+    let lines = json_lines(&out);
     let library = sbert::SparseEncoder::from_dir(&dir, &sbert::Device::Cpu)
         .expect("loads")
         .encode(&["How do vaccines work?", "error code E1234"])
@@ -1882,10 +1876,7 @@ fn embed_on_a_sparse_model_writes_indices_and_values_and_refuses_npy() {
 #[test]
 fn sparse_and_hybrid_search_rank_the_matching_text_first() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let splade = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models/splade-tiny")
-        .to_string_lossy()
-        .into_owned();
+    let splade = model("splade-tiny");
     let corpus = dir.path().join("corpus.txt");
     std::fs::write(
         &corpus,
@@ -1896,13 +1887,9 @@ fn sparse_and_hybrid_search_rank_the_matching_text_first() {
     std::fs::write(&queries, "error code E1234\nhow do vaccines work\n").expect("write");
     let (c, q) = (corpus.to_str().expect("p"), queries.to_str().expect("p"));
     let first_hits = |out: &Output| -> Vec<u64> {
-        assert!(out.status.success(), "{}", stderr(out));
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).expect("json");
-                v["hits"][0]["corpus_id"].as_u64().expect("id")
-            })
+        json_lines(out)
+            .iter()
+            .map(|v| v["hits"][0]["corpus_id"].as_u64().expect("id"))
             .collect()
     };
     let out = sbert(

@@ -205,7 +205,7 @@ enum HeadKind {
 }
 
 /// The `*ForSequenceClassification` class a `config.json` names, if any.
-pub(crate) fn classification_architecture(config: &serde_json::Value) -> Option<&str> {
+fn classification_architecture(config: &serde_json::Value) -> Option<&str> {
     config
         .get("architectures")?
         .as_array()?
@@ -228,19 +228,7 @@ impl CrossEncoder {
     /// `config.json` naming a `*ForSequenceClassification` architecture and no Pooling
     /// module. What a program that serves either kind checks before loading one.
     pub fn is_cross_encoder(model: &str) -> bool {
-        let Ok(dir) = crate::hub::resolve(model, None) else {
-            return false;
-        };
-        let transformer = match folder::read_modules(&dir) {
-            Ok(Some(modules)) => match modules.as_slice() {
-                [only] if only.class() == "Transformer" => dir.join(&only.path),
-                _ => return false,
-            },
-            Ok(None) => dir,
-            Err(_) => return false,
-        };
-        folder::read_json::<serde_json::Value>(&transformer.join("config.json"))
-            .is_ok_and(|config| classification_architecture(&config).is_some())
+        crate::hub::resolve(model, None).is_ok_and(|dir| architecture_in(&dir).is_some())
     }
 
     /// Loads the cross-encoder in `dir` on `device` (f32).
@@ -250,21 +238,7 @@ impl CrossEncoder {
     /// says what it is), an architecture without a supported head, or an unknown activation.
     pub fn from_dir(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        let transformer = match folder::read_modules(&dir)? {
-            Some(modules) => match modules.as_slice() {
-                [only] if only.class() == "Transformer" => dir.join(&only.path),
-                _ => {
-                    return Err(Error::Unsupported(format!(
-                        "{} lists {} module(s): not a cross-encoder (whose folder has one \
-                         Transformer module); load a sentence embedding model with \
-                         SentenceEmbedder",
-                        dir.join("modules.json").display(),
-                        modules.len()
-                    )))
-                }
-            },
-            None => dir.clone(),
-        };
+        let transformer = transformer_dir(&dir)?;
         let config_path = folder::require_file(transformer.join("config.json"))?;
         let config: serde_json::Value = folder::read_json(&config_path)?;
         let architecture = classification_architecture(&config).ok_or_else(|| {
@@ -540,6 +514,34 @@ impl CrossEncoder {
             .post_process(a, Some(b), true)
             .map_err(Error::Tokenizer)
     }
+}
+
+/// The Transformer folder of a cross-encoder folder `dir`: the one module `modules.json`
+/// lists, or `dir` itself without a `modules.json`.
+///
+/// # Errors
+/// A malformed `modules.json`, or one that lists other modules (not a cross-encoder).
+fn transformer_dir(dir: &Path) -> Result<PathBuf> {
+    match folder::read_modules(dir)? {
+        Some(modules) => match modules.as_slice() {
+            [only] if only.class() == "Transformer" => Ok(dir.join(&only.path)),
+            _ => Err(Error::Unsupported(format!(
+                "{} lists {} module(s): not a cross-encoder (whose folder has one Transformer \
+                 module); load a sentence embedding model with SentenceEmbedder",
+                dir.join("modules.json").display(),
+                modules.len()
+            ))),
+        },
+        None => Ok(dir.to_path_buf()),
+    }
+}
+
+/// The classification architecture of the cross-encoder folder `dir`, `None` when `dir` does
+/// not hold one (its layout, or its `config.json`, says otherwise or cannot be read).
+pub(crate) fn architecture_in(dir: &Path) -> Option<String> {
+    let transformer = transformer_dir(dir).ok()?;
+    let config: serde_json::Value = folder::read_json(&transformer.join("config.json")).ok()?;
+    classification_architecture(&config).map(String::from)
 }
 
 /// `id2label` in id order, else `num_labels` generic names, else HF's default of 2.

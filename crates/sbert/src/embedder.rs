@@ -72,13 +72,8 @@ pub struct SentenceEmbedder {
 
 /// A folder without a Pooling module whose `config.json` names a sequence classifier is a
 /// cross-encoder: an error that says so, instead of mean-pooling a reranker's tokens.
-fn refuse_cross_encoder(dir: &Path, transformer: &Path) -> Result<()> {
-    let config = transformer.join("config.json");
-    if !config.is_file() {
-        return Ok(());
-    }
-    let raw: serde_json::Value = folder::read_json(&config)?;
-    match crate::cross_encoder::classification_architecture(&raw) {
+fn refuse_cross_encoder(dir: &Path) -> Result<()> {
+    match crate::cross_encoder::architecture_in(dir) {
         Some(architecture) => Err(Error::Unsupported(format!(
             "{} is a cross-encoder ({architecture}): it scores pairs of texts, it does not embed \
              one; load it with CrossEncoder (`sbert rerank`)",
@@ -160,7 +155,7 @@ impl SentenceEmbedder {
             }
             folder::EncoderKind::Transformer => {
                 if pooling_dir.is_none() {
-                    refuse_cross_encoder(dir, &transformer_dir)?;
+                    refuse_cross_encoder(dir)?;
                 }
                 let crate::encoders::LoadedEncoder { encoder, weights } = crate::encoders::load(
                     &transformer_dir,

@@ -24,10 +24,10 @@ impl ModelKind {
     /// # Errors
     /// [`crate::Error::ModelNotFound`] when `model` is neither a folder nor a cached hub id.
     pub fn of(model: &str) -> Result<Self> {
-        crate::hub::resolve(model, None)?;
-        Ok(if crate::SparseEncoder::is_sparse_encoder(model) {
+        let dir = crate::hub::resolve(model, None)?;
+        Ok(if crate::sparse::holds_sparse_encoder(&dir) {
             Self::Sparse
-        } else if crate::CrossEncoder::is_cross_encoder(model) {
+        } else if crate::cross_encoder::architecture_in(&dir).is_some() {
             Self::CrossEncoder
         } else {
             Self::Embedding

@@ -60,15 +60,7 @@ impl SparseEncoder {
     /// `modules.json` with a `SpladePooling` module, or no `modules.json` and a
     /// `*ForMaskedLM` config.
     pub fn is_sparse_encoder(model: &str) -> bool {
-        let Ok(dir) = crate::hub::resolve(model, None) else {
-            return false;
-        };
-        match folder::read_modules(&dir) {
-            Ok(Some(modules)) => modules.iter().any(|m| m.class() == "SpladePooling"),
-            Ok(None) => folder::read_json::<serde_json::Value>(&dir.join("config.json"))
-                .is_ok_and(|c| masked_lm(&c)),
-            Err(_) => false,
-        }
+        crate::hub::resolve(model, None).is_ok_and(|dir| holds_sparse_encoder(&dir))
     }
 
     /// Loads `model`: a folder, or (with the `hf-hub` feature) an `owner/name` id found in the
@@ -313,6 +305,16 @@ impl SparseEncoder {
                 (token, w)
             })
             .collect()
+    }
+}
+
+/// Whether the folder `dir` holds a sparse encoder (see [`SparseEncoder::is_sparse_encoder`]).
+pub(crate) fn holds_sparse_encoder(dir: &Path) -> bool {
+    match folder::read_modules(dir) {
+        Ok(Some(modules)) => modules.iter().any(|m| m.class() == "SpladePooling"),
+        Ok(None) => folder::read_json::<serde_json::Value>(&dir.join("config.json"))
+            .is_ok_and(|c| masked_lm(&c)),
+        Err(_) => false,
     }
 }
 

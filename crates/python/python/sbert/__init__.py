@@ -33,6 +33,18 @@ __all__ = ["SentenceEmbedder", "CrossEncoder", "SparseEncoder", "ArrowEmbedder",
 _PRECISIONS = {"float32": None, "int8": np.int8, "uint8": np.uint8, "binary": np.int8, "ubinary": np.uint8}
 
 
+def _model_path(model: Any) -> str:
+    """A model argument as the native module takes it: a folder or a hub id."""
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"model must be a folder or a hub id, not {type(model).__name__}")
+    return os.fspath(model)
+
+
+def _check_batch_size(size: Any) -> None:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"batch_size must be a positive integer, not {size!r}")
+
+
 def _rows(buffer: bytearray, n: int, dim: int) -> np.ndarray:
     """A writable (n, dim) float32 view of the bytes the native module returned."""
     return np.frombuffer(buffer, dtype=np.float32).reshape(n, dim)
@@ -60,12 +72,10 @@ class SentenceEmbedder:
         max_seq_length: Optional[int] = None,
         quantize: Optional[str] = None,
     ) -> None:
-        if not isinstance(model, (str, os.PathLike)):
-            raise TypeError(f"model must be a folder or a hub id, not {type(model).__name__}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
+        model = _model_path(model)
+        _check_batch_size(batch_size)
         self._model = Model(
-            os.fspath(model),
+            model,
             device=device,
             threads=threads,
             batch_size=batch_size,
@@ -168,8 +178,7 @@ class SentenceEmbedder:
                 raise TypeError(f"sentence {i} is a {type(t).__name__}, not a str")
         texts = ["" if t is None else t for t in texts]
         size = self.batch_size if batch_size is None else batch_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"batch_size must be a positive integer, not {size!r}")
+        _check_batch_size(size)
         buffer, n = self._model.encode(
             texts,
             size,
@@ -310,11 +319,9 @@ class CrossEncoder:
 
     def __init__(self, model: Union[str, "os.PathLike[str]"], device: str = "cpu",
                  batch_size: int = 32) -> None:
-        if not isinstance(model, (str, os.PathLike)):
-            raise TypeError(f"model must be a folder or a hub id, not {type(model).__name__}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
-        self._model = _sbert.Reranker(os.fspath(model), device=device, batch_size=batch_size)
+        model = _model_path(model)
+        _check_batch_size(batch_size)
+        self._model = _sbert.Reranker(model, device=device, batch_size=batch_size)
 
     @property
     def num_labels(self) -> int:
@@ -391,11 +398,9 @@ class SparseEncoder:
 
     def __init__(self, model: Union[str, "os.PathLike[str]"], device: str = "cpu",
                  batch_size: int = 32) -> None:
-        if not isinstance(model, (str, os.PathLike)):
-            raise TypeError(f"model must be a folder or a hub id, not {type(model).__name__}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
-        self._model = _sbert.Sparse(os.fspath(model), device=device, batch_size=batch_size)
+        model = _model_path(model)
+        _check_batch_size(batch_size)
+        self._model = _sbert.Sparse(model, device=device, batch_size=batch_size)
 
     @property
     def dimension(self) -> int:
