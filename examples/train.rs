@@ -49,6 +49,7 @@ fn main() -> Result<()> {
         TrainData::Scored(v) => TrainData::Scored(v.into_iter().take(320).collect()),
         TrainData::Nli(v) => TrainData::Nli(v.into_iter().take(320).collect()),
         TrainData::Pairs(v) => TrainData::Pairs(v.into_iter().take(320).collect()),
+        other => other,
     };
     let config = TrainConfig {
         batch_size,

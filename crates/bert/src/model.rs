@@ -157,6 +157,12 @@ impl BertModel {
         }
     }
 
+    /// MPNet's relative attention bias table `(num_buckets, heads)`, shared by every layer;
+    /// `None` for the other architectures.
+    pub fn relative_attention_bias(&self) -> Option<&Tensor> {
+        self.relative_attention_bias.as_ref()
+    }
+
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
         &self.device
@@ -342,14 +348,8 @@ impl BertModel {
                  quantize it"
             );
         }
-        if self.relative_attention_bias.is_some() {
-            candle_core::bail!(
-                "the packed training pass does not differentiate MPNet's relative attention \
-                 bias; train MPNet through the graph (forward_with_mode)"
-            );
-        }
         packed::training::train(
-            &self.weights,
+            (&self.weights, self.relative_attention_bias.as_ref()),
             &self.config,
             input_ids,
             lengths,

@@ -54,6 +54,26 @@ impl DistanceBias {
         Self { values, longest }
     }
 
+    /// Tokens in the longest sequence the values cover.
+    pub(crate) fn longest(&self) -> usize {
+        self.longest
+    }
+
+    /// Adds a gradient of the values (laid out as they are, `heads · (2 · longest − 1)`) into
+    /// the gradient of the table `(num_buckets, heads)` it was built from: each relative
+    /// position's gradient goes to its bucket.
+    pub(crate) fn add_table_gradient(&self, d_values: &[f32], d_table: &mut [f32], heads: usize) {
+        let num_buckets = d_table.len() / heads.max(1);
+        let width = 2 * self.longest - 1;
+        for d in 0..width {
+            let relative = d as i64 - (self.longest as i64 - 1);
+            let b = bucket(relative, num_buckets);
+            for head in 0..heads {
+                d_table[b * heads + head] += d_values[head * width + d];
+            }
+        }
+    }
+
     /// Head `head`'s biases for a sequence of `len ≤ longest` tokens: `2 · len − 1` values,
     /// the one of key `j` for query `i` at `j − i + len − 1`.
     pub(crate) fn head(&self, head: usize, len: usize) -> &[f32] {

@@ -130,6 +130,10 @@ pub struct StsArgs {
     /// (mean+max). Default: the model's own pooling.
     #[arg(long, value_name = "SPEC")]
     pooling: Option<String>,
+    /// Score the embeddings cut to their first N dimensions (a Matryoshka-trained model's
+    /// prefix), as sentence-transformers' `truncate_dim`.
+    #[arg(long, value_name = "N")]
+    truncate_dim: Option<usize>,
     #[command(flatten)]
     output: ReportArgs,
 }
@@ -212,15 +216,28 @@ fn run(
     model: &ModelArgs,
     datasets: &[StsDataset],
     poolings: &[Pooling],
-    quiet: bool,
+    (quiet, truncate_dim): (bool, Option<usize>),
 ) -> Result<StsReport> {
     let embedder = model.load(None)?;
     let bar = progress_bar(quiet);
     bar.set_message("encoding");
-    let report = evaluate(&embedder, datasets, poolings, &mut |done, total| {
+    let mut progress = |done: usize, total: usize| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
-    })?;
+    };
+    let report = match truncate_dim {
+        Some(d) => {
+            let truncated =
+                sbert_eval::Truncated::new(&embedder, d, embedder.dim()).map_err(|_| {
+                    anyhow::anyhow!(
+                        "--truncate-dim {d} must be between 1 and the model's dimension {}",
+                        embedder.dim()
+                    )
+                })?;
+            evaluate(&truncated, datasets, poolings, &mut progress)?
+        }
+        None => evaluate(&embedder, datasets, poolings, &mut progress)?,
+    };
     bar.finish_and_clear();
     eprintln!(
         "encoded {} distinct sentences ({} pairs) in {:.1} s: {:.0} sentences/s; total {:.1} s",
@@ -436,7 +453,12 @@ pub fn run_command(cmd: &EvalCommand) -> Result<()> {
                     (sets, false)
                 }
             };
-            let report = run(&args.model, &datasets, &poolings, args.output.quiet)?;
+            let report = run(
+                &args.model,
+                &datasets,
+                &poolings,
+                (args.output.quiet, args.truncate_dim),
+            )?;
             let name = model_name(&args.model);
             print(&report, &args.output, |style| {
                 if suite {
@@ -449,7 +471,7 @@ pub fn run_command(cmd: &EvalCommand) -> Result<()> {
         EvalCommand::Pooling(args) => {
             let poolings = parse_pooling_spec(&args.pooling)?;
             let datasets = read_sets(&args.data_dir, &POOLING_SETS)?;
-            let report = run(&args.model, &datasets, &poolings, args.output.quiet)?;
+            let report = run(&args.model, &datasets, &poolings, (args.output.quiet, None))?;
             print(&report, &args.output, |style| {
                 report::pooling_table(&report.scores, style)
             })

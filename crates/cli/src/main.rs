@@ -260,6 +260,11 @@ struct EmbedArgs {
     /// Report per text the token count and truncation on standard error.
     #[arg(long)]
     verbose: bool,
+    /// Keep only the first N dimensions of each embedding (a Matryoshka-trained model's
+    /// prefix), as sentence-transformers' `truncate_dim`; normalized again when the model
+    /// normalizes.
+    #[arg(long, value_name = "N")]
+    truncate_dim: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -333,13 +338,23 @@ fn embed(args: &EmbedArgs) -> Result<()> {
         _ => {}
     }
     let model = args.model.load(args.pooling.pooling.as_ref())?;
+    let mut options = sbert::EncodeOptions::default();
+    if let Some(d) = args.truncate_dim {
+        if d == 0 || d > model.dim() {
+            bail!(
+                "--truncate-dim {d} must be between 1 and the model's dimension {}",
+                model.dim()
+            );
+        }
+        options = options.truncate_dim(d);
+    }
+    let dim = args.truncate_dim.unwrap_or(model.dim());
     let mut out = io::Output::create(&args.output)?;
     if args.format == OutputFormat::Npy {
-        out.writer()
-            .write_all(&io::npy_header(texts.len(), model.dim()))?;
+        out.writer().write_all(&io::npy_header(texts.len(), dim))?;
     }
     for (c, chunk) in texts.chunks(CHUNK).enumerate() {
-        let encoded = model.embed(chunk).map_err(|e| match e {
+        let encoded = model.encode(chunk, &options).map_err(|e| match e {
             // The library counts within the chunk; the user counts lines of the input.
             sbert::Error::NonFiniteEmbedding { index } => anyhow::anyhow!(
                 "the embedding of text {} of the input (1-based) is not finite: the model \

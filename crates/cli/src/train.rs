@@ -5,19 +5,42 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use sbert_train::{
-    read_nli, read_pairs, read_scored_pairs, Concat, DevSet, Objective, OutputDir, TrainConfig,
-    TrainData, TrainableModel, Trainer,
+    read_nli, read_pairs, read_scored_pairs, Concat, DevSet, Layout, Objective, OutputDir,
+    TrainConfig, TrainData, TrainableModel, Trainer,
 };
 
+/// The losses, sentence-transformers' of the same name with its defaults; the layout of
+/// --train each reads follows in brackets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Loss {
-    /// Regression: MSE between cos(u, v) and score/5 (STS layout: score, sentence1, sentence2).
+    /// CosineSimilarityLoss: MSE between cos(u, v) and score/5 [score, sentence1, sentence2].
     Cosine,
-    /// Classification: softmax(W·[u; v; |u−v|]) with cross-entropy (NLI layout: premise,
-    /// hypothesis, label).
+    /// CoSENTLoss: pairs ranked by cosine in the order of their scores, --scale 20 [score,
+    /// sentence1, sentence2].
+    Cosent,
+    /// AnglELoss: CoSENT over the angle similarity, --scale 20 [score, sentence1, sentence2].
+    Angle,
+    /// SoftmaxLoss: softmax(W·[u; v; |u−v|]) with cross-entropy [premise, hypothesis, label].
     Softmax,
-    /// In-batch negatives (multiple-negatives ranking; pairs, or an NLI file's entailment pairs).
+    /// MultipleNegativesRankingLoss: in-batch negatives, plus the row's hard negative when
+    /// there is a third column [query, positive(, negative)], or an NLI file's entailment pairs.
     Mnrl,
+    /// MultipleNegativesSymmetricRankingLoss: mnrl in both directions (queries → documents
+    /// and positives → queries) [query, positive(, negative)].
+    MnrlSymmetric,
+    /// CachedMultipleNegativesRankingLoss (GradCache): mnrl over a large --batch-size in the
+    /// memory of --mini-batch-size texts per pass [query, positive(, negative)].
+    CachedMnrl,
+    /// TripletLoss: Euclidean, --margin 5 [anchor, positive, negative].
+    Triplet,
+    /// ContrastiveLoss: cosine distance, --margin 0.5 [label 0/1, sentence1, sentence2].
+    Contrastive,
+    /// OnlineContrastiveLoss: contrastive over the batch's hard pairs, --margin 0.5 [label
+    /// 0/1, sentence1, sentence2].
+    OnlineContrastive,
+    /// MSELoss: distil --teacher's embeddings into the model [the sentences of an STS, pairs
+    /// or NLI file, each text column].
+    Mse,
 }
 
 #[derive(Debug, Args)]
@@ -39,9 +62,24 @@ pub struct TrainArgs {
     /// Self-adversarial temperature for --loss mnrl (0 = the plain in-batch loss).
     #[arg(long, value_name = "T", default_value_t = 0.0)]
     self_adversarial: f64,
-    /// Cosine scale of --loss mnrl.
+    /// Similarity scale of the mnrl losses, cosent and angle.
     #[arg(long, default_value_t = 20.0)]
     scale: f64,
+    /// Margin of --loss triplet (default 5) or the contrastive losses (default 0.5).
+    #[arg(long)]
+    margin: Option<f64>,
+    /// Texts per encoder pass of --loss cached-mnrl.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    mini_batch_size: usize,
+    /// The teacher model of --loss mse (a sentence-transformers folder whose embeddings have
+    /// the model's width).
+    #[arg(long, value_name = "DIR")]
+    teacher: Option<PathBuf>,
+    /// Matryoshka: train so that each of these prefixes of the embedding works on its own,
+    /// the loss summed over them with equal weights (e.g. 384,256,128,64; each at most the
+    /// model's width). Read back with --truncate-dim.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    matryoshka_dims: Option<Vec<usize>>,
     /// Training file (TSV with a header).
     #[arg(long)]
     train: PathBuf,
@@ -121,6 +159,28 @@ fn select<T: Clone>(
     Ok(out)
 }
 
+/// The sentences of a training file, for distillation: both sentences of an STS file's rows,
+/// else every text column of a pairs or NLI file, in order.
+fn sentences_of(path: &Path) -> Result<Vec<String>> {
+    if let Ok(pairs) = read_scored_pairs(path) {
+        return Ok(pairs
+            .into_iter()
+            .flat_map(|p| [p.sentence1, p.sentence2])
+            .collect());
+    }
+    if let Ok(nli) = read_nli(path) {
+        return Ok(nli
+            .into_iter()
+            .flat_map(|e| [e.premise, e.hypothesis])
+            .collect());
+    }
+    Ok(read_pairs(path)?
+        .into_iter()
+        .flat_map(|p| [Some(p.query), Some(p.positive), p.negative])
+        .flatten()
+        .collect())
+}
+
 /// The concatenations of the SBERT paper's Table 6 ablation.
 const ABLATION: [&str; 7] = [
     "u,v",
@@ -188,6 +248,7 @@ fn train_scored(args: &TrainArgs, concat: &str, output: &Path) -> Result<(Option
         args.dev_rows.as_deref(),
         args.order.as_deref(),
         args.sts_test.as_deref(),
+        args.teacher.as_deref(),
     ]
     .into_iter()
     .flatten()
@@ -203,8 +264,11 @@ fn train_scored(args: &TrainArgs, concat: &str, output: &Path) -> Result<(Option
         .as_deref()
         .map(crate::io::read_indices)
         .transpose()?;
+    let margin = |default: f64| args.margin.unwrap_or(default);
     let objective = match args.loss {
         Loss::Cosine => Objective::Cosine { max_score: 5.0 },
+        Loss::Cosent => Objective::CoSent { scale: args.scale },
+        Loss::Angle => Objective::Angle { scale: args.scale },
         Loss::Softmax => Objective::Softmax {
             concat: concat.parse::<Concat>()?,
         },
@@ -212,20 +276,61 @@ fn train_scored(args: &TrainArgs, concat: &str, output: &Path) -> Result<(Option
             scale: args.scale,
             temperature: Some(args.self_adversarial).filter(|t| *t > 0.0),
         },
+        Loss::MnrlSymmetric => Objective::SymmetricInBatchNegatives { scale: args.scale },
+        Loss::CachedMnrl => Objective::CachedInBatchNegatives {
+            scale: args.scale,
+            mini_batch_size: args.mini_batch_size,
+        },
+        Loss::Triplet => Objective::Triplet {
+            margin: margin(5.0),
+        },
+        Loss::Contrastive => Objective::Contrastive {
+            margin: margin(0.5),
+        },
+        Loss::OnlineContrastive => Objective::OnlineContrastive {
+            margin: margin(0.5),
+        },
+        Loss::Mse => Objective::Mse,
     };
-    let data = match args.loss {
-        Loss::Cosine => TrainData::Scored(select(
-            read_scored_pairs(&args.train)?,
-            rows.as_ref(),
-            args.limit,
-        )?),
-        Loss::Softmax => TrainData::Nli(select(read_nli(&args.train)?, rows.as_ref(), args.limit)?),
-        Loss::Mnrl => {
-            // An NLI file: --rows index its data rows, then the entailment pairs are kept.
-            TrainData::Pairs(match read_nli(&args.train) {
-                Ok(nli) => sbert_train::entailment_pairs(select(nli, rows.as_ref(), args.limit)?),
-                Err(_) => select(read_pairs(&args.train)?, rows.as_ref(), args.limit)?,
-            })
+    if args.margin.is_some()
+        && !matches!(
+            args.loss,
+            Loss::Triplet | Loss::Contrastive | Loss::OnlineContrastive
+        )
+    {
+        bail!("--margin applies to --loss triplet, contrastive and online-contrastive");
+    }
+    if args.teacher.is_some() != (args.loss == Loss::Mse) {
+        bail!("--teacher DIR goes with --loss mse, and --loss mse needs it");
+    }
+    let select_rows = |all| select(all, rows.as_ref(), args.limit);
+    let data = match objective.layout() {
+        Layout::Scored | Layout::Labelled => {
+            TrainData::Scored(select_rows(read_scored_pairs(&args.train)?)?)
+        }
+        Layout::Nli => TrainData::Nli(select(read_nli(&args.train)?, rows.as_ref(), args.limit)?),
+        // An NLI file: --rows index its data rows, then the entailment pairs are kept.
+        Layout::Pairs | Layout::Triplets => TrainData::Pairs(match read_nli(&args.train) {
+            Ok(nli) => sbert_train::entailment_pairs(select(nli, rows.as_ref(), args.limit)?),
+            Err(_) => select(read_pairs(&args.train)?, rows.as_ref(), args.limit)?,
+        }),
+        Layout::Sentences => {
+            let sentences = select(sentences_of(&args.train)?, rows.as_ref(), args.limit)?;
+            let teacher_dir = args.teacher.as_ref().expect("checked above");
+            let teacher = sbert::SentenceEmbedder::builder(teacher_dir.to_string_lossy())
+                .device(sbert::Device::Cpu)
+                .build()
+                .with_context(|| format!("loading the teacher {}", teacher_dir.display()))?;
+            eprintln!(
+                "embedding {} sentences with the teacher {}",
+                sentences.len(),
+                teacher_dir.display()
+            );
+            let embeddings = teacher.encode_tensor(&sentences, &sbert::EncodeOptions::default())?;
+            TrainData::Distill {
+                sentences,
+                teacher: embeddings,
+            }
         }
     };
     let dev = match (&args.dev, args.loss) {
@@ -258,6 +363,7 @@ fn train_scored(args: &TrainArgs, concat: &str, output: &Path) -> Result<(Option
         order,
         eval_every: args.eval_every,
         output: Some(output.clone()),
+        matryoshka_dims: args.matryoshka_dims.clone(),
     };
     let out_dir = output.clone();
     let output = output.path();

@@ -183,3 +183,50 @@ pub fn evaluate(
         total_time: start.elapsed(),
     })
 }
+
+/// A model whose embeddings are cut to their first `dim` values (sentence-transformers'
+/// `truncate_dim`): how a Matryoshka-trained model is evaluated at a smaller width. Cosine
+/// scores need no renormalization; the other similarities see the truncated vectors as they
+/// are.
+#[derive(Debug)]
+pub struct Truncated<'m, M: ?Sized> {
+    model: &'m M,
+    dim: usize,
+}
+
+impl<'m, M: TextEmbedder + ?Sized> Truncated<'m, M> {
+    /// `model`'s embeddings cut to `dim` values.
+    ///
+    /// # Errors
+    /// [`EvalError::Model`] when `dim` is 0 or above the width of `model`'s embeddings (`full`).
+    pub fn new(model: &'m M, dim: usize, full: usize) -> Result<Self, EvalError> {
+        if dim == 0 || dim > full {
+            return Err(EvalError::Model(sbert::Error::InvalidArgument(format!(
+                "truncate_dim must be between 1 and the model's dimension {full}, not {dim}"
+            ))));
+        }
+        Ok(Self { model, dim })
+    }
+}
+
+impl<M: TextEmbedder + ?Sized> TextEmbedder for Truncated<'_, M> {
+    fn embed_texts(&self, texts: &[&str]) -> sbert::Result<Tensor> {
+        Ok(self.model.embed_texts(texts)?.narrow(1, 0, self.dim)?)
+    }
+
+    fn pooling(&self) -> &sbert::Pooling {
+        self.model.pooling()
+    }
+
+    fn embed_texts_pooled(
+        &self,
+        texts: &[&str],
+        poolings: &[sbert::Pooling],
+    ) -> sbert::Result<Vec<Tensor>> {
+        self.model
+            .embed_texts_pooled(texts, poolings)?
+            .into_iter()
+            .map(|t| Ok(t.narrow(1, 0, self.dim)?))
+            .collect()
+    }
+}

@@ -42,7 +42,7 @@ pub use data::{
     is_nli_row, read_nli, read_sets, read_tsv, NliExample, NliLabel, StsDataset, StsPair,
     POOLING_SETS, SUITE,
 };
-pub use evaluate::{evaluate, Correlations, StsReport, StsScores};
+pub use evaluate::{evaluate, Correlations, StsReport, StsScores, Truncated};
 pub use retrieval::{evaluate_retrieval, score_rankings, RetrievalScores, RetrievalTask};
 
 /// Errors of reading datasets and evaluating.

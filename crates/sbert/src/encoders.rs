@@ -36,6 +36,16 @@ impl EncoderModel {
         }
     }
 
+    /// What the encoder is, in words: `"a BERT-family encoder"`, `"ModernBERT"`, `"a static
+    /// embedding table (model2vec)"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Bert(_) => "a BERT-family encoder",
+            Self::ModernBert(_) => "ModernBERT",
+            Self::Static(_) => "a static embedding table (model2vec)",
+        }
+    }
+
     /// The BERT-family model, when it is one (what training needs).
     pub fn bert(&self) -> Option<&BertModel> {
         match self {

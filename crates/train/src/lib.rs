@@ -80,7 +80,7 @@ pub use data::{
     StsPair,
 };
 pub use model::TrainableModel;
-pub use objective::{Concat, ConcatPart, Objective};
+pub use objective::{Concat, ConcatPart, Layout, Objective};
 pub use trainer::{DevSet, StepLog, TrainConfig, TrainData, Trainer, TrainingReport};
 
 use std::path::PathBuf;

@@ -7,11 +7,14 @@ use std::sync::PoisonError;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use sbert::bert::{Architecture, BertParams, GradientSink};
+use sbert::bert::{BertParams, GradientSink};
 use sbert::{BertModel, Pooling, SentenceEmbedder, TokenizedText};
 
 use crate::checkpoint::OutputDir;
 use crate::{Result, TrainError};
+
+/// The name of MPNet's relative attention bias table in its checkpoints.
+const RELATIVE_BIAS: &str = "encoder.relative_attention_bias.weight";
 
 /// The folder's pipeline on the device and dtype training runs in: the CPU, f32.
 fn pipeline(dir: &Path) -> Result<SentenceEmbedder> {
@@ -53,26 +56,29 @@ impl TrainableModel {
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let embedder = pipeline(&dir)?;
-        let trainable = embedder.encoder().bert().filter(|bert| {
-            matches!(
-                bert.config().architecture(),
-                Ok(Architecture::Bert | Architecture::Roberta)
-            )
-        });
-        let Some(bert) = trainable else {
+        let Some(bert) = embedder.encoder().bert() else {
             return Err(TrainError::Invalid(format!(
-                "{}: training runs on BERT and RoBERTa / XLM-RoBERTa encoders; this model's \
-                 encoder is another architecture",
-                dir.display()
+                "{}: training runs on BERT-family encoders (BERT, RoBERTa / XLM-RoBERTa, \
+                 DistilBERT, MPNet); this model's encoder is {}",
+                dir.display(),
+                embedder.encoder().kind()
             )));
         };
         let config = bert.config().clone();
+        let architecture = config.architecture()?;
         let varmap = VarMap::new();
         {
             let mut vars = varmap.data().lock().unwrap_or_else(PoisonError::into_inner);
-            let names = BertParams::hf_names(config.num_hidden_layers);
+            // Under the names the architecture's checkpoints use (an architecture without
+            // token types has no name, and no trainable table, there).
+            let names = BertParams::checkpoint_names(architecture, config.num_hidden_layers);
             for (name, weight) in names.iter().zip(bert.weights()?.iter()) {
-                vars.insert(name.clone(), Var::from_tensor(weight)?);
+                if !name.is_empty() {
+                    vars.insert(name.clone(), Var::from_tensor(weight)?);
+                }
+            }
+            if let Some(table) = bert.relative_attention_bias() {
+                vars.insert(RELATIVE_BIAS.to_string(), Var::from_tensor(table)?);
             }
         }
         Self::around(embedder, varmap, &config)
@@ -172,9 +178,23 @@ impl TrainableModel {
                 .embedder
                 .encode_tensor(texts, &sbert::EncodeOptions::default())?);
         }
+        self.embed_seeded(texts, self.next_seed())
+    }
+
+    /// The dropout seed of the next training-mode pass, drawn (each pass takes its own).
+    pub fn next_seed(&self) -> u64 {
+        self.next_dropout_seed.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// [`TrainableModel::embed`] in training mode under the dropout masks of `seed` (from
+    /// [`TrainableModel::next_seed`]): the same seed gives the same masks, so a pass can be
+    /// run again exactly (GradCache's second pass).
+    ///
+    /// # Errors
+    /// When tokenization or a tensor op fails.
+    pub fn embed_seeded<S: AsRef<str>>(&self, texts: &[S], seed: u64) -> Result<Tensor> {
         let tok = self.tokenize(texts)?;
         let (ids, lengths) = TokenizedText::pack(&tok);
-        let seed = self.next_dropout_seed.fetch_add(1, Ordering::Relaxed);
         let hidden = self
             .encoder()
             .forward_train(&ids, &lengths, seed, &self.sink)?;

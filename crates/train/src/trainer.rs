@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use rand::seq::SliceRandom;
@@ -10,7 +11,7 @@ use rand::SeedableRng;
 use crate::checkpoint::OutputDir;
 use crate::data::{NliExample, PairExample, StsPair};
 use crate::model::TrainableModel;
-use crate::objective::{self, Objective};
+use crate::objective::{self, Layout, Objective};
 use crate::optim::{AdamW, AdamWParams};
 use crate::{Result, TrainError};
 
@@ -37,6 +38,10 @@ pub struct TrainConfig {
     pub eval_every: Option<usize>,
     /// Where the (best) checkpoint goes, checked by [`OutputDir::new`] before training.
     pub output: Option<OutputDir>,
+    /// Matryoshka: the loss is the sum, with equal weights, of the objective's loss over the
+    /// embeddings truncated to each of these widths (sentence-transformers' `MatryoshkaLoss`),
+    /// so that a prefix of the embedding works on its own. Default: none.
+    pub matryoshka_dims: Option<Vec<usize>>,
 }
 
 impl TrainConfig {
@@ -84,6 +89,7 @@ impl Default for TrainConfig {
             order: None,
             eval_every: None,
             output: None,
+            matryoshka_dims: None,
         }
     }
 }
@@ -118,23 +124,52 @@ pub struct TrainingReport {
 
 /// Training examples of one of the supported layouts.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum TrainData {
-    /// Scored pairs (regression).
+    /// Scored pairs (regression, CoSENT, AnglE) or, with scores 0 and 1, labelled pairs
+    /// (contrastive losses).
     Scored(Vec<StsPair>),
     /// NLI triples (classification).
     Nli(Vec<NliExample>),
-    /// (query, positive[, negative]) pairs (in-batch negatives).
+    /// (query, positive[, negative]) pairs (in-batch negatives), or (anchor, positive,
+    /// negative) triplets.
     Pairs(Vec<PairExample>),
+    /// Sentences and a teacher's embeddings of them, `(n, dim)` (distillation).
+    Distill {
+        /// The sentences.
+        sentences: Vec<String>,
+        /// The teacher's embeddings, row `i` for sentence `i`.
+        teacher: Tensor,
+    },
 }
 
 impl TrainData {
-    fn len(&self) -> usize {
+    /// Examples in the data.
+    pub fn len(&self) -> usize {
         match self {
             TrainData::Scored(v) => v.len(),
             TrainData::Nli(v) => v.len(),
             TrainData::Pairs(v) => v.len(),
+            TrainData::Distill { sentences, .. } => sentences.len(),
         }
     }
+
+    /// Whether there are no examples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The texts of one batch, embedded in one pass, and what the loss needs besides their
+/// embeddings.
+struct Batch<'a> {
+    texts: Vec<&'a str>,
+    /// Examples in the batch (rows of the first column).
+    n: usize,
+    /// Gold scores or labels, one per example.
+    labels: Vec<f32>,
+    /// The teacher's embeddings of the texts (distillation).
+    teacher: Option<Tensor>,
 }
 
 /// Dev evaluation during training.
@@ -186,6 +221,23 @@ impl Trainer {
     pub fn new(config: TrainConfig, objective: Objective, dim: usize) -> Result<Self> {
         config.validate()?;
         objective.validate()?;
+        if let Some(dims) = &config.matryoshka_dims {
+            if matches!(objective, Objective::Softmax { .. }) {
+                return Err(TrainError::Invalid(
+                    "Matryoshka dimensions wrap an embedding loss, not the softmax classifier \
+                     (its head reads the full width)"
+                        .into(),
+                ));
+            }
+            if dims.is_empty() {
+                return Err(TrainError::Invalid("no Matryoshka dimension given".into()));
+            }
+            if let Some(&d) = dims.iter().find(|&&d| d == 0 || d > dim) {
+                return Err(TrainError::Invalid(format!(
+                    "Matryoshka dimension {d} is outside 1..={dim}, the model's embedding width"
+                )));
+            }
+        }
         let head = match &objective {
             Objective::Softmax { concat } => {
                 let varmap = VarMap::new();
@@ -202,6 +254,208 @@ impl Trainer {
         })
     }
 
+    /// Checks that `data` has the layout the objective trains on, every row of it, before any
+    /// step.
+    ///
+    /// # Errors
+    /// [`TrainError::Invalid`] naming the first row that does not fit.
+    fn check_data(&self, data: &TrainData, dim: Option<usize>) -> Result<()> {
+        let invalid = |m: String| Err(TrainError::Invalid(m));
+        match (self.objective.layout(), data) {
+            (Layout::Scored, TrainData::Scored(rows)) => {
+                if let Objective::Cosine { max_score } = &self.objective {
+                    if let Some((i, p)) = rows
+                        .iter()
+                        .enumerate()
+                        .find(|(_, p)| !(0.0..=f64::from(*max_score)).contains(&p.score))
+                    {
+                        return invalid(format!(
+                            "training example {i} (0-based) has score {} outside [0, {max_score}]",
+                            p.score
+                        ));
+                    }
+                }
+                if let Some((i, p)) = rows.iter().enumerate().find(|(_, p)| !p.score.is_finite()) {
+                    return invalid(format!("training example {i} has score {}", p.score));
+                }
+                Ok(())
+            }
+            (Layout::Labelled, TrainData::Scored(rows)) => {
+                match rows
+                    .iter()
+                    .enumerate()
+                    .find(|(_, p)| p.score != 0.0 && p.score != 1.0)
+                {
+                    Some((i, p)) => invalid(format!(
+                        "training example {i} (0-based) has label {}; contrastive losses take \
+                         labels 0 (dissimilar) and 1 (similar)",
+                        p.score
+                    )),
+                    None => Ok(()),
+                }
+            }
+            (Layout::Nli, TrainData::Nli(_)) | (Layout::Pairs, TrainData::Pairs(_)) => Ok(()),
+            (Layout::Triplets, TrainData::Pairs(rows)) => {
+                match rows.iter().position(|r| r.negative.is_none()) {
+                    Some(i) => invalid(format!(
+                        "training example {i} (0-based) has no negative: the triplet loss \
+                         takes (anchor, positive, negative) rows, three columns"
+                    )),
+                    None => Ok(()),
+                }
+            }
+            (Layout::Sentences, TrainData::Distill { sentences, teacher }) => {
+                let (rows, width) = teacher.dims2()?;
+                if rows != sentences.len() {
+                    return invalid(format!(
+                        "{rows} teacher embeddings for {} sentences",
+                        sentences.len()
+                    ));
+                }
+                match dim {
+                    Some(d) if d != width => invalid(format!(
+                        "the teacher's embeddings have {width} dimensions and the student's \
+                         {d}: distillation needs the same width (add a Dense module to the \
+                         student, or pick a teacher of its width)"
+                    )),
+                    _ => Ok(()),
+                }
+            }
+            (layout, _) => invalid(format!(
+                "the training data does not fit the objective, which trains on {layout:?} rows"
+            )),
+        }
+    }
+
+    /// The texts of the examples `idx` of `data` and what the loss needs besides them.
+    fn batch<'d>(&self, data: &'d TrainData, idx: &[usize]) -> Result<Batch<'d>> {
+        let n = idx.len();
+        let batch = match data {
+            TrainData::Scored(rows) => {
+                let scale = match &self.objective {
+                    Objective::Cosine { max_score } => *max_score,
+                    _ => 1.0,
+                };
+                Batch {
+                    texts: idx
+                        .iter()
+                        .map(|&i| rows[i].sentence1.as_str())
+                        .chain(idx.iter().map(|&i| rows[i].sentence2.as_str()))
+                        .collect(),
+                    n,
+                    labels: idx.iter().map(|&i| rows[i].score as f32 / scale).collect(),
+                    teacher: None,
+                }
+            }
+            TrainData::Pairs(rows) => {
+                let mut texts: Vec<&str> = idx.iter().map(|&i| rows[i].query.as_str()).collect();
+                texts.extend(idx.iter().map(|&i| rows[i].positive.as_str()));
+                texts.extend(idx.iter().filter_map(|&i| rows[i].negative.as_deref()));
+                Batch {
+                    texts,
+                    n,
+                    labels: Vec::new(),
+                    teacher: None,
+                }
+            }
+            TrainData::Distill { sentences, teacher } => {
+                let rows = Tensor::from_vec(
+                    idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+                    n,
+                    &Device::Cpu,
+                )?;
+                Batch {
+                    texts: idx.iter().map(|&i| sentences[i].as_str()).collect(),
+                    n,
+                    labels: Vec::new(),
+                    teacher: Some(teacher.index_select(&rows, 0)?),
+                }
+            }
+            TrainData::Nli(_) => {
+                return Err(TrainError::Invalid(
+                    "NLI rows train the softmax objective".into(),
+                ))
+            }
+        };
+        Ok(batch)
+    }
+
+    /// The objective's loss over the embeddings `e` of a batch's texts, summed over the
+    /// Matryoshka widths when there are some.
+    fn embedding_loss(&self, e: &Tensor, batch: &Batch<'_>) -> Result<Tensor> {
+        let Some(dims) = &self.config.matryoshka_dims else {
+            return self.loss_at_width(e, batch.teacher.as_ref(), batch);
+        };
+        let mut total: Option<Tensor> = None;
+        for &d in dims {
+            let teacher = batch
+                .teacher
+                .as_ref()
+                .map(|t| t.narrow(1, 0, d))
+                .transpose()?;
+            let loss = self.loss_at_width(&e.narrow(1, 0, d)?, teacher.as_ref(), batch)?;
+            total = Some(match total {
+                Some(t) => (t + loss)?,
+                None => loss,
+            });
+        }
+        total.ok_or_else(|| TrainError::Invalid("no Matryoshka dimension".into()))
+    }
+
+    fn loss_at_width(
+        &self,
+        e: &Tensor,
+        teacher: Option<&Tensor>,
+        batch: &Batch<'_>,
+    ) -> Result<Tensor> {
+        let n = batch.n;
+        let dev = e.device();
+        let labels = || -> Result<Tensor> {
+            Ok(Tensor::from_vec(batch.labels.clone(), n, dev)?.to_dtype(e.dtype())?)
+        };
+        let first = || e.narrow(0, 0, n);
+        let second = || e.narrow(0, n, n);
+        let rest = || e.narrow(0, n, e.dim(0)? - n);
+        match &self.objective {
+            Objective::Cosine { .. } => objective::cosine_mse(&first()?, &second()?, &labels()?),
+            Objective::CoSent { scale } => objective::cosent(
+                &sbert::pairwise_cos_sim(&first()?, &second()?)?,
+                &batch.labels,
+                *scale,
+            ),
+            Objective::Angle { scale } => objective::cosent(
+                &objective::pairwise_angle_sim(&first()?, &second()?)?,
+                &batch.labels,
+                *scale,
+            ),
+            Objective::InBatchNegatives { scale, temperature } => {
+                objective::in_batch_negatives(&first()?, &rest()?, *scale, *temperature)
+            }
+            Objective::CachedInBatchNegatives { scale, .. } => {
+                objective::in_batch_negatives(&first()?, &rest()?, *scale, None)
+            }
+            Objective::SymmetricInBatchNegatives { scale } => {
+                objective::symmetric_in_batch_negatives(&first()?, &rest()?, *scale)
+            }
+            Objective::Triplet { margin } => {
+                objective::triplet(&first()?, &second()?, &e.narrow(0, 2 * n, n)?, *margin)
+            }
+            Objective::Contrastive { margin } => {
+                objective::contrastive(&first()?, &second()?, &labels()?, *margin)
+            }
+            Objective::OnlineContrastive { margin } => {
+                objective::online_contrastive(&first()?, &second()?, &batch.labels, *margin)
+            }
+            Objective::Mse => match teacher {
+                Some(t) => objective::mse(e, &t.to_dtype(e.dtype())?),
+                None => Err(TrainError::Invalid("distillation needs a teacher".into())),
+            },
+            Objective::Softmax { .. } => Err(TrainError::Invalid(
+                "the softmax objective trains on NLI rows".into(),
+            )),
+        }
+    }
+
     /// The loss of one batch of examples (indices into `data`), in training mode.
     ///
     /// # Errors
@@ -213,38 +467,60 @@ impl Trainer {
         idx: &[usize],
         train: bool,
     ) -> Result<Tensor> {
-        match (&self.objective, data) {
-            (Objective::Cosine { max_score }, TrainData::Scored(rows)) => {
-                let texts: Vec<&str> = idx
-                    .iter()
-                    .map(|&i| rows[i].sentence1.as_str())
-                    .chain(idx.iter().map(|&i| rows[i].sentence2.as_str()))
-                    .collect();
-                let e = model.embed(&texts, train)?;
-                let n = idx.len();
-                let scores: Vec<f32> = idx.iter().map(|&i| rows[i].score as f32).collect();
-                let labels = objective::scaled_labels(&scores, *max_score, &Device::Cpu)?;
-                objective::cosine_mse(&e.narrow(0, 0, n)?, &e.narrow(0, n, n)?, &labels)
-            }
-            (Objective::Softmax { concat }, TrainData::Nli(rows)) => {
-                let logits = self.logits(model, rows, idx, train, concat)?;
-                let labels: Vec<u32> = idx.iter().map(|&i| rows[i].label.index()).collect();
-                let labels = Tensor::from_vec(labels, idx.len(), &Device::Cpu)?;
-                objective::cross_entropy(&logits, &labels)
-            }
-            (Objective::InBatchNegatives { scale, temperature }, TrainData::Pairs(rows)) => {
-                let n = idx.len();
-                let mut texts: Vec<&str> = idx.iter().map(|&i| rows[i].query.as_str()).collect();
-                texts.extend(idx.iter().map(|&i| rows[i].positive.as_str()));
-                texts.extend(idx.iter().filter_map(|&i| rows[i].negative.as_deref()));
-                let e = model.embed(&texts, train)?;
-                let docs = e.narrow(0, n, texts.len() - n)?;
-                objective::in_batch_negatives(&e.narrow(0, 0, n)?, &docs, *scale, *temperature)
-            }
-            _ => Err(TrainError::Invalid(
-                "the training data does not fit the objective (cosine: scored pairs; softmax: NLI; in-batch negatives: pairs)".into(),
-            )),
+        if let (Objective::Softmax { concat }, TrainData::Nli(rows)) = (&self.objective, data) {
+            let logits = self.logits(model, rows, idx, train, concat)?;
+            let labels: Vec<u32> = idx.iter().map(|&i| rows[i].label.index()).collect();
+            let labels = Tensor::from_vec(labels, idx.len(), &Device::Cpu)?;
+            return objective::cross_entropy(&logits, &labels);
         }
+        let batch = self.batch(data, idx)?;
+        let e = model.embed(&batch.texts, train)?;
+        self.embedding_loss(&e, &batch)
+    }
+
+    /// One GradCache step of the cached in-batch-negatives objective: the batch's texts are
+    /// embedded `mini` at a time without keeping activations, the loss and its gradient with
+    /// respect to the embeddings are computed once over the whole batch, then each mini-batch
+    /// is embedded again under the same dropout masks and back-propagated with that gradient.
+    /// The encoder's gradients are those of the whole batch's loss; the activations held at
+    /// any time are those of one mini-batch.
+    fn cached_step(
+        &self,
+        model: &TrainableModel,
+        data: &TrainData,
+        idx: &[usize],
+        mini: usize,
+        non_finite: &dyn Fn(f32) -> TrainError,
+    ) -> Result<(f32, GradStore)> {
+        let batch = self.batch(data, idx)?;
+        let chunks: Vec<&[&str]> = batch.texts.chunks(mini).collect();
+        let seeds: Vec<u64> = chunks.iter().map(|_| model.next_seed()).collect();
+        let mut cached = Vec::with_capacity(chunks.len());
+        for (texts, &seed) in chunks.iter().zip(&seeds) {
+            cached.push(model.embed_seeded(texts, seed)?.detach());
+        }
+        let all = Var::from_tensor(&Tensor::cat(&cached, 0)?)?;
+        let loss = self.embedding_loss(all.as_tensor(), &batch)?;
+        let value = loss.to_scalar::<f32>()?;
+        if !value.is_finite() {
+            return Err(non_finite(value));
+        }
+        let d_all = loss.backward()?.remove(all.as_tensor()).ok_or_else(|| {
+            TrainError::Invalid("the loss does not depend on the embeddings".into())
+        })?;
+        let mut grads = None;
+        let mut start = 0;
+        for (texts, &seed) in chunks.iter().zip(&seeds) {
+            let e = model.embed_seeded(texts, seed)?;
+            let d = d_all.narrow(0, start, texts.len())?.detach();
+            start += texts.len();
+            // d(Σ e ⊙ d)/dθ = Σ (dL/de) (de/dθ): this mini-batch's share of dL/dθ.
+            let store = (e * d)?.sum_all()?.backward()?;
+            grads.get_or_insert(store);
+        }
+        let mut grads = grads.ok_or_else(|| TrainError::Invalid("an empty batch".into()))?;
+        model.collect_gradients(&mut grads)?;
+        Ok((value, grads))
     }
 
     fn logits(
@@ -335,19 +611,7 @@ impl Trainer {
                 )));
             }
         }
-        if let (Objective::Cosine { max_score }, TrainData::Scored(rows)) = (&self.objective, data)
-        {
-            if let Some((i, p)) = rows
-                .iter()
-                .enumerate()
-                .find(|(_, p)| !(0.0..=f64::from(*max_score)).contains(&p.score))
-            {
-                return Err(TrainError::Invalid(format!(
-                    "training example {} (0-based) has score {} outside [0, {max_score}]",
-                    i, p.score
-                )));
-            }
-        }
+        self.check_data(data, Some(model.dim()))?;
         if let Some(out) = &cfg.output {
             out.check()?;
         }
@@ -396,16 +660,22 @@ impl Trainer {
             for idx in order.chunks(cfg.batch_size) {
                 let started = Instant::now();
                 let lr = cfg.lr * lr_factor(k, warmup, total);
-                let loss = self.batch_loss(model, data, idx, true)?;
-                let value = loss.to_scalar::<f32>()?;
-                if !value.is_finite() {
-                    return Err(TrainError::NonFiniteLoss {
-                        step: k + 1,
-                        loss: value,
-                    });
-                }
-                let mut grads = loss.backward()?;
-                model.collect_gradients(&mut grads)?;
+                let non_finite = |loss: f32| TrainError::NonFiniteLoss { step: k + 1, loss };
+                let (value, grads) = match &self.objective {
+                    Objective::CachedInBatchNegatives {
+                        mini_batch_size, ..
+                    } => self.cached_step(model, data, idx, *mini_batch_size, &non_finite)?,
+                    _ => {
+                        let loss = self.batch_loss(model, data, idx, true)?;
+                        let value = loss.to_scalar::<f32>()?;
+                        if !value.is_finite() {
+                            return Err(non_finite(value));
+                        }
+                        let mut grads = loss.backward()?;
+                        model.collect_gradients(&mut grads)?;
+                        (value, grads)
+                    }
+                };
                 optimizer.step(&grads, lr, cfg.max_grad_norm)?;
                 train_seconds += started.elapsed().as_secs_f64();
                 k += 1;
@@ -660,6 +930,312 @@ mod tests {
         let r1 = sbert_eval::evaluate_retrieval(&model, &task).expect("retrieval");
         let r2 = sbert_eval::evaluate_retrieval(&loaded, &task).expect("retrieval");
         assert!((r1.mrr_at_10 - r2.mrr_at_10).abs() < 1e-9);
+    }
+
+    /// `models/tiny` with an MPNet encoder of seeded weights under MPNet's checkpoint names.
+    fn tiny_mpnet(dir: &std::path::Path) {
+        for entry in std::fs::read_dir(tiny_dir()).expect("tiny") {
+            let path = entry.expect("entry").path();
+            let to = dir.join(path.file_name().expect("name"));
+            if path.is_dir() {
+                std::fs::create_dir_all(&to).expect("mkdir");
+                for f in std::fs::read_dir(&path).expect("sub") {
+                    let f = f.expect("entry").path();
+                    std::fs::copy(&f, to.join(f.file_name().expect("name"))).expect("copy");
+                }
+            } else if path.extension().is_some_and(|e| e == "json") {
+                std::fs::copy(&path, to).expect("copy");
+            }
+        }
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).expect("cfg"))
+                .expect("json");
+        config["model_type"] = "mpnet".into();
+        config["pad_token_id"] = 1.into();
+        config["relative_attention_num_buckets"] = 8.into();
+        config["max_position_embeddings"] = 66.into();
+        std::fs::write(dir.join("config.json"), config.to_string()).expect("write");
+        let config: sbert::BertConfig = serde_json::from_value(config).expect("config");
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        sbert::BertModel::load(vb, &config).expect("mpnet");
+        for (k, var) in varmap.all_vars().iter().enumerate() {
+            let noise = Tensor::randn(0f32, 0.3, var.shape(), &Device::Cpu).expect("noise");
+            let value = if var.rank() == 1 && k % 2 == 0 {
+                (noise + 1.0).expect("add")
+            } else {
+                noise
+            };
+            var.set(&value).expect("set");
+        }
+        varmap
+            .save(dir.join("model.safetensors"))
+            .expect("save weights");
+    }
+
+    /// Every BERT-family encoder trains (MPNet with its relative attention bias, DistilBERT
+    /// without token types): the saved folder holds the weights under the architecture's own
+    /// names, and loads into the pipeline that embeds what the model in training embeds.
+    #[test]
+    fn mpnet_and_distilbert_train_and_their_checkpoints_reload() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mpnet = tmp.path().join("mpnet");
+        std::fs::create_dir(&mpnet).expect("mkdir");
+        tiny_mpnet(&mpnet);
+        let distilbert = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../models/families/distilbert");
+        let data = TrainData::Pairs(
+            pairs()
+                .into_iter()
+                .map(|p| PairExample {
+                    query: p.sentence1,
+                    positive: p.sentence2,
+                    negative: None,
+                })
+                .collect(),
+        );
+        let texts = ["the cat sat on the mat", "a man plays music", "blue house"];
+        for (name, dir) in [("mpnet", mpnet), ("distilbert", distilbert)] {
+            let model = TrainableModel::load(&dir).expect("load");
+            let before = model.embed(&texts, false).expect("embed");
+            let out_path = tmp.path().join(format!("{name}-out"));
+            let config = TrainConfig {
+                batch_size: 4,
+                epochs: 2,
+                lr: 1e-3,
+                output: Some(OutputDir::new(&out_path, false, &[]).expect("out")),
+                ..TrainConfig::default()
+            };
+            let objective = Objective::InBatchNegatives {
+                scale: 20.0,
+                temperature: None,
+            };
+            let report = Trainer::new(config, objective, model.dim())
+                .expect("trainer")
+                .train(&model, &data, None, &mut |_| {})
+                .expect("train");
+            assert!(report.steps.iter().all(|s| s.loss.is_finite()), "{name}");
+            let after = model.embed(&texts, false).expect("embed");
+            let moved = (&after - &before)
+                .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+                .expect("diff");
+            assert!(
+                moved > 1e-3,
+                "{name}: training moved the embeddings by {moved}"
+            );
+            let reloaded = sbert::SentenceEmbedder::from_dir(&out_path, &Device::Cpu)
+                .expect("reload")
+                .encode_tensor(&texts, &sbert::EncodeOptions::default())
+                .expect("embed");
+            let diff = (&reloaded - &after)
+                .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+                .expect("diff");
+            assert!(diff < 1e-5, "{name}: the checkpoint embeds {diff} away");
+            let saved =
+                candle_core::safetensors::load(out_path.join("model.safetensors"), &Device::Cpu)
+                    .expect("weights");
+            let expected = match name {
+                "mpnet" => "encoder.relative_attention_bias.weight",
+                _ => "transformer.layer.0.attention.q_lin.weight",
+            };
+            assert!(saved.contains_key(expected), "{name}: {expected} missing");
+            assert!(
+                !saved.keys().any(|k| k.contains("token_type")),
+                "{name} has no token types"
+            );
+        }
+    }
+
+    fn pair_rows(negatives: bool) -> Vec<PairExample> {
+        pairs()
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| PairExample {
+                query: p.sentence1,
+                positive: p.sentence2,
+                negative: negatives.then(|| format!("an unrelated sentence number {i}")),
+            })
+            .collect()
+    }
+
+    /// GradCache computes the gradient of the whole batch's loss: without dropout, the
+    /// cached step's gradients equal those of the plain in-batch loss over the same batch.
+    #[test]
+    fn cached_in_batch_negatives_has_the_plain_gradient() {
+        let loaded = TrainableModel::load(tiny_dir()).expect("load");
+        let config = sbert::BertConfig {
+            hidden_dropout_prob: 0.0,
+            attention_probs_dropout_prob: 0.0,
+            ..loaded.encoder().config().clone()
+        };
+        let model = TrainableModel::with_varmap(tiny_dir(), loaded.varmap().clone(), &config)
+            .expect("model");
+        let data = TrainData::Pairs(pair_rows(true));
+        let idx: Vec<usize> = (0..8).collect();
+        let plain = Trainer::new(
+            TrainConfig::default(),
+            Objective::InBatchNegatives {
+                scale: 20.0,
+                temperature: None,
+            },
+            model.dim(),
+        )
+        .expect("trainer");
+        let loss = plain.batch_loss(&model, &data, &idx, true).expect("loss");
+        let mut expected = loss.backward().expect("backward");
+        model.collect_gradients(&mut expected).expect("collect");
+        let cached = Trainer::new(
+            TrainConfig::default(),
+            Objective::CachedInBatchNegatives {
+                scale: 20.0,
+                mini_batch_size: 3,
+            },
+            model.dim(),
+        )
+        .expect("trainer");
+        let (value, got) = cached
+            .cached_step(&model, &data, &idx, 3, &|l| TrainError::NonFiniteLoss {
+                step: 1,
+                loss: l,
+            })
+            .expect("cached");
+        assert!((value - loss.to_scalar::<f32>().expect("s")).abs() < 1e-5);
+        for var in model.varmap().all_vars() {
+            let (a, b) = (
+                got.get(var.as_tensor()).expect("cached gradient"),
+                expected.get(var.as_tensor()).expect("plain gradient"),
+            );
+            let scale = b
+                .abs()
+                .and_then(|t| t.max_all()?.to_scalar::<f32>())
+                .expect("max");
+            let diff = (a - b)
+                .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+                .expect("diff");
+            assert!(diff <= 1e-4 * scale.max(1e-3), "|Δ| {diff} of {scale}");
+        }
+    }
+
+    /// Each layout error is named before any step.
+    #[test]
+    fn data_that_does_not_fit_the_loss_is_refused_before_training() {
+        let model = TrainableModel::load(tiny_dir()).expect("load");
+        let run = |objective: Objective, data: &TrainData, config: TrainConfig| {
+            Trainer::new(config, objective, model.dim())
+                .and_then(|t| t.train(&model, data, None, &mut |_| panic!("a step ran")))
+                .expect_err("refused")
+                .to_string()
+        };
+        let err = run(
+            Objective::Triplet { margin: 5.0 },
+            &TrainData::Pairs(pair_rows(false)),
+            TrainConfig::default(),
+        );
+        assert!(
+            err.contains("no negative") && err.contains("three columns"),
+            "{err}"
+        );
+        let err = run(
+            Objective::Contrastive { margin: 0.5 },
+            &TrainData::Scored(pairs()),
+            TrainConfig::default(),
+        );
+        assert!(err.contains("label 4.8"), "{err}");
+        let teacher = Tensor::zeros((3, model.dim() + 1), DType::F32, &Device::Cpu).expect("t");
+        let distill = TrainData::Distill {
+            sentences: vec!["a".into(), "b".into(), "c".into()],
+            teacher,
+        };
+        let err = run(Objective::Mse, &distill, TrainConfig::default());
+        let (d, wider) = (model.dim(), model.dim() + 1);
+        assert!(
+            err.contains(&format!("{wider} dimensions and the student's {d}")),
+            "{err}"
+        );
+        let matryoshka = TrainConfig {
+            matryoshka_dims: Some(vec![d, 2 * d]),
+            ..TrainConfig::default()
+        };
+        let err = run(
+            Objective::CoSent { scale: 20.0 },
+            &TrainData::Scored(pairs()),
+            matryoshka,
+        );
+        assert!(
+            err.contains(&format!("Matryoshka dimension {}", 2 * d)),
+            "{err}"
+        );
+    }
+
+    /// The Matryoshka loss is the sum of the objective's loss at each width.
+    #[test]
+    fn matryoshka_sums_the_loss_over_the_prefixes() {
+        let loaded = TrainableModel::load(tiny_dir()).expect("load");
+        let config = sbert::BertConfig {
+            hidden_dropout_prob: 0.0,
+            attention_probs_dropout_prob: 0.0,
+            ..loaded.encoder().config().clone()
+        };
+        let model = TrainableModel::with_varmap(tiny_dir(), loaded.varmap().clone(), &config)
+            .expect("model");
+        let data = TrainData::Scored(pairs());
+        let idx: Vec<usize> = (0..8).collect();
+        let loss_with = |dims: Option<Vec<usize>>| {
+            let config = TrainConfig {
+                matryoshka_dims: dims,
+                ..TrainConfig::default()
+            };
+            Trainer::new(config, Objective::CoSent { scale: 20.0 }, model.dim())
+                .expect("trainer")
+                .batch_loss(&model, &data, &idx, true)
+                .and_then(|l| Ok(l.to_scalar::<f32>()?))
+                .expect("loss")
+        };
+        let whole = loss_with(Some(vec![16, 8, 4]));
+        let e = model.embed(&data_texts(&pairs()), false).expect("embed");
+        let labels: Vec<f32> = pairs().iter().map(|p| p.score as f32).collect();
+        let mut sum = 0.0;
+        for d in [16, 8, 4] {
+            let (a, b) = (
+                e.narrow(0, 0, 8)
+                    .and_then(|x| x.narrow(1, 0, d))
+                    .expect("a"),
+                e.narrow(0, 8, 8)
+                    .and_then(|x| x.narrow(1, 0, d))
+                    .expect("b"),
+            );
+            let sims = sbert::pairwise_cos_sim(&a, &b).expect("cos");
+            sum += objective::cosent(&sims, &labels, 20.0)
+                .and_then(|l| Ok(l.to_scalar::<f32>()?))
+                .expect("loss");
+        }
+        assert!(
+            (whole - sum).abs() < 1e-4 * sum.abs().max(1.0),
+            "{whole} vs {sum}"
+        );
+        assert!((loss_with(None) - whole).abs() > 1e-3);
+    }
+
+    fn data_texts(rows: &[StsPair]) -> Vec<String> {
+        rows.iter()
+            .map(|r| r.sentence1.clone())
+            .chain(rows.iter().map(|r| r.sentence2.clone()))
+            .collect()
+    }
+
+    /// Encoders that are not BERT-family are refused by name before training.
+    #[test]
+    fn other_encoders_are_refused_by_name() {
+        let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+        for (dir, kind) in [
+            ("families/modernbert", "ModernBERT"),
+            ("potion-base-8M", "static embedding table"),
+        ] {
+            let err = TrainableModel::load(models.join(dir))
+                .expect_err("refused")
+                .to_string();
+            assert!(err.contains(kind), "{err}");
+        }
     }
 
     #[test]

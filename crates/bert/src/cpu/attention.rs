@@ -389,13 +389,16 @@ pub(crate) fn attention_forward(
     (ctx, probs)
 }
 
-/// The gradients of one head's q, k and v, `(len, hd)` each, written into `dq`, `dk`, `dv`.
+/// The gradients of one head's q, k and v, `(len, hd)` each, written into `dq`, `dk`, `dv`;
+/// with a non-empty `d_bias` (`2 · len − 1` values, laid out as [`HeadJob::position_bias`]),
+/// the gradient of the scores is also summed there by relative position.
 #[inline(always)]
 fn head_backward_generic(
     qkv: (&[f32], &[f32], &[f32]),
     probs: &[f32],
     dc: &[f32],
     grads: (&mut [f32], &mut [f32], &mut [f32]),
+    d_bias: &mut [f32],
     job: HeadJob<'_>,
 ) {
     let HeadJob {
@@ -421,21 +424,29 @@ fn head_backward_generic(
             ds[j] = dp;
             row_dot += p[j] * dp;
         }
-        // Softmax: ds_ij = p_ij (dp_ij − Σ_k p_ik dp_ik), then the score scale.
+        // Softmax: ds_ij = p_ij (dp_ij − Σ_k p_ik dp_ik), then the score scale (the
+        // position bias is added after the scale: its gradient is ds_ij itself).
         let qi = &q[i * hd..(i + 1) * hd];
         for j in 0..len {
-            let s = scale * p[j] * (ds[j] - row_dot);
+            let g = p[j] * (ds[j] - row_dot);
+            if !d_bias.is_empty() {
+                d_bias[len - 1 - i + j] += g;
+            }
+            let s = scale * g;
             axpy(&mut dq[i * hd..(i + 1) * hd], s, &k[j * hd..(j + 1) * hd]);
             axpy(&mut dk[j * hd..(j + 1) * hd], s, qi);
         }
     }
 }
 
-multiversion!(fn head_backward(qkv: (&[f32], &[f32], &[f32]), probs: &[f32], dc: &[f32], grads: (&mut [f32], &mut [f32], &mut [f32]), job: HeadJob<'_>) => head_backward_generic);
+multiversion!(fn head_backward(qkv: (&[f32], &[f32], &[f32]), probs: &[f32], dc: &[f32], grads: (&mut [f32], &mut [f32], &mut [f32]), d_bias: &mut [f32], job: HeadJob<'_>) => head_backward_generic);
 
 /// The gradient of the biased q, k, v `(n, 3h)` (and so of the unbiased, and summed over rows
 /// of the biases) from that of the context `(n, h)`, given the forward pass's `qkv`, `bias`
-/// and kept probabilities.
+/// and kept probabilities. With `d_position` (a pass with a relative position bias), the
+/// gradient of the scores is added there by head and relative position, laid out as
+/// [`DistanceBias`]'s values for sequences up to `longest` tokens (`heads · (2 · longest − 1)`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_backward(
     qkv: &[f32],
     bias: QkvBias<'_>,
@@ -444,11 +455,13 @@ pub(crate) fn attention_backward(
     offsets: &[usize],
     shape: AttentionShape,
     drop: DropoutMask,
+    d_position: Option<(&mut [f32], usize)>,
 ) -> Vec<f32> {
     let (h, hd) = (shape.hidden(), shape.head_dim);
     let n = qkv.len() / (3 * h).max(1);
     let tasks = head_tasks(offsets, shape.heads);
-    let parts: Vec<[Vec<f32>; 3]> = tasks
+    let with_bias = d_position.is_some();
+    let parts: Vec<([Vec<f32>; 3], Vec<f32>)> = tasks
         .par_iter()
         .map(|&t| {
             let [q, k, v] = gather_qkv(qkv, bias, t, hd);
@@ -460,6 +473,11 @@ pub(crate) fn attention_backward(
                 vec![0f32; t.len * hd],
             ];
             let [dq, dk, dv] = &mut grads;
+            let mut d_bias = if with_bias {
+                vec![0f32; 2 * t.len - 1]
+            } else {
+                Vec::new()
+            };
             let job = HeadJob {
                 head_dim: hd,
                 scale: shape.scale(),
@@ -467,14 +485,21 @@ pub(crate) fn attention_backward(
                 block: t.block,
                 position_bias: None,
             };
-            head_backward((&q, &k, &v), block, &dc, (dq, dk, dv), job);
-            grads
+            head_backward((&q, &k, &v), block, &dc, (dq, dk, dv), &mut d_bias, job);
+            (grads, d_bias)
         })
         .collect();
     let mut d_qkv = vec![0f32; n * 3 * h];
-    for (t, blocks) in tasks.iter().zip(&parts) {
+    for (t, (blocks, _)) in tasks.iter().zip(&parts) {
         for (part, block) in blocks.iter().enumerate() {
             scatter(&mut d_qkv, 3 * h, part * h + t.head * hd, *t, block, hd);
+        }
+    }
+    if let Some((d_position, longest)) = d_position {
+        let width = 2 * longest - 1;
+        for (t, (_, d_bias)) in tasks.iter().zip(&parts) {
+            let start = t.head * width + longest - t.len;
+            axpy(&mut d_position[start..start + d_bias.len()], 1.0, d_bias);
         }
     }
     d_qkv
@@ -670,6 +695,7 @@ mod tests {
             &OFFSETS,
             SHAPE,
             drop,
+            None,
         );
         let step = 1e-2f32;
         for i in 0..qkv.len() {

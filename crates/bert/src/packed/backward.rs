@@ -16,14 +16,21 @@ use crate::params::{BertParams, LayerParams, Linear, Norm};
 pub(crate) type Gradients = BertParams<Vec<f32>>;
 
 /// Adds the gradients of the pass recorded on `tape` into `grads`, given `dy`, the gradient of
-/// its output `(tokens, hidden)`.
+/// its output `(tokens, hidden)`. A pass with MPNet's relative position bias adds the
+/// gradient of its table `(num_buckets, heads)`, shared by every layer, into `d_table`.
 pub(crate) fn backward(
     w: &HostWeights<'_>,
     grads: &mut Gradients,
+    d_table: Option<&mut [f32]>,
     d: Dims,
     tape: &Tape,
     mut dy: Vec<f32>,
 ) {
+    let heads = d.attention.heads;
+    let mut d_position = tape
+        .position_bias
+        .as_ref()
+        .map(|b| (vec![0f32; heads * (2 * b.longest() - 1)], b));
     for (l, ((weights, grads), t)) in w
         .layers
         .iter()
@@ -32,7 +39,13 @@ pub(crate) fn backward(
         .enumerate()
         .rev()
     {
-        dy = layer_backward(weights, grads, d, l, tape, t, dy);
+        let position = d_position
+            .as_mut()
+            .map(|(values, b)| (values.as_mut_slice(), b.longest()));
+        dy = layer_backward(weights, grads, d, (l, position), tape, t, dy);
+    }
+    if let (Some((values, bias)), Some(d_table)) = (&d_position, d_table) {
+        bias.add_table_gradient(values, d_table, heads);
     }
     // Embeddings: dropout, LayerNorm, then the three table lookups.
     let h = d.hidden;
@@ -60,7 +73,7 @@ fn layer_backward(
     w: &LayerParams<&[f32]>,
     g: &mut LayerParams<Vec<f32>>,
     d: Dims,
-    l: usize,
+    (l, d_position): (usize, Option<(&mut [f32], usize)>),
     tape: &Tape,
     t: &super::LayerTape,
     dy: Vec<f32>,
@@ -119,6 +132,7 @@ fn layer_backward(
         &tape.batch.offsets,
         d.attention,
         attention_drop,
+        d_position,
     );
     let parts = [
         (&mut g.query, w.query),

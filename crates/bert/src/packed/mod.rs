@@ -236,6 +236,8 @@ pub(crate) struct LayerTape {
 pub(crate) struct Tape {
     pub batch: PackedBatch,
     pub seed: u64,
+    /// The relative position bias the pass added to its scores (MPNet).
+    pub position_bias: Option<DistanceBias>,
     pub embedding_norm: NormSaved,
     /// `inputs[l]` is the input of layer `l` (`inputs[0]`: the embeddings after dropout).
     pub inputs: Vec<Vec<f32>>,
@@ -300,6 +302,7 @@ pub(crate) fn forward(
     let tape = record.then(|| Tape {
         batch,
         seed,
+        position_bias: position_bias.cloned(),
         embedding_norm: embedding_norm.unwrap_or_default(),
         inputs,
         layers,

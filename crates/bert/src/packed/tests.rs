@@ -5,7 +5,17 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
 fn tiny(dropout: f64) -> (VarMap, BertModel) {
+    tiny_of(dropout, None)
+}
+
+/// A tiny model of `model_type` (BERT when `None`) with deterministic weights.
+fn tiny_of(dropout: f64, model_type: Option<&str>) -> (VarMap, BertModel) {
     let config = BertConfig {
+        model_type: model_type.map(str::to_string),
+        // MPNet: positions from pad + 1 = 2; 8 buckets so that 7 tokens reach the
+        // logarithmic ones.
+        pad_token_id: 1,
+        relative_attention_num_buckets: 8,
         vocab_size: 40,
         hidden_size: 16,
         num_hidden_layers: 2,
@@ -122,7 +132,24 @@ fn max_abs(t: &Tensor) -> f32 {
 /// of a backward formula far above it.
 #[test]
 fn values_and_gradients_match_the_graph_in_f64() {
-    let (varmap, model) = tiny(0.0);
+    values_and_gradients_match_the_graph(None, 5 + 2 * 16);
+}
+
+/// MPNet: the relative attention bias table, shared by the layers, gets its gradient too.
+#[test]
+fn mpnet_values_and_gradients_match_the_graph_in_f64() {
+    // No token-type table; one relative bias table.
+    values_and_gradients_match_the_graph(Some("mpnet"), 4 + 2 * 16 + 1);
+}
+
+/// DistilBERT: no token types, positions from 0, its own tensor names.
+#[test]
+fn distilbert_values_and_gradients_match_the_graph_in_f64() {
+    values_and_gradients_match_the_graph(Some("distilbert"), 4 + 2 * 16);
+}
+
+fn values_and_gradients_match_the_graph(model_type: Option<&str>, parameters: usize) {
+    let (varmap, model) = tiny_of(0.0, model_type);
     let (wide_map, wide) = in_f64(&varmap, model.config());
     let ids = ids();
     let (padded_ids, mask, rows) = padded(&ids);
@@ -156,7 +183,7 @@ fn values_and_gradients_match_the_graph_in_f64() {
         .expect("backward");
     let data = varmap.data().lock().expect("lock");
     let wide_data = wide_map.data().lock().expect("lock");
-    assert_eq!(data.len(), 5 + 2 * 16);
+    assert_eq!(data.len(), parameters);
     for (name, var) in data.iter() {
         let (Some(a), Some(b)) = (grads.get(var), expected.get(&wide_data[name])) else {
             panic!("{name} has no gradient");

@@ -17,6 +17,7 @@ use super::{forward, Dims, PackedBatch, Tape, WeightGuards};
 use crate::config::BertConfig;
 use crate::cpu::f32_slice;
 use crate::params::BertWeights;
+use crate::relative::DistanceBias;
 
 /// Where the gradients of [`BertModel::forward_train`](crate::BertModel::forward_train) passes
 /// collect.
@@ -34,6 +35,8 @@ pub struct GradientSink {
 struct SinkState {
     weights: BertWeights,
     grads: Gradients,
+    /// MPNet's relative attention bias table and its gradient.
+    relative: Option<(Tensor, Vec<f32>)>,
 }
 
 impl std::fmt::Debug for GradientSink {
@@ -67,7 +70,13 @@ impl GradientSink {
         let Some(mut state) = self.lock().take() else {
             return Ok(());
         };
-        for (weight, grad) in state.weights.iter().zip(state.grads.iter_mut()) {
+        let relative = state.relative.as_mut().map(|(t, g)| (&*t, g));
+        for (weight, grad) in state
+            .weights
+            .iter()
+            .zip(state.grads.iter_mut())
+            .chain(relative)
+        {
             let grad = Tensor::from_vec(std::mem::take(grad), weight.shape(), weight.device())?;
             let grad = match store.remove(weight) {
                 Some(old) => (old + grad)?,
@@ -89,21 +98,23 @@ impl GradientSink {
 }
 
 impl SinkState {
-    /// The gradient buffers of `weights`, zeroed on first use.
+    /// The gradient buffers of `weights` and of the relative bias table, zeroed on first use.
     ///
     /// # Errors
     /// When the sink holds the gradients of other weights.
     fn buffers<'s>(
         state: &'s mut Option<Self>,
         weights: &BertWeights,
-    ) -> Result<&'s mut Gradients> {
+        relative: Option<&Tensor>,
+    ) -> Result<(&'s mut Gradients, Option<&'s mut [f32]>)> {
         if let Some(held) = state.as_ref() {
             let same = held.weights.iter().count() == weights.iter().count()
                 && held
                     .weights
                     .iter()
                     .zip(weights.iter())
-                    .all(|(a, b)| a.id() == b.id());
+                    .all(|(a, b)| a.id() == b.id())
+                && held.relative.as_ref().map(|(t, _)| t.id()) == relative.map(Tensor::id);
             if !same {
                 candle_core::bail!("a gradient sink collects the gradients of one model only");
             }
@@ -111,15 +122,18 @@ impl SinkState {
         let held = state.get_or_insert_with(|| Self {
             weights: weights.clone(),
             grads: weights.map(|t| vec![0f32; t.elem_count()]),
+            relative: relative.map(|t| (t.clone(), vec![0f32; t.elem_count()])),
         });
-        Ok(&mut held.grads)
+        let relative = held.relative.as_mut().map(|(_, g)| g.as_mut_slice());
+        Ok((&mut held.grads, relative))
     }
 }
 
-/// A training-mode pass over `weights`: its output `(tokens, hidden)` is differentiable, and
-/// its backward pass adds every weight's gradient into `sink`.
+/// A training-mode pass over `weights` (and MPNet's `relative_bias` table `(num_buckets,
+/// heads)`): its output `(tokens, hidden)` is differentiable, and its backward pass adds every
+/// weight's gradient into `sink`.
 pub(crate) fn train(
-    weights: &BertWeights,
+    (weights, relative_bias): (&BertWeights, Option<&Tensor>),
     cfg: &BertConfig,
     input_ids: &[u32],
     lengths: &[usize],
@@ -128,9 +142,25 @@ pub(crate) fn train(
 ) -> Result<Tensor> {
     let batch = PackedBatch::new(input_ids, None, lengths, cfg, 1)?;
     let dims = Dims::new(cfg, true)?;
+    let position_bias = match relative_bias {
+        Some(table) => Some(DistanceBias::new(
+            &table.flatten_all()?.to_vec1::<f32>()?,
+            cfg.num_attention_heads,
+            batch.longest(),
+        )),
+        None => None,
+    };
     let (output, tape) = {
         let guards = WeightGuards::new(weights);
-        forward(&guards.host()?, None, None, dims, batch, seed, true)
+        forward(
+            &guards.host()?,
+            None,
+            position_bias.as_ref(),
+            dims,
+            batch,
+            seed,
+            true,
+        )
     };
     let Some(tape) = tape else {
         candle_core::bail!("a recorded pass keeps its tape")
@@ -142,6 +172,7 @@ pub(crate) fn train(
         dims,
         tape,
         weights: weights.clone(),
+        relative_bias: relative_bias.cloned(),
         sink: sink.clone(),
     };
     // Anchored on the word-embedding table, so that the pass is part of the graph exactly
@@ -157,6 +188,7 @@ struct TrainingPass {
     dims: Dims,
     tape: Tape,
     weights: BertWeights,
+    relative_bias: Option<Tensor>,
     sink: GradientSink,
 }
 
@@ -196,8 +228,9 @@ impl CustomOp1 for TrainingPass {
         let guards = WeightGuards::new(&self.weights);
         let host = guards.host()?;
         let mut state = self.sink.lock();
-        let grads = SinkState::buffers(&mut state, &self.weights)?;
-        backward(&host, grads, self.dims, &self.tape, dy);
+        let (grads, d_table) =
+            SinkState::buffers(&mut state, &self.weights, self.relative_bias.as_ref())?;
+        backward(&host, grads, d_table, self.dims, &self.tape, dy);
         Ok(None)
     }
 }
