@@ -56,13 +56,23 @@ enum Command {
     ///
     /// Example: sbert bench --threads 2 --format json
     Bench(bench::BenchArgs),
-    /// Fine-tune a model: SBERT's regression (cosine) and classification (softmax) objectives,
-    /// or in-batch negatives (mnrl, optionally self-adversarial). Saves a sentence-transformers
-    /// folder that `sbert embed` and Python load.
+    /// Fine-tune a model with sentence-transformers' losses (cosine, cosent, angle, softmax,
+    /// mnrl and its symmetric and cached variants, triplet, contrastive, online-contrastive,
+    /// mse distillation), optionally Matryoshka, evaluating on a dev set (STS, NLI, retrieval,
+    /// triplets, binary pairs) and keeping the best checkpoint. Saves a sentence-transformers
+    /// folder that `sbert embed` and Python load; --resume continues a run.
     ///
     /// Example: sbert train --loss cosine --train ../shared/data/stsb/train.tsv
     ///   --dev ../shared/data/stsb/dev.tsv --output models/minilm-stsb
     Train(train::TrainArgs),
+    /// Mine hard negatives for (anchor, positive) pairs: for each anchor, the corpus texts most
+    /// similar to it that are not its positives (sentence-transformers' mine_hard_negatives),
+    /// written as (anchor, positive, negative) triplets for `sbert train --loss mnrl` or
+    /// `--loss triplet`.
+    ///
+    /// Example: sbert mine-negatives --input pairs.tsv --num-negatives 3 --range-min 10
+    ///   --margin 0.05 --output triplets.tsv
+    MineNegatives(train::MineArgs),
     /// Serve embeddings over HTTP: text-embeddings-inference routes (/embed, /similarity,
     /// /tokenize, /info, /health, /metrics) and OpenAI's /v1/embeddings, with requests from
     /// all clients batched together under a token budget. Every resource a client can hold is
@@ -480,6 +490,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(cmd) => eval::run_command(cmd),
         Command::Bench(args) => bench::run(args),
         Command::Train(args) => train::run(args),
+        Command::MineNegatives(args) => train::mine(args),
         Command::Serve(args) => serve::run(args),
         Command::Search(args) => apps::search(args),
         Command::Mine(args) => apps::mine(args),

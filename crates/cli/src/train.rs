@@ -43,11 +43,66 @@ pub enum Loss {
     Mse,
 }
 
+/// What a dev set is scored by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DevKind {
+    /// score, sentence1, sentence2: Spearman of cosine.
+    Sts,
+    /// premise, hypothesis, label: accuracy of the softmax classifier.
+    Nli,
+    /// A folder of queries.tsv, corpus.tsv, qrels.tsv: nDCG@10.
+    Retrieval,
+    /// anchor, positive, negative: accuracy.
+    Triplet,
+    /// label (0/1), sentence1, sentence2: average precision.
+    Binary,
+}
+
+/// Reads the dev set at `path` as `kind`, or as its shape says: a folder is a retrieval task,
+/// an NLI file NLI, scored pairs binary when every score is 0 or 1 (STS otherwise), anything
+/// else triplets.
+fn read_dev(path: &Path, kind: Option<DevKind>, rows: Option<&Vec<usize>>) -> Result<DevSet> {
+    let kind = match kind {
+        Some(k) => k,
+        None if path.is_dir() => DevKind::Retrieval,
+        None if read_nli(path).is_ok() => DevKind::Nli,
+        None => match read_scored_pairs(path) {
+            Ok(p) if p.iter().all(|p| p.score == 0.0 || p.score == 1.0) => DevKind::Binary,
+            Ok(_) => DevKind::Sts,
+            Err(_) => DevKind::Triplet,
+        },
+    };
+    Ok(match kind {
+        DevKind::Sts => DevSet::Sts(select(read_scored_pairs(path)?, rows, None)?),
+        DevKind::Binary => DevSet::Binary(select(read_scored_pairs(path)?, rows, None)?),
+        DevKind::Nli => DevSet::Nli(select(read_nli(path)?, rows, None)?),
+        DevKind::Triplet => DevSet::Triplets(select(read_pairs(path)?, rows, None)?),
+        DevKind::Retrieval => {
+            if rows.is_some() {
+                bail!("--dev-rows does not apply to a retrieval dev set");
+            }
+            DevSet::Retrieval(sbert_eval::RetrievalTask::read_dir(path)?)
+        }
+    })
+}
+
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// The model to start from (a sentence-transformers folder).
     #[arg(long, short, default_value = crate::DEFAULT_MODEL)]
     model: PathBuf,
+    /// Continue the run that saved this checkpoint (its weights, optimizer state, schedule
+    /// position and dropout stream), with the same data and settings; --model is ignored.
+    /// --output may be the same folder.
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
+    /// Without --dev: also save a checkpoint every N steps, to --resume from if the run stops.
+    #[arg(long, value_name = "N")]
+    save_every: Option<usize>,
+    /// Save only the model, not the training state (AdamW's moments, about twice the size of
+    /// the weights) that --resume needs.
+    #[arg(long)]
+    save_only_model: bool,
     /// The objective.
     #[arg(long, value_enum)]
     loss: Loss,
@@ -89,9 +144,17 @@ pub struct TrainArgs {
     /// Use only the first N examples (after --rows).
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
-    /// Dev file: STS pairs (Spearman) or, for softmax, NLI triples (accuracy).
+    /// Dev set, evaluated every --eval-every steps and at the end; the best checkpoint by its
+    /// main score is kept. STS pairs (Spearman), NLI triples (the softmax classifier's
+    /// accuracy), a folder of queries.tsv, corpus.tsv and qrels.tsv (retrieval: nDCG@10),
+    /// (anchor, positive, negative) triplets (accuracy) or pairs labelled 0/1 (binary
+    /// classification: average precision). The kind is read from the file's shape unless
+    /// --dev-kind names it.
     #[arg(long)]
     dev: Option<PathBuf>,
+    /// The kind of --dev.
+    #[arg(long, value_enum, requires = "dev")]
+    dev_kind: Option<DevKind>,
     /// Use only these data rows of --dev (one 0-based index per line).
     #[arg(long, value_name = "FILE")]
     dev_rows: Option<PathBuf>,
@@ -333,24 +396,19 @@ fn train_scored(args: &TrainArgs, concat: &str, output: &Path) -> Result<(Option
             }
         }
     };
-    let dev = match (&args.dev, args.loss) {
-        (None, _) => None,
-        (Some(p), Loss::Softmax) => {
-            Some(DevSet::Nli(select(read_nli(p)?, dev_rows.as_ref(), None)?))
-        }
-        (Some(p), _) => Some(DevSet::Sts(select(
-            read_scored_pairs(p)?,
-            dev_rows.as_ref(),
-            None,
-        )?)),
-    };
+    let dev = args
+        .dev
+        .as_deref()
+        .map(|p| read_dev(p, args.dev_kind, dev_rows.as_ref()))
+        .transpose()?;
     let order = args
         .order
         .as_deref()
         .map(crate::io::read_indices)
         .transpose()?;
-    let model = TrainableModel::load(&args.model)
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let from = args.resume.as_ref().unwrap_or(&args.model);
+    let model =
+        TrainableModel::load(from).with_context(|| format!("loading {}", from.display()))?;
     let dim = model.dim();
     let config = TrainConfig {
         epochs: args.epochs,
@@ -364,6 +422,9 @@ fn train_scored(args: &TrainArgs, concat: &str, output: &Path) -> Result<(Option
         eval_every: args.eval_every,
         output: Some(output.clone()),
         matryoshka_dims: args.matryoshka_dims.clone(),
+        save_every: args.save_every,
+        resume: args.resume.clone(),
+        save_training_state: !args.save_only_model,
     };
     let out_dir = output.clone();
     let output = output.path();
@@ -491,4 +552,108 @@ fn curve_svg(steps: &[sbert_train::StepLog], args: &TrainArgs) -> String {
     ];
     let title = format!("sbert train --loss {:?}", args.loss).to_lowercase();
     line_chart_svg(&title, "optimizer step", &panels)
+}
+
+/// `sbert mine-negatives`.
+#[derive(Debug, Args)]
+pub struct MineArgs {
+    #[command(flatten)]
+    model: crate::ModelArgs,
+    /// (anchor, positive) pairs: TSV with a header (a third column is ignored), or an NLI
+    /// file (its entailment pairs).
+    #[arg(long, short, value_name = "FILE")]
+    input: PathBuf,
+    /// More candidate texts, one per line, besides the positives of --input.
+    #[arg(long, value_name = "FILE")]
+    corpus: Option<PathBuf>,
+    /// Skip the N most similar candidates (they may be unlabelled positives).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    range_min: usize,
+    /// Consider candidates up to rank N. Default: range-min + num-negatives + the most
+    /// positives an anchor has (10 × num-negatives with --margin, --relative-margin or
+    /// --max-score).
+    #[arg(long, value_name = "N")]
+    range_max: Option<usize>,
+    /// A negative must score at least this much below the anchor's positive (cosine).
+    #[arg(long, value_name = "M")]
+    margin: Option<f64>,
+    /// A negative must score below positive − |positive| × M.
+    #[arg(long, value_name = "M")]
+    relative_margin: Option<f64>,
+    /// A negative must score at most this (cosine).
+    #[arg(long)]
+    max_score: Option<f64>,
+    /// A negative must score at least this (cosine).
+    #[arg(long)]
+    min_score: Option<f64>,
+    /// Negatives per pair.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    num_negatives: usize,
+    /// Take a seeded random sample of the window instead of its top.
+    #[arg(long)]
+    random: bool,
+    /// Seed of --random.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Where the triplets go (TSV: anchor, positive, negative, with a header), written whole
+    /// or not at all.
+    #[arg(long, short, value_name = "FILE")]
+    output: PathBuf,
+}
+
+/// Runs `sbert mine-negatives`.
+pub fn mine(args: &MineArgs) -> Result<()> {
+    let pairs = match read_nli(&args.input) {
+        Ok(nli) => sbert_train::entailment_pairs(nli),
+        Err(_) => read_pairs(&args.input)?,
+    };
+    let corpus = match &args.corpus {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if let Some(line) = text.lines().position(|l| l.contains('\t')) {
+                bail!(
+                    "{}: line {}: a tab in a corpus text (the triplets are written as TSV)",
+                    path.display(),
+                    line + 1
+                );
+            }
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let model = args.model.load(None)?;
+    let options = sbert_train::MineOptions {
+        range_min: args.range_min,
+        range_max: args.range_max,
+        absolute_margin: args.margin,
+        relative_margin: args.relative_margin,
+        max_score: args.max_score,
+        min_score: args.min_score,
+        num_negatives: args.num_negatives,
+        sampling: if args.random {
+            sbert_train::Sampling::Random { seed: args.seed }
+        } else {
+            sbert_train::Sampling::Top
+        },
+    };
+    let mined = sbert_train::mine_hard_negatives(&model, &pairs, &corpus, &options)?;
+    let mut tsv = String::from("anchor\tpositive\tnegative\n");
+    for t in &mined.triplets {
+        let negative = t.negative.as_deref().unwrap_or_default();
+        tsv.push_str(&format!("{}\t{}\t{negative}\n", t.query, t.positive));
+    }
+    sbert_io::output::write_file(&args.output, tsv.as_bytes())?;
+    eprintln!(
+        "{} triplets from {} pairs ({} with fewer than {} negatives) written to {}",
+        mined.triplets.len(),
+        pairs.len(),
+        mined.short,
+        args.num_negatives,
+        args.output.display()
+    );
+    Ok(())
 }

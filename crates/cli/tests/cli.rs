@@ -1948,3 +1948,137 @@ fn sparse_and_hybrid_search_rank_the_matching_text_first() {
         stderr(&out)
     );
 }
+
+/// `sbert mine-negatives` writes triplets that `sbert train --loss triplet` (and mnrl with hard
+/// negatives) trains on; the bad inputs the training issue lists are refused before any step,
+/// naming what is wrong, and leave no output behind.
+#[test]
+fn mined_triplets_train_and_bad_training_inputs_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = tiny();
+    std::fs::write(
+        dir.path().join("pairs.tsv"),
+        "anchor\tpositive\nthe cat sat on the mat\ta cat is on a mat\n\
+         a man plays guitar\ta man is playing music\nthe dog runs fast\ta dog is running\n\
+         a woman eats pasta\ta woman is eating food\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("corpus.txt"),
+        "stocks fell sharply\nthe moon is bright\na cat on a rug\na child reads a book\n",
+    )
+    .expect("write");
+    let run = sbert_in(
+        dir.path(),
+        &[
+            "mine-negatives",
+            "-m",
+            &model,
+            "--input",
+            "pairs.tsv",
+            "--corpus",
+            "corpus.txt",
+            "--num-negatives",
+            "2",
+            "--output",
+            "triplets.tsv",
+        ],
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    let triplets = std::fs::read_to_string(dir.path().join("triplets.tsv")).expect("triplets");
+    let lines: Vec<&str> = triplets.lines().collect();
+    assert_eq!(lines[0], "anchor\tpositive\tnegative");
+    assert_eq!(lines.len(), 1 + 4 * 2, "{triplets}");
+    for line in &lines[1..] {
+        let cols: Vec<&str> = line.split('\t').collect();
+        assert_eq!(cols.len(), 3, "{line}");
+        assert!(cols[2] != cols[1] && cols[2] != cols[0], "{line}");
+    }
+    for loss in ["triplet", "mnrl", "mnrl-symmetric"] {
+        let out = format!("out-{loss}");
+        let run = sbert_in(
+            dir.path(),
+            &[
+                "train",
+                "-m",
+                &model,
+                "--loss",
+                loss,
+                "--train",
+                "triplets.tsv",
+                "--batch-size",
+                "4",
+                "--lr",
+                "1e-3",
+                "-o",
+                &out,
+            ],
+        );
+        assert!(run.status.success(), "{loss}: {}", stderr(&run));
+        assert!(dir.path().join(&out).join("model.safetensors").is_file());
+    }
+
+    // The bad inputs, each refused before training.
+    let refused = |args: &[&str], says: &str| {
+        let mut all = vec!["train", "-m", model.as_str(), "-o", "refused"];
+        all.extend_from_slice(args);
+        let run = sbert_in(dir.path(), &all);
+        assert!(!run.status.success(), "{args:?} accepted");
+        assert!(stderr(&run).contains(says), "{args:?}: {}", stderr(&run));
+        assert!(!stderr(&run).contains("step 1"), "{args:?} trained");
+        assert!(!dir.path().join("refused").exists(), "{args:?} left output");
+    };
+    refused(
+        &["--loss", "triplet", "--train", "pairs.tsv"],
+        "three columns",
+    );
+    refused(
+        &[
+            "--loss",
+            "mnrl",
+            "--train",
+            "pairs.tsv",
+            "--matryoshka-dims",
+            "16,64",
+        ],
+        "Matryoshka dimension 64",
+    );
+    // A teacher of another width: models/tiny ends in a Dense module of 16; the 32-wide
+    // xlm-roberta family model does not.
+    let teacher =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/families/xlm-roberta");
+    refused(
+        &[
+            "--loss",
+            "mse",
+            "--train",
+            "pairs.tsv",
+            "--teacher",
+            teacher.to_str().expect("p"),
+        ],
+        "distillation needs the same width",
+    );
+    refused(
+        &[
+            "--loss",
+            "mnrl",
+            "--train",
+            "pairs.tsv",
+            "--resume",
+            &model,
+        ],
+        "not a checkpoint",
+    );
+    std::fs::create_dir(dir.path().join("ir")).expect("mkdir");
+    std::fs::write(dir.path().join("ir/queries.tsv"), "id\ttext\nq1\ta cat\n").expect("write");
+    std::fs::write(
+        dir.path().join("ir/corpus.tsv"),
+        "id\ttext\nc1\ta cat on a mat\n",
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("ir/qrels.tsv"), "qid\tcid\nq1\tc7\n").expect("write");
+    refused(
+        &["--loss", "mnrl", "--train", "pairs.tsv", "--dev", "ir"],
+        "corpus id \"c7\" is not in corpus.tsv",
+    );
+}

@@ -200,7 +200,7 @@ fn tsv_rows(
     Ok(out)
 }
 
-fn bad(path: &Path, line: usize, message: String) -> EvalError {
+pub(crate) fn bad(path: &Path, line: usize, message: String) -> EvalError {
     EvalError::Format {
         path: path.to_path_buf(),
         line,

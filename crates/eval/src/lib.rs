@@ -30,6 +30,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 #![doc(test(attr(deny(warnings))))]
 
+mod classification;
 mod data;
 mod evaluate;
 pub mod report;
@@ -38,6 +39,7 @@ pub mod stats;
 
 use std::path::PathBuf;
 
+pub use classification::{binary_classification, binary_scores, triplet_accuracy, BinaryScores};
 pub use data::{
     is_nli_row, read_nli, read_sets, read_tsv, NliExample, NliLabel, StsDataset, StsPair,
     POOLING_SETS, SUITE,

@@ -48,6 +48,105 @@ impl RetrievalTask {
     }
 }
 
+impl RetrievalTask {
+    /// Reads a task from the folder `dir` in the BEIR layout sentence-transformers'
+    /// `InformationRetrievalEvaluator` takes as dictionaries: `queries.tsv` (`id<TAB>text`),
+    /// `corpus.tsv` (`id<TAB>text`) and `qrels.tsv` (`query-id<TAB>corpus-id[<TAB>score]`; a
+    /// row with a score of 0 is not a relevant document), each with a header line. Queries
+    /// without a relevant document are left out.
+    ///
+    /// # Errors
+    /// A missing or malformed file, a repeated id, or a qrels row naming an id that is not in
+    /// the queries or the corpus (naming file and line).
+    pub fn read_dir(dir: impl AsRef<std::path::Path>) -> Result<Self, EvalError> {
+        let dir = dir.as_ref();
+        let texts = |name: &str| -> Result<(Vec<String>, Vec<String>), EvalError> {
+            let path = dir.join(name);
+            let mut seen = std::collections::HashSet::new();
+            let (mut ids, mut texts) = (Vec::new(), Vec::new());
+            for (line, cols) in crate::read_tsv(&path, |_| false)? {
+                if cols.len() != 2 {
+                    return Err(crate::data::bad(
+                        &path,
+                        line,
+                        format!("expected id<TAB>text, found {} columns", cols.len()),
+                    ));
+                }
+                if !seen.insert(cols[0].clone()) {
+                    return Err(crate::data::bad(
+                        &path,
+                        line,
+                        format!("id {:?} repeated", cols[0]),
+                    ));
+                }
+                ids.push(cols[0].clone());
+                texts.push(cols[1].clone());
+            }
+            Ok((ids, texts))
+        };
+        let (query_ids, queries) = texts("queries.tsv")?;
+        let (corpus_ids, corpus) = texts("corpus.tsv")?;
+        let position = |ids: &[String]| -> std::collections::HashMap<String, usize> {
+            ids.iter()
+                .enumerate()
+                .map(|(i, id)| (id.clone(), i))
+                .collect()
+        };
+        let (q_pos, c_pos) = (position(&query_ids), position(&corpus_ids));
+        let mut relevant = vec![Vec::new(); queries.len()];
+        let path = dir.join("qrels.tsv");
+        for (line, cols) in crate::read_tsv(&path, |_| false)? {
+            if !(2..=3).contains(&cols.len()) {
+                return Err(crate::data::bad(
+                    &path,
+                    line,
+                    format!(
+                        "expected query-id<TAB>corpus-id[<TAB>score], found {} columns",
+                        cols.len()
+                    ),
+                ));
+            }
+            let Some(&q) = q_pos.get(&cols[0]) else {
+                return Err(crate::data::bad(
+                    &path,
+                    line,
+                    format!("query id {:?} is not in queries.tsv", cols[0]),
+                ));
+            };
+            let Some(&c) = c_pos.get(&cols[1]) else {
+                return Err(crate::data::bad(
+                    &path,
+                    line,
+                    format!("corpus id {:?} is not in corpus.tsv", cols[1]),
+                ));
+            };
+            let score = match cols.get(2) {
+                Some(s) => s.trim().parse::<f64>().map_err(|_| {
+                    crate::data::bad(&path, line, format!("score {s:?} is not a number"))
+                })?,
+                None => 1.0,
+            };
+            if score > 0.0 && !relevant[q].contains(&c) {
+                relevant[q].push(c);
+            }
+        }
+        let keep: Vec<usize> = (0..queries.len())
+            .filter(|&q| !relevant[q].is_empty())
+            .collect();
+        if keep.is_empty() {
+            return Err(EvalError::Empty(path));
+        }
+        Ok(Self {
+            queries: keep.iter().map(|&q| queries[q].clone()).collect(),
+            corpus,
+            relevant: keep
+                .iter()
+                .map(|&q| std::mem::take(&mut relevant[q]))
+                .collect(),
+        })
+    }
+}
+
 /// Retrieval scores, ×100.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct RetrievalScores {
@@ -57,6 +156,9 @@ pub struct RetrievalScores {
     pub recall_at_10: f64,
     /// Mean reciprocal rank of the first relevant document within the top 10.
     pub mrr_at_10: f64,
+    /// Mean normalized discounted cumulative gain of the top 10 (binary relevance), the main
+    /// score of sentence-transformers' `InformationRetrievalEvaluator`.
+    pub ndcg_at_10: f64,
     /// Share of queries with a relevant document at rank 1.
     pub accuracy_at_1: f64,
     /// Share of queries with a relevant document in the top 10.
@@ -116,7 +218,15 @@ pub fn evaluate_retrieval(
 /// A query without a ranking counts as a miss.
 pub fn score_rankings(task: &RetrievalTask, rankings: &[Vec<usize>]) -> RetrievalScores {
     let (mut r1, mut r10, mut mrr, mut a1, mut a10) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let mut ndcg = 0.0;
+    let gain = |rank: usize| 1.0 / ((rank + 2) as f64).log2();
     for (order, rel) in rankings.iter().zip(&task.relevant) {
+        let dcg: f64 = (order.iter().take(10).enumerate())
+            .filter(|(_, c)| rel.contains(c))
+            .map(|(rank, _)| gain(rank))
+            .sum();
+        let ideal: f64 = (0..rel.len().min(10)).map(gain).sum();
+        ndcg += dcg / ideal;
         let hits = |k: usize| order.iter().take(k).filter(|c| rel.contains(c)).count() as f64;
         let (h1, h10) = (hits(1), hits(10));
         r1 += h1 / rel.len() as f64;
@@ -132,6 +242,7 @@ pub fn score_rankings(task: &RetrievalTask, rankings: &[Vec<usize>]) -> Retrieva
         recall_at_1: 100.0 * r1 / n,
         recall_at_10: 100.0 * r10 / n,
         mrr_at_10: 100.0 * mrr / n,
+        ndcg_at_10: 100.0 * ndcg / n,
         accuracy_at_1: 100.0 * a1 / n,
         accuracy_at_10: 100.0 * a10 / n,
         queries: task.queries.len(),
@@ -142,6 +253,55 @@ pub fn score_rankings(task: &RetrievalTask, rankings: &[Vec<usize>]) -> Retrieva
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// nDCG@10 with binary relevance: DCG of the hits over the DCG of a perfect ranking.
+    #[test]
+    fn ndcg_discounts_by_rank() {
+        let task = RetrievalTask {
+            queries: vec!["q0".into(), "q1".into()],
+            corpus: (0..12).map(|i| format!("d{i}")).collect(),
+            relevant: vec![vec![3, 5], vec![11]],
+        };
+        // q0: hits at ranks 1 and 3 (0-based 0, 2); q1: its document is outside the top 10.
+        let rankings = vec![vec![3, 0, 5, 1], (0..11).collect()];
+        let s = score_rankings(&task, &rankings);
+        let q0 = (1.0 + 1.0 / 4f64.log2()) / (1.0 + 1.0 / 3f64.log2());
+        assert!(
+            (s.ndcg_at_10 - 100.0 * q0 / 2.0).abs() < 1e-9,
+            "{}",
+            s.ndcg_at_10
+        );
+    }
+
+    #[test]
+    fn a_beir_folder_reads_and_names_missing_ids() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write =
+            |name: &str, text: &str| std::fs::write(dir.path().join(name), text).expect("write");
+        write(
+            "queries.tsv",
+            "id\ttext\nq1\twhat is a cat\nq2\tno answer here\n",
+        );
+        write(
+            "corpus.tsv",
+            "id\ttext\nc1\ta cat is an animal\nc2\ta car\n",
+        );
+        write(
+            "qrels.tsv",
+            "query-id\tcorpus-id\tscore\nq1\tc1\t1\nq2\tc2\t0\n",
+        );
+        let task = RetrievalTask::read_dir(dir.path()).expect("task");
+        assert_eq!(task.queries, vec!["what is a cat"]);
+        assert_eq!(task.relevant, vec![vec![0]]);
+        write("qrels.tsv", "query-id\tcorpus-id\nq1\tc9\n");
+        let err = RetrievalTask::read_dir(dir.path())
+            .expect_err("missing")
+            .to_string();
+        assert!(
+            err.contains("qrels.tsv: line 2") && err.contains("\"c9\" is not in corpus.tsv"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn task_groups_relevant_documents_per_query() {

@@ -217,6 +217,16 @@ impl TrainableModel {
         Ok(self.sink.drain_into(grads)?)
     }
 
+    /// The next dropout seed, without drawing it (saved with a checkpoint's state).
+    pub(crate) fn peek_seed(&self) -> u64 {
+        self.next_dropout_seed.load(Ordering::Relaxed)
+    }
+
+    /// Continues the dropout stream at `next` (a resumed run).
+    pub(crate) fn set_next_seed(&self, next: u64) {
+        self.next_dropout_seed.store(next, Ordering::Relaxed);
+    }
+
     /// Restarts the sequence of dropout seeds from `seed`: training-mode passes after this
     /// draw the same masks (on the CPU in f32) for the same seed. [`crate::Trainer`] calls it
     /// with its seed at the start of training.
@@ -234,6 +244,16 @@ impl TrainableModel {
     /// # Errors
     /// On I/O errors, or when the folder at `out` is no longer one that may be replaced.
     pub fn save(&self, out: &OutputDir) -> Result<()> {
+        self.save_with(out, &|_| Ok(()))
+    }
+
+    /// [`TrainableModel::save`], with `extra` writing more files into the folder being
+    /// assembled (the trainer's state) before it is moved into place.
+    pub(crate) fn save_with(
+        &self,
+        out: &OutputDir,
+        extra: &dyn Fn(&Path) -> Result<()>,
+    ) -> Result<()> {
         out.check()?;
         let staged = sbert_io::output::StagedDir::new(out.path())?;
         // Where modules.json puts the encoder's weights (`model.safetensors` of the
@@ -252,6 +272,7 @@ impl TrainableModel {
                 path: weights.clone(),
                 source,
             })?;
+        extra(staged.path())?;
         // The marker lists every file of the checkpoint, so that a later run can tell them
         // from files a user added (which it must not delete).
         let files = crate::checkpoint::files_under(staged.path())?;
@@ -313,7 +334,10 @@ fn copy_tree(from: &Path, to: &Path, skip: Option<&Path>) -> Result<()> {
         let path = entry.path();
         let name = entry.file_name();
         let name_str = name.to_string_lossy();
-        if name_str == crate::checkpoint::MARKER || sbert_io::output::is_temporary(&name_str) {
+        if name_str == crate::checkpoint::MARKER
+            || name_str == crate::state::STATE_DIR
+            || sbert_io::output::is_temporary(&name_str)
+        {
             continue;
         }
         let target = to.join(&name);

@@ -99,6 +99,58 @@ impl AdamW {
         })
     }
 
+    /// Steps taken, and every parameter's moments `(m, v)` as tensors, in the order of the
+    /// parameters given to [`AdamW::new`]: what [`AdamW::restore`] continues from.
+    pub fn state(&self) -> Result<(i32, Vec<(Tensor, Tensor)>)> {
+        let moments = self
+            .slots
+            .iter()
+            .map(|slot| match &slot.moments {
+                Moments::Host { m, v } => {
+                    let shape = slot.var.shape();
+                    Ok((
+                        Tensor::from_slice(m, shape, &Device::Cpu)?,
+                        Tensor::from_slice(v, shape, &Device::Cpu)?,
+                    ))
+                }
+                Moments::Device { m, v } => Ok((m.clone(), v.clone())),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((self.step, moments))
+    }
+
+    /// Continues from a [`AdamW::state`]: `step` steps taken, the moments of each parameter.
+    ///
+    /// # Errors
+    /// When the count or a shape of the moments differs from the parameters'.
+    pub fn restore(&mut self, step: i32, moments: Vec<(Tensor, Tensor)>) -> Result<()> {
+        if moments.len() != self.slots.len() {
+            return Err(crate::TrainError::Invalid(format!(
+                "the optimizer state holds {} parameters, the model {}",
+                moments.len(),
+                self.slots.len()
+            )));
+        }
+        for (slot, (m, v)) in self.slots.iter_mut().zip(moments) {
+            if m.shape() != slot.var.shape() || v.shape() != slot.var.shape() {
+                return Err(crate::TrainError::Invalid(format!(
+                    "optimizer moments of shape {:?} for a parameter of shape {:?}",
+                    m.shape(),
+                    slot.var.shape()
+                )));
+            }
+            slot.moments = match &slot.moments {
+                Moments::Host { .. } => Moments::Host {
+                    m: m.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
+                    v: v.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
+                },
+                Moments::Device { .. } => Moments::Device { m, v },
+            };
+        }
+        self.step = step;
+        Ok(())
+    }
+
     /// The global L2 norm of the gradients of all parameters (those without one count as 0).
     pub fn grad_norm(&self, grads: &GradStore) -> Result<f64> {
         let mut sum = 0f64;

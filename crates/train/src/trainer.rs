@@ -1,5 +1,6 @@
 //! The training loop: batches, AdamW, warm-up, clipping, evaluation, checkpoints.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::backprop::GradStore;
@@ -13,6 +14,7 @@ use crate::data::{NliExample, PairExample, StsPair};
 use crate::model::TrainableModel;
 use crate::objective::{self, Layout, Objective};
 use crate::optim::{AdamW, AdamWParams};
+use crate::state::TrainingState;
 use crate::{Result, TrainError};
 
 /// Training settings; defaults are sentence-transformers' (`fit` with its defaults).
@@ -42,6 +44,16 @@ pub struct TrainConfig {
     /// embeddings truncated to each of these widths (sentence-transformers' `MatryoshkaLoss`),
     /// so that a prefix of the embedding works on its own. Default: none.
     pub matryoshka_dims: Option<Vec<usize>>,
+    /// Without a dev set: also save a checkpoint every this many steps (a run that stops can
+    /// then be resumed from the last one). Default: only at the end.
+    pub save_every: Option<usize>,
+    /// Continue the run whose checkpoint is this folder: its optimizer state, schedule
+    /// position, dropout stream and best dev score (the model must be loaded from the same
+    /// folder, and the data and settings must be the run's). Default: a new run.
+    pub resume: Option<PathBuf>,
+    /// Save the training state (AdamW's moments, about twice the weights' size) with each
+    /// checkpoint, so that `resume` can continue from it. Default: true.
+    pub save_training_state: bool,
 }
 
 impl TrainConfig {
@@ -72,6 +84,9 @@ impl TrainConfig {
         if self.eval_every == Some(0) {
             return invalid("evaluation interval must be at least 1 step");
         }
+        if self.save_every == Some(0) {
+            return invalid("checkpoint interval must be at least 1 step");
+        }
         Ok(())
     }
 }
@@ -90,6 +105,9 @@ impl Default for TrainConfig {
             eval_every: None,
             output: None,
             matryoshka_dims: None,
+            save_every: None,
+            resume: None,
+            save_training_state: true,
         }
     }
 }
@@ -172,13 +190,24 @@ struct Batch<'a> {
     teacher: Option<Tensor>,
 }
 
-/// Dev evaluation during training.
+/// Dev evaluation during training; each kind has one main score (×100), by which the best
+/// checkpoint is chosen: sentence-transformers' evaluators' primary metrics.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum DevSet {
-    /// STS pairs: Spearman × 100 of cosine vs gold.
+    /// STS pairs: Spearman of cosine vs gold (`EmbeddingSimilarityEvaluator`).
     Sts(Vec<StsPair>),
-    /// NLI triples: accuracy × 100 of the classifier.
+    /// NLI triples: accuracy of the softmax objective's classifier.
     Nli(Vec<NliExample>),
+    /// Queries, a corpus and relevance judgements: nDCG@10 by cosine
+    /// (`InformationRetrievalEvaluator`; MRR@10 and recall are computed alongside).
+    Retrieval(sbert_eval::RetrievalTask),
+    /// (anchor, positive, negative) triplets: the share whose anchor is closer to the positive
+    /// (`TripletEvaluator`).
+    Triplets(Vec<PairExample>),
+    /// Pairs labelled 1 (similar) or 0: average precision of the ranking by cosine
+    /// (`BinaryClassificationEvaluator`; best-threshold accuracy and F1 alongside).
+    Binary(Vec<StsPair>),
 }
 
 /// Runs training.
@@ -252,6 +281,83 @@ impl Trainer {
             objective,
             head,
         })
+    }
+
+    /// The settings that fix a run's schedule and batch order, for `n` examples: a resumed
+    /// run must have the same.
+    fn schedule(&self, n: usize) -> serde_json::Value {
+        let c = &self.config;
+        serde_json::json!({
+            "examples": n,
+            "batch_size": c.batch_size,
+            "epochs": c.epochs,
+            "seed": c.seed,
+            "lr": c.lr,
+            "warmup_ratio": c.warmup_ratio,
+            "weight_decay": c.weight_decay,
+            "max_grad_norm": c.max_grad_norm,
+            "replayed_order": c.order.is_some(),
+            "matryoshka_dims": c.matryoshka_dims,
+            "objective": format!("{:?}", self.objective),
+        })
+    }
+
+    /// Restores the state saved with the checkpoint `dir` into `optimizer` and `model`.
+    fn resumed(
+        &self,
+        model: &TrainableModel,
+        dir: &std::path::Path,
+        schedule: &serde_json::Value,
+        names: &[String],
+        optimizer: &mut AdamW,
+    ) -> Result<TrainingState> {
+        if matches!(self.objective, Objective::Softmax { .. }) {
+            return Err(TrainError::Invalid(
+                "--resume: the softmax objective's classifier is not saved with the model (as \
+                 in sentence-transformers), so its run cannot be continued"
+                    .into(),
+            ));
+        }
+        let same_folder = |a: &std::path::Path, b: &std::path::Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b);
+        if !same_folder(model.dir(), dir) {
+            return Err(TrainError::Invalid(format!(
+                "--resume {}: load the model from that checkpoint (it was loaded from {})",
+                dir.display(),
+                model.dir().display()
+            )));
+        }
+        let mut state = TrainingState::read(dir)?;
+        if let (Some(saved), Some(now)) = (state.schedule.as_object(), schedule.as_object()) {
+            let differ: Vec<String> = now
+                .iter()
+                .filter(|(k, v)| saved.get(*k) != Some(v))
+                .map(|(k, v)| {
+                    let was = saved.get(k).map_or("nothing".into(), ToString::to_string);
+                    format!("{k} is {v}, the run's was {was}")
+                })
+                .collect();
+            if !differ.is_empty() {
+                return Err(TrainError::Invalid(format!(
+                    "--resume {}: the settings differ from the run's: {}",
+                    dir.display(),
+                    differ.join("; ")
+                )));
+            }
+        }
+        let moments = names
+            .iter()
+            .map(|name| {
+                state.moments.remove(name).ok_or_else(|| {
+                    TrainError::Invalid(format!(
+                        "--resume {}: the optimizer state has no moments for {name}",
+                        dir.display()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        optimizer.restore(state.optimizer_step, moments)?;
+        model.set_next_seed(state.dropout_seed);
+        Ok(state)
     }
 
     /// Checks that `data` has the layout the objective trains on, every row of it, before any
@@ -581,6 +687,23 @@ impl Trainer {
                 }
                 Ok(100.0 * correct as f64 / rows.len().max(1) as f64)
             }
+            DevSet::Retrieval(task) => Ok(sbert_eval::evaluate_retrieval(model, task)?.ndcg_at_10),
+            DevSet::Triplets(rows) => {
+                let triplets = rows
+                    .iter()
+                    .map(|r| match &r.negative {
+                        Some(n) => Ok((r.query.as_str(), r.positive.as_str(), n.as_str())),
+                        None => Err(TrainError::Invalid(
+                            "a triplet dev set needs three columns (anchor, positive, negative)"
+                                .into(),
+                        )),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(sbert_eval::triplet_accuracy(model, &triplets)?)
+            }
+            DevSet::Binary(rows) => {
+                Ok(sbert_eval::binary_classification(model, rows)?.average_precision)
+            }
         }
     }
 
@@ -612,6 +735,31 @@ impl Trainer {
             }
         }
         self.check_data(data, Some(model.dim()))?;
+        if dev.is_some() && cfg.save_every.is_some() {
+            return Err(TrainError::Invalid(
+                "with a dev set the output holds the best checkpoint: save every N steps only \
+                 without one"
+                    .into(),
+            ));
+        }
+        match dev {
+            Some(DevSet::Triplets(rows)) if rows.iter().any(|r| r.negative.is_none()) => {
+                return Err(TrainError::Invalid(
+                    "a triplet dev set needs three columns (anchor, positive, negative)".into(),
+                ));
+            }
+            Some(DevSet::Binary(rows)) if rows.iter().any(|r| r.score != 0.0 && r.score != 1.0) => {
+                return Err(TrainError::Invalid(
+                    "a binary-classification dev set takes labels 0 and 1".into(),
+                ));
+            }
+            Some(DevSet::Nli(_)) if !matches!(self.objective, Objective::Softmax { .. }) => {
+                return Err(TrainError::Invalid(
+                    "an NLI dev set scores the softmax objective's classifier".into(),
+                ));
+            }
+            _ => {}
+        }
         if let Some(out) = &cfg.output {
             out.check()?;
         }
@@ -629,6 +777,7 @@ impl Trainer {
                 named.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
         }
+        let names: Vec<String> = named.iter().map(|(name, _)| name.clone()).collect();
         let vars = named
             .into_iter()
             .map(|(name, var)| {
@@ -642,11 +791,44 @@ impl Trainer {
             .collect();
         let mut optimizer = AdamW::new(vars, AdamWParams::default())?;
         model.seed_dropout(cfg.seed);
+        let schedule = self.schedule(n);
 
         let mut steps = Vec::with_capacity(total);
         let mut best: Option<f64> = None;
         let mut train_seconds = 0.0;
         let mut k = 0usize;
+        if let Some(dir) = &cfg.resume {
+            let state = self.resumed(model, dir, &schedule, &names, &mut optimizer)?;
+            if state.step >= total {
+                return Err(TrainError::Invalid(format!(
+                    "--resume {}: the run finished ({} of {total} steps)",
+                    dir.display(),
+                    state.step
+                )));
+            }
+            k = state.step;
+            best = state.best_dev;
+        }
+        let skip = k;
+        let save = |optimizer: &AdamW, k: usize, best: Option<f64>| -> Result<()> {
+            let Some(out) = &cfg.output else {
+                return Ok(());
+            };
+            if !cfg.save_training_state {
+                return model.save(out);
+            }
+            let (optimizer_step, moments) = optimizer.state()?;
+            let state = TrainingState {
+                step: k,
+                dropout_seed: model.peek_seed(),
+                best_dev: best,
+                schedule: schedule.clone(),
+                optimizer_step,
+                moments: names.iter().cloned().zip(moments).collect(),
+            };
+            model.save_with(out, &|dir| state.write(dir))
+        };
+        let mut batch_number = 0usize;
         for epoch in 0..cfg.epochs {
             let order: Vec<usize> = match &cfg.order {
                 Some(o) => o.clone(),
@@ -658,6 +840,10 @@ impl Trainer {
                 }
             };
             for idx in order.chunks(cfg.batch_size) {
+                batch_number += 1;
+                if batch_number <= skip {
+                    continue;
+                }
                 let started = Instant::now();
                 let lr = cfg.lr * lr_factor(k, warmup, total);
                 let non_finite = |loss: f32| TrainError::NonFiniteLoss { step: k + 1, loss };
@@ -689,14 +875,16 @@ impl Trainer {
                     lr,
                     dev: None,
                 };
+                if dev.is_none() && k < total && cfg.save_every.is_some_and(|e| k.is_multiple_of(e))
+                {
+                    save(&optimizer, k, best)?;
+                }
                 if eval_now {
                     let score = self.evaluate(model, dev.expect("checked above"))?;
                     log.dev = Some(score);
                     if best.is_none_or(|b| score > b) {
                         best = Some(score);
-                        if let Some(out) = &cfg.output {
-                            model.save(out)?;
-                        }
+                        save(&optimizer, k, best)?;
                     }
                 }
                 on_step(&log);
@@ -704,13 +892,12 @@ impl Trainer {
             }
         }
         if dev.is_none() {
-            if let Some(out) = &cfg.output {
-                model.save(out)?;
-            }
+            save(&optimizer, k, best)?;
         }
+        let trained = ((total - skip) * cfg.batch_size).min(n * cfg.epochs);
         Ok(TrainingReport {
             steps,
-            pairs_per_second: (n * cfg.epochs) as f64 / train_seconds.max(1e-9),
+            pairs_per_second: trained as f64 / train_seconds.max(1e-9),
             train_seconds,
             best_dev: best,
         })
@@ -1221,6 +1408,106 @@ mod tests {
             .map(|r| r.sentence1.clone())
             .chain(rows.iter().map(|r| r.sentence2.clone()))
             .collect()
+    }
+
+    fn copy_all(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("list") {
+            let path = entry.expect("entry").path();
+            let target = to.join(path.file_name().expect("name"));
+            if path.is_dir() {
+                copy_all(&path, &target);
+            } else {
+                std::fs::copy(&path, &target).expect("copy");
+            }
+        }
+    }
+
+    /// A run resumed from a checkpoint saved halfway ends where the uninterrupted run ends:
+    /// same weights (dropout on), same optimizer moments, same schedule.
+    #[test]
+    fn a_resumed_run_ends_where_the_whole_run_ends() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (whole, halfway) = (tmp.path().join("whole"), tmp.path().join("halfway"));
+        let data = TrainData::Scored(pairs());
+        let config = |out: &std::path::Path, resume: Option<PathBuf>| TrainConfig {
+            batch_size: 2,
+            epochs: 2,
+            lr: 1e-3,
+            save_every: Some(4),
+            resume,
+            output: Some(OutputDir::new(out, false, &[]).expect("output")),
+            ..TrainConfig::default()
+        };
+        let objective = Objective::CoSent { scale: 20.0 };
+        let model = TrainableModel::load(tiny_dir()).expect("load");
+        let trainer =
+            Trainer::new(config(&whole, None), objective.clone(), model.dim()).expect("trainer");
+        let mut copied = false;
+        trainer
+            .train(&model, &data, None, &mut |log| {
+                if log.step == 4 {
+                    // The checkpoint of step 4, as a run stopped there would leave it.
+                    copy_all(&whole, &halfway);
+                    copied = true;
+                }
+            })
+            .expect("train");
+        assert!(copied);
+        let state = halfway.join("training_state/trainer_state.json");
+        assert!(state.is_file(), "the checkpoint holds the training state");
+
+        let resumed = TrainableModel::load(&halfway).expect("load halfway");
+        let trainer = Trainer::new(
+            config(&halfway, Some(halfway.clone())),
+            objective.clone(),
+            model.dim(),
+        )
+        .expect("trainer");
+        let mut seen = Vec::new();
+        let report = trainer
+            .train(&resumed, &data, None, &mut |log| seen.push(log.step))
+            .expect("resume");
+        assert_eq!(seen, vec![5, 6, 7, 8]);
+        assert_eq!(report.steps.len(), 4);
+        let texts = ["the cat sat on the mat", "blue house"];
+        let embed = |dir: &std::path::Path| {
+            sbert::SentenceEmbedder::from_dir(dir, &Device::Cpu)
+                .expect("load")
+                .encode_tensor(&texts, &sbert::EncodeOptions::default())
+                .expect("embed")
+        };
+        let diff = (embed(&whole) - embed(&halfway))
+            .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+            .expect("diff");
+        assert!(diff < 1e-5, "resumed run ends {diff} away");
+
+        // Another setting, a folder that is not a checkpoint, a finished run: refused.
+        let other = TrainConfig {
+            lr: 2e-3,
+            ..config(&halfway, Some(halfway.clone()))
+        };
+        let err = Trainer::new(other, objective.clone(), model.dim())
+            .and_then(|t| t.train(&resumed, &data, None, &mut |_| panic!("a step ran")))
+            .expect_err("differs")
+            .to_string();
+        assert!(err.contains("lr is 0.002"), "{err}");
+        let plain = TrainableModel::load(tiny_dir()).expect("load");
+        let err = Trainer::new(
+            config(&tmp.path().join("x"), Some(tiny_dir())),
+            objective.clone(),
+            model.dim(),
+        )
+        .and_then(|t| t.train(&plain, &data, None, &mut |_| panic!("a step ran")))
+        .expect_err("not a checkpoint")
+        .to_string();
+        assert!(err.contains("not a checkpoint"), "{err}");
+        let finished = TrainableModel::load(&whole).expect("load");
+        let err = Trainer::new(config(&whole, Some(whole.clone())), objective, model.dim())
+            .and_then(|t| t.train(&finished, &data, None, &mut |_| panic!("a step ran")))
+            .expect_err("finished")
+            .to_string();
+        assert!(err.contains("finished"), "{err}");
     }
 
     /// Encoders that are not BERT-family are refused by name before training.
