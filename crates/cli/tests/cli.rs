@@ -2059,14 +2059,7 @@ fn mined_triplets_train_and_bad_training_inputs_are_named() {
         "distillation needs the same width",
     );
     refused(
-        &[
-            "--loss",
-            "mnrl",
-            "--train",
-            "pairs.tsv",
-            "--resume",
-            &model,
-        ],
+        &["--loss", "mnrl", "--train", "pairs.tsv", "--resume", &model],
         "not a checkpoint",
     );
     std::fs::create_dir(dir.path().join("ir")).expect("mkdir");

@@ -143,6 +143,7 @@ pub use sparse::{SparseEmbedding, SparseEncoder};
 pub use static_embedding::StaticTable;
 pub use text_embedder::TextEmbedder;
 pub use tokenize::TokenizedText;
+pub use weights::read_safetensors;
 
 pub use sbert_bert::{self as bert, BertConfig, BertModel, Encoder, Quantization};
 pub use sbert_pooling::{self as pooling, Pooling, PoolingConfig, PoolingError, PoolingMode};

@@ -74,6 +74,31 @@ pub(crate) fn load_with_names(
     dtype: DType,
     device: &Device,
 ) -> Result<(VarBuilder<'static>, Vec<String>)> {
+    let tensors = read_tensors(path, dtype, device, |_| true)?;
+    let names = tensors.keys().cloned().collect();
+    Ok((VarBuilder::from_tensors(tensors, dtype, device), names))
+}
+
+/// Reads the tensors of the safetensors file `path` whose names `keep` accepts (LayerNorm's old
+/// `gamma`/`beta` names read as `weight`/`bias`), each straight into its buffer and checked
+/// to be finite, as f32 on the CPU.
+///
+/// # Errors
+/// A missing, truncated or corrupt file, a tensor that is not floating point, or a NaN or
+/// infinite value (naming the file and the tensor).
+pub fn read_safetensors(
+    path: impl AsRef<Path>,
+    keep: impl Fn(&str) -> bool,
+) -> Result<HashMap<String, Tensor>> {
+    read_tensors(path.as_ref(), DType::F32, &Device::Cpu, keep)
+}
+
+fn read_tensors(
+    path: &Path,
+    dtype: DType,
+    device: &Device,
+    keep: impl Fn(&str) -> bool,
+) -> Result<HashMap<String, Tensor>> {
     let io = |source| crate::folder::io_error(path, source);
     let mut file = File::open(path).map_err(io)?;
     let file_len = file.metadata().map_err(io)?.len();
@@ -113,6 +138,9 @@ pub(crate) fn load_with_names(
     let infos = metadata.tensors();
     let mut tensors = HashMap::with_capacity(infos.len());
     for name in metadata.offset_keys() {
+        if !keep(&name) {
+            continue;
+        }
         let info = infos[&name];
         let stored = dtype_of(info.dtype).ok_or_else(|| {
             corrupt(
@@ -156,8 +184,7 @@ pub(crate) fn load_with_names(
         let tensor = tensor.to_dtype(dtype)?.to_device(device)?;
         tensors.insert(modern_name(&name), tensor);
     }
-    let names = tensors.keys().cloned().collect();
-    Ok((VarBuilder::from_tensors(tensors, dtype, device), names))
+    Ok(tensors)
 }
 
 /// A LayerNorm parameter under TensorFlow's old names (`….gamma`, `….beta`, as some

@@ -266,12 +266,27 @@ impl TrainableModel {
             .unwrap_or_else(|_| PathBuf::from("model.safetensors"));
         copy_tree(&self.dir, staged.path(), Some(&relative))?;
         let weights = staged.path().join(&relative);
-        self.varmap
-            .save(&weights)
-            .map_err(|source| sbert::Error::Weights {
-                path: weights.clone(),
-                source,
-            })?;
+        let weights_error = |source| sbert::Error::Weights {
+            path: weights.clone(),
+            source,
+        };
+        let mut tensors: std::collections::HashMap<String, Tensor> = self
+            .varmap
+            .data()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
+            .collect();
+        // The checkpoint's pooler, which training leaves as it is (sentence-transformers
+        // pools the tokens itself): kept, so that `transformers` finds every weight it expects.
+        let pooler = sbert::read_safetensors(self.embedder.weights_path(), |name| {
+            name.starts_with("pooler.")
+        })?;
+        for (name, tensor) in pooler {
+            tensors.entry(name).or_insert(tensor);
+        }
+        candle_core::safetensors::save(&tensors, &weights).map_err(weights_error)?;
         extra(staged.path())?;
         // The marker lists every file of the checkpoint, so that a later run can tell them
         // from files a user added (which it must not delete).
