@@ -69,6 +69,8 @@ def main():
     p.add_argument("--truncate-dim", type=int, action="append", default=[])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--output")
+    p.add_argument("--order-out", help="write the batch order (0-based example indices, one "
+                   "per line) for `sbert train --order`")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     random.seed(42)
@@ -85,8 +87,11 @@ def main():
     }[args.loss]()
     if args.matryoshka_dims:
         loss = losses.MatryoshkaLoss(model, loss, [int(d) for d in args.matryoshka_dims.split(",")])
-    loader = DataLoader(train, batch_size=args.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(42))
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(42)).tolist()
+    if args.order_out:
+        with open(args.order_out, "w") as f:
+            f.write("".join(f"{i}\n" for i in order))
+    loader = DataLoader(train, batch_size=args.batch_size, sampler=order)
     steps = len(loader)
     t = time.time()
     model.old_fit(train_objectives=[(loader, loss)], epochs=1, warmup_steps=math.ceil(0.1 * steps),
