@@ -31,7 +31,7 @@ pub enum EvalCommand {
     /// Example: sbert eval pooling --chart pooling.svg
     Pooling(PoolingArgs),
     /// Retrieval on NLI entailment pairs: each premise must find its own hypotheses among all
-    /// hypotheses (recall@1, recall@10, MRR@10, ×100).
+    /// hypotheses (recall@1, recall@10, MRR@10, nDCG@10, ×100).
     ///
     /// Example: sbert eval retrieval --data ../shared/data/nli/train.tsv
     ///   --rows ../shared/fixtures/train/orders/nli_heldout_idx.txt
@@ -306,8 +306,8 @@ fn retrieval(args: &RetrievalArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&s)?);
     } else {
         println!(
-            "queries {}, corpus {}: recall@1 {:.2}, recall@10 {:.2}, MRR@10 {:.2}, accuracy@1 {:.2}, accuracy@10 {:.2}",
-            s.queries, s.corpus, s.recall_at_1, s.recall_at_10, s.mrr_at_10, s.accuracy_at_1, s.accuracy_at_10
+            "queries {}, corpus {}: recall@1 {:.2}, recall@10 {:.2}, MRR@10 {:.2}, nDCG@10 {:.2}, accuracy@1 {:.2}, accuracy@10 {:.2}",
+            s.queries, s.corpus, s.recall_at_1, s.recall_at_10, s.mrr_at_10, s.ndcg_at_10, s.accuracy_at_1, s.accuracy_at_10
         );
     }
     Ok(())
