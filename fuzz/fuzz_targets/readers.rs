@@ -1,5 +1,6 @@
-//! The data readers: texts as lines and as jsonl, STS pair files, NLI triples. The first
-//! byte picks the reader; the rest is the file. Each returns rows or an error naming the
+//! The data readers: texts as lines and as jsonl, STS pair files, NLI triples, retrieval
+//! folders (queries, corpus, qrels). The first byte picks the reader; the rest is the file
+//! (for a retrieval folder, its three files separated by NUL bytes). Each returns rows or an error naming the
 //! line, never panics, and never returns rows that break its own contract.
 #![no_main]
 
@@ -12,6 +13,22 @@ fuzz_target!(|data: &[u8]| {
     let Some((&pick, content)) = data.split_first() else {
         return;
     };
+    if pick == 0xff {
+        let mut parts = content.splitn(3, |&b| b == 0);
+        let dir = tempfile::tempdir().expect("temp dir");
+        for name in ["queries.tsv", "corpus.tsv", "qrels.tsv"] {
+            std::fs::write(dir.path().join(name), parts.next().unwrap_or_default()).expect("write");
+        }
+        if let Ok(task) = sbert_eval::RetrievalTask::read_dir(dir.path()) {
+            assert!(!task.queries.is_empty());
+            assert_eq!(task.queries.len(), task.relevant.len());
+            assert!(task
+                .relevant
+                .iter()
+                .all(|r| !r.is_empty() && r.iter().all(|&c| c < task.corpus.len())));
+        }
+        return;
+    }
     match pick % 4 {
         0 | 1 => {
             let format = if pick % 4 == 0 {

@@ -54,7 +54,8 @@ fn server() -> SocketAddr {
         // Until the model is loaded the routes answer 503; wait for it so inputs reach them.
         for _ in 0..500 {
             if let Ok(mut s) = TcpStream::connect(addr) {
-                let _ = s.write_all(b"GET /health HTTP/1.1\r\nhost: f\r\nconnection: close\r\n\r\n");
+                let _ =
+                    s.write_all(b"GET /health HTTP/1.1\r\nhost: f\r\nconnection: close\r\n\r\n");
                 let mut reply = Vec::new();
                 let _ = s.read_to_end(&mut reply);
                 if reply.starts_with(b"HTTP/1.1 200") {

@@ -42,6 +42,10 @@ fuzz_target!(|data: &[u8]| {
         .tokenizer()
         .encode_fast(text.trim(), true)
         .expect("whole text");
-    assert_eq!(tokenized[0].ids, whole.get_ids(), "prefix tokenization differs");
+    assert_eq!(
+        tokenized[0].ids,
+        whole.get_ids(),
+        "prefix tokenization differs"
+    );
     assert_eq!(tokenized[0].truncated, !whole.get_overflowing().is_empty());
 });
