@@ -1245,18 +1245,22 @@ mod tests {
             .collect()
     }
 
-    /// GradCache computes the gradient of the whole batch's loss: without dropout, the
-    /// cached step's gradients equal those of the plain in-batch loss over the same batch.
-    #[test]
-    fn cached_in_batch_negatives_has_the_plain_gradient() {
+    /// The tiny model with its dropout off, so that two passes over a batch agree.
+    fn tiny_without_dropout() -> TrainableModel {
         let loaded = TrainableModel::load(tiny_dir()).expect("load");
         let config = sbert::BertConfig {
             hidden_dropout_prob: 0.0,
             attention_probs_dropout_prob: 0.0,
             ..loaded.encoder().config().clone()
         };
-        let model = TrainableModel::with_varmap(tiny_dir(), loaded.varmap().clone(), &config)
-            .expect("model");
+        TrainableModel::with_varmap(tiny_dir(), loaded.varmap().clone(), &config).expect("model")
+    }
+
+    /// GradCache computes the gradient of the whole batch's loss: without dropout, the
+    /// cached step's gradients equal those of the plain in-batch loss over the same batch.
+    #[test]
+    fn cached_in_batch_negatives_has_the_plain_gradient() {
+        let model = tiny_without_dropout();
         let data = TrainData::Pairs(pair_rows(true));
         let idx: Vec<usize> = (0..8).collect();
         let plain = Trainer::new(
@@ -1357,14 +1361,7 @@ mod tests {
     /// The Matryoshka loss is the sum of the objective's loss at each width.
     #[test]
     fn matryoshka_sums_the_loss_over_the_prefixes() {
-        let loaded = TrainableModel::load(tiny_dir()).expect("load");
-        let config = sbert::BertConfig {
-            hidden_dropout_prob: 0.0,
-            attention_probs_dropout_prob: 0.0,
-            ..loaded.encoder().config().clone()
-        };
-        let model = TrainableModel::with_varmap(tiny_dir(), loaded.varmap().clone(), &config)
-            .expect("model");
+        let model = tiny_without_dropout();
         let data = TrainData::Scored(pairs());
         let idx: Vec<usize> = (0..8).collect();
         let loss_with = |dims: Option<Vec<usize>>| {
