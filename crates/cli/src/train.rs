@@ -564,8 +564,12 @@ pub struct MineArgs {
     #[arg(long, short, value_name = "FILE")]
     input: PathBuf,
     /// More candidate texts, one per line, besides the positives of --input.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "index")]
     corpus: Option<PathBuf>,
+    /// Mine from the corpus of this index (`sbert index build`, by the same model), through
+    /// its stored embeddings: only the anchors and positives are embedded.
+    #[arg(long, value_name = "DIR")]
+    index: Option<PathBuf>,
     /// Skip the N most similar candidates (they may be unlabelled positives).
     #[arg(long, default_value_t = 0, value_name = "N")]
     range_min: usize,
@@ -640,7 +644,31 @@ pub fn mine(args: &MineArgs) -> Result<()> {
             sbert_train::Sampling::Top
         },
     };
-    let mined = sbert_train::mine_hard_negatives(&model, &pairs, &corpus, &options)?;
+    let mined = match &args.index {
+        Some(dir) => {
+            let index = crate::index::load(dir, &model)?;
+            let n = index.texts.len();
+            let embeddings =
+                sbert::Tensor::from_vec(index.rows, (n, index.dim), &sbert::Device::Cpu)?;
+            sbert_train::mine_hard_negatives_embedded(
+                &model,
+                &pairs,
+                &index.texts,
+                &embeddings,
+                &options,
+            )?
+        }
+        None => sbert_train::mine_hard_negatives(&model, &pairs, &corpus, &options)?,
+    };
+    if let Some(t) = mined.triplets.iter().find(|t| {
+        let negative = t.negative.as_deref().unwrap_or_default();
+        negative.contains(['\t', '\n', '\r'])
+    }) {
+        bail!(
+            "the negative {:?} holds a tab or a line break, which a TSV row cannot carry",
+            t.negative.as_deref().unwrap_or_default()
+        );
+    }
     let mut tsv = String::from("anchor\tpositive\tnegative\n");
     for t in &mined.triplets {
         let negative = t.negative.as_deref().unwrap_or_default();

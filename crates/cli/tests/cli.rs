@@ -1994,6 +1994,40 @@ fn mined_triplets_train_and_bad_training_inputs_are_named() {
         assert_eq!(cols.len(), 3, "{line}");
         assert!(cols[2] != cols[1] && cols[2] != cols[0], "{line}");
     }
+    // Through an index of the same corpus: the same triplets.
+    let run = sbert_in(
+        dir.path(),
+        &[
+            "index",
+            "build",
+            "-m",
+            &model,
+            "--corpus",
+            "corpus.txt",
+            "-o",
+            "corpus.index",
+        ],
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    let run = sbert_in(
+        dir.path(),
+        &[
+            "mine-negatives",
+            "-m",
+            &model,
+            "--input",
+            "pairs.tsv",
+            "--index",
+            "corpus.index",
+            "--num-negatives",
+            "2",
+            "--output",
+            "indexed.tsv",
+        ],
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    let indexed = std::fs::read_to_string(dir.path().join("indexed.tsv")).expect("indexed");
+    assert_eq!(indexed, triplets);
     for loss in ["triplet", "mnrl", "mnrl-symmetric"] {
         let out = format!("out-{loss}");
         let run = sbert_in(

@@ -81,7 +81,7 @@ pub use data::{
     entailment_pairs, read_nli, read_pairs, read_scored_pairs, NliExample, NliLabel, PairExample,
     StsPair,
 };
-pub use mine::{mine_hard_negatives, MineOptions, Mined, Sampling};
+pub use mine::{mine_hard_negatives, mine_hard_negatives_embedded, MineOptions, Mined, Sampling};
 pub use model::TrainableModel;
 pub use objective::{Concat, ConcatPart, Layout, Objective};
 pub use trainer::{DevSet, StepLog, TrainConfig, TrainData, Trainer, TrainingReport};

@@ -83,6 +83,40 @@ pub fn mine_hard_negatives(
     corpus: &[String],
     options: &MineOptions,
 ) -> Result<Mined> {
+    mine(model, pairs, corpus, None, options)
+}
+
+/// [`mine_hard_negatives`] over a corpus embedded already (an index's texts and stored
+/// embeddings, `(corpus.len(), dim)`, by the same model): only the anchors and the positives
+/// missing from it are embedded.
+///
+/// # Errors
+/// As [`mine_hard_negatives`], and when the embeddings do not have one row per corpus text
+/// or the model's width.
+pub fn mine_hard_negatives_embedded(
+    model: &(impl TextEmbedder + ?Sized),
+    pairs: &[PairExample],
+    corpus: &[String],
+    embeddings: &sbert::Tensor,
+    options: &MineOptions,
+) -> Result<Mined> {
+    if embeddings.dims2()?.0 != corpus.len() {
+        return Err(TrainError::Invalid(format!(
+            "{} corpus embeddings for {} texts",
+            embeddings.dims2()?.0,
+            corpus.len()
+        )));
+    }
+    mine(model, pairs, corpus, Some(embeddings), options)
+}
+
+fn mine(
+    model: &(impl TextEmbedder + ?Sized),
+    pairs: &[PairExample],
+    corpus: &[String],
+    embedded: Option<&sbert::Tensor>,
+    options: &MineOptions,
+) -> Result<Mined> {
     let invalid = |m: String| Err(TrainError::Invalid(m));
     if pairs.is_empty() {
         return invalid("no (anchor, positive) pairs to mine negatives for".into());
@@ -151,7 +185,34 @@ pub fn mine_hard_negatives(
             &model.embed_texts(t)?.to_dtype(DType::F32)?,
         )?)
     };
-    let corpus_e = embed(&texts)?;
+    let corpus_e = match embedded {
+        None => embed(&texts)?,
+        Some(known) => {
+            // The given corpus comes first in `texts`; a repeated text keeps its first row.
+            let mut seen = std::collections::HashSet::new();
+            let rows: Vec<u32> = (0..corpus.len())
+                .filter(|&i| seen.insert(corpus[i].as_str()))
+                .map(|i| i as u32)
+                .collect();
+            let known =
+                known.index_select(&sbert::Tensor::new(rows.as_slice(), known.device())?, 0)?;
+            let known = sbert::normalize(&known.to_dtype(DType::F32)?)?;
+            let given = known.dim(0)?;
+            if given == texts.len() {
+                known
+            } else {
+                let rest = embed(&texts[given..])?;
+                if rest.dim(1)? != known.dim(1)? {
+                    return Err(TrainError::Invalid(format!(
+                        "the corpus embeddings have {} dimensions, the model's {}",
+                        known.dim(1)?,
+                        rest.dim(1)?
+                    )));
+                }
+                sbert::Tensor::cat(&[&known, &rest], 0)?
+            }
+        }
+    };
     let mut negatives: Vec<Vec<usize>> = Vec::with_capacity(anchors.len());
     let mut rng = match options.sampling {
         Sampling::Random { seed } => Some(rand::rngs::StdRng::seed_from_u64(seed)),
@@ -250,6 +311,7 @@ mod tests {
             "a cat on a rug",
             "stocks fell sharply",
             "the cat sat on the mat",
+            "a cat on a rug",
             "a woman plays the piano",
         ]
         .map(String::from)
@@ -312,6 +374,17 @@ mod tests {
         let top2 = mine_hard_negatives(&model, &pairs[2..], &corpus, &options).expect("mine");
         let shifted = mine_hard_negatives(&model, &pairs[2..], &corpus, &skip).expect("mine");
         assert_eq!(shifted.triplets[0].negative, top2.triplets[1].negative);
+        // Over the corpus embedded beforehand (as an index stores it): the same negatives.
+        let stored = model
+            .embed_texts(&corpus.iter().map(String::as_str).collect::<Vec<_>>())
+            .expect("embed");
+        let embedded =
+            mine_hard_negatives_embedded(&model, &pairs, &corpus, &stored, &options).expect("mine");
+        let plain = mine_hard_negatives(&model, &pairs, &corpus, &options).expect("mine");
+        let negatives = |m: &Mined| -> Vec<Option<String>> {
+            m.triplets.iter().map(|t| t.negative.clone()).collect()
+        };
+        assert_eq!(negatives(&embedded), negatives(&plain));
         let bad = MineOptions {
             range_min: 5,
             range_max: Some(5),
