@@ -54,6 +54,18 @@ impl DistanceBias {
         Self { values, longest }
     }
 
+    /// From the bias table tensor `(num_buckets, heads)`, for sequences up to `longest` tokens.
+    ///
+    /// # Errors
+    /// When the table is not an f32 tensor whose values can be read.
+    pub(crate) fn from_table(table: &Tensor, heads: usize, longest: usize) -> Result<Self> {
+        Ok(Self::new(
+            &table.flatten_all()?.to_vec1::<f32>()?,
+            heads,
+            longest,
+        ))
+    }
+
     /// Tokens in the longest sequence the values cover.
     pub(crate) fn longest(&self) -> usize {
         self.longest

@@ -366,11 +366,12 @@ fn train_scored(args: &TrainArgs, concat: &str, output: &Path) -> Result<(Option
     if args.teacher.is_some() != (args.loss == Loss::Mse) {
         bail!("--teacher DIR goes with --loss mse, and --loss mse needs it");
     }
-    let select_rows = |all| select(all, rows.as_ref(), args.limit);
     let data = match objective.layout() {
-        Layout::Scored | Layout::Labelled => {
-            TrainData::Scored(select_rows(read_scored_pairs(&args.train)?)?)
-        }
+        Layout::Scored | Layout::Labelled => TrainData::Scored(select(
+            read_scored_pairs(&args.train)?,
+            rows.as_ref(),
+            args.limit,
+        )?),
         Layout::Nli => TrainData::Nli(select(read_nli(&args.train)?, rows.as_ref(), args.limit)?),
         // An NLI file: --rows index its data rows, then the entailment pairs are kept.
         Layout::Pairs | Layout::Triplets => TrainData::Pairs(match read_nli(&args.train) {
@@ -613,19 +614,16 @@ pub fn mine(args: &MineArgs) -> Result<()> {
     };
     let corpus = match &args.corpus {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            if let Some(line) = text.lines().position(|l| l.contains('\t')) {
+            // One text per line: each is the text of its line.
+            let texts = crate::io::read_texts(path, crate::io::InputFormat::Lines)?;
+            if let Some(line) = texts.iter().position(|t| t.contains('\t')) {
                 bail!(
                     "{}: line {}: a tab in a corpus text (the triplets are written as TSV)",
                     path.display(),
                     line + 1
                 );
             }
-            text.lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_string)
-                .collect()
+            texts.into_iter().filter(|t| !t.trim().is_empty()).collect()
         }
         None => Vec::new(),
     };

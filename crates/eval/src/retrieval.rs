@@ -1,5 +1,7 @@
 //! Retrieval evaluation: every query must find its relevant documents among the whole corpus.
 
+use std::collections::HashMap;
+
 use sbert::{DType, TextEmbedder};
 use serde::Serialize;
 
@@ -22,8 +24,8 @@ impl RetrievalTask {
     /// hypotheses (both in order of first appearance), and a hypothesis is relevant to every
     /// premise it is entailed by.
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        let mut q_ids = std::collections::HashMap::new();
-        let mut c_ids = std::collections::HashMap::new();
+        let mut q_ids = HashMap::new();
+        let mut c_ids = HashMap::new();
         let (mut queries, mut corpus) = (Vec::new(), Vec::new());
         let mut relevant: Vec<Vec<usize>> = Vec::new();
         for (q, c) in pairs {
@@ -46,9 +48,7 @@ impl RetrievalTask {
             relevant,
         }
     }
-}
 
-impl RetrievalTask {
     /// Reads a task from the folder `dir` in the BEIR layout sentence-transformers'
     /// `InformationRetrievalEvaluator` takes as dictionaries: `queries.tsv` (`id<TAB>text`),
     /// `corpus.tsv` (`id<TAB>text`) and `qrels.tsv` (`query-id<TAB>corpus-id[<TAB>score]`; a
@@ -60,39 +60,28 @@ impl RetrievalTask {
     /// the queries or the corpus (naming file and line).
     pub fn read_dir(dir: impl AsRef<std::path::Path>) -> Result<Self, EvalError> {
         let dir = dir.as_ref();
-        let texts = |name: &str| -> Result<(Vec<String>, Vec<String>), EvalError> {
+        // The texts of an `id<TAB>text` file, and each id's row.
+        let texts = |name: &str| -> Result<(HashMap<String, usize>, Vec<String>), EvalError> {
             let path = dir.join(name);
-            let mut seen = std::collections::HashSet::new();
-            let (mut ids, mut texts) = (Vec::new(), Vec::new());
+            let (mut rows, mut texts) = (HashMap::new(), Vec::new());
             for (line, cols) in crate::read_tsv(&path, |_| false)? {
-                if cols.len() != 2 {
-                    return Err(crate::data::bad(
+                let [id, text]: [String; 2] = cols.try_into().map_err(|cols: Vec<String>| {
+                    crate::data::bad(
                         &path,
                         line,
                         format!("expected id<TAB>text, found {} columns", cols.len()),
-                    ));
+                    )
+                })?;
+                if rows.contains_key(&id) {
+                    return Err(crate::data::bad(&path, line, format!("id {id:?} repeated")));
                 }
-                if !seen.insert(cols[0].clone()) {
-                    return Err(crate::data::bad(
-                        &path,
-                        line,
-                        format!("id {:?} repeated", cols[0]),
-                    ));
-                }
-                ids.push(cols[0].clone());
-                texts.push(cols[1].clone());
+                rows.insert(id, texts.len());
+                texts.push(text);
             }
-            Ok((ids, texts))
+            Ok((rows, texts))
         };
-        let (query_ids, queries) = texts("queries.tsv")?;
-        let (corpus_ids, corpus) = texts("corpus.tsv")?;
-        let position = |ids: &[String]| -> std::collections::HashMap<String, usize> {
-            ids.iter()
-                .enumerate()
-                .map(|(i, id)| (id.clone(), i))
-                .collect()
-        };
-        let (q_pos, c_pos) = (position(&query_ids), position(&corpus_ids));
+        let (q_pos, queries) = texts("queries.tsv")?;
+        let (c_pos, corpus) = texts("corpus.tsv")?;
         let mut relevant = vec![Vec::new(); queries.len()];
         let path = dir.join("qrels.tsv");
         for (line, cols) in crate::read_tsv(&path, |_| false)? {

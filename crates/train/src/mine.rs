@@ -136,12 +136,18 @@ fn mine(
     // Distinct anchors with their positives; the corpus: the given texts, then the positives.
     let mut corpus_ids: HashMap<&str, usize> = HashMap::new();
     let mut texts: Vec<&str> = Vec::new();
-    for t in corpus
+    // The row of `corpus` of each distinct given text (the first of a repeated one).
+    let mut given_rows: Vec<u32> = Vec::new();
+    for (row, t) in corpus
         .iter()
         .map(String::as_str)
         .chain(pairs.iter().map(|p| p.positive.as_str()))
+        .enumerate()
     {
         corpus_ids.entry(t).or_insert_with(|| {
+            if row < corpus.len() {
+                given_rows.push(row as u32);
+            }
             texts.push(t);
             texts.len() - 1
         });
@@ -188,14 +194,9 @@ fn mine(
     let corpus_e = match embedded {
         None => embed(&texts)?,
         Some(known) => {
-            // The given corpus comes first in `texts`; a repeated text keeps its first row.
-            let mut seen = std::collections::HashSet::new();
-            let rows: Vec<u32> = (0..corpus.len())
-                .filter(|&i| seen.insert(corpus[i].as_str()))
-                .map(|i| i as u32)
-                .collect();
-            let known =
-                known.index_select(&sbert::Tensor::new(rows.as_slice(), known.device())?, 0)?;
+            // The given corpus comes first in `texts`.
+            let rows = sbert::Tensor::new(given_rows.as_slice(), known.device())?;
+            let known = known.index_select(&rows, 0)?;
             let known = sbert::normalize(&known.to_dtype(DType::F32)?)?;
             let given = known.dim(0)?;
             if given == texts.len() {

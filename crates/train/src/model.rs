@@ -36,6 +36,10 @@ pub struct TrainableModel {
     next_dropout_seed: AtomicU64,
     /// Encoder gradients of the training passes, until [`TrainableModel::collect_gradients`].
     sink: GradientSink,
+    /// The checkpoint's pooler, which training leaves as it is (sentence-transformers pools
+    /// the tokens itself), read once: saved beside the trained weights, so that
+    /// `transformers` finds every weight it expects.
+    pooler: Vec<(String, Tensor)>,
 }
 
 impl std::fmt::Debug for TrainableModel {
@@ -111,12 +115,17 @@ impl TrainableModel {
         // The folder the model came from: for an `owner/name` hub id, its snapshot folder in
         // the cache, which `save` copies from.
         let dir = embedder.dir().to_path_buf();
+        let pooler =
+            sbert::read_safetensors(embedder.weights_path(), |name| name.starts_with("pooler."))?
+                .into_iter()
+                .collect();
         Ok(Self {
             dir,
             embedder: embedder.with_encoder(encoder)?,
             varmap,
             next_dropout_seed: AtomicU64::new(0),
             sink: GradientSink::new(),
+            pooler,
         })
     }
 
@@ -278,13 +287,10 @@ impl TrainableModel {
             .iter()
             .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
             .collect();
-        // The checkpoint's pooler, which training leaves as it is (sentence-transformers
-        // pools the tokens itself): kept, so that `transformers` finds every weight it expects.
-        let pooler = sbert::read_safetensors(self.embedder.weights_path(), |name| {
-            name.starts_with("pooler.")
-        })?;
-        for (name, tensor) in pooler {
-            tensors.entry(name).or_insert(tensor);
+        for (name, tensor) in &self.pooler {
+            tensors
+                .entry(name.clone())
+                .or_insert_with(|| tensor.clone());
         }
         candle_core::safetensors::save(&tensors, &weights).map_err(weights_error)?;
         extra(staged.path())?;

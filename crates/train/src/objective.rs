@@ -298,14 +298,7 @@ pub(crate) fn weighted_in_batch_loss(scores: &Tensor, log_w: &Tensor) -> Result<
     let neg_adj = ((scores + log_w)? + ((n - 1) as f64).ln())?;
     // Positives keep their score; negatives get the adjusted one.
     let adj = ((&eye * scores)? + (eye.affine(-1.0, 1.0)? * neg_adj)?)?;
-    let max = adj.max_keepdim(D::Minus1)?.detach();
-    let lse = (adj
-        .broadcast_sub(&max)?
-        .exp()?
-        .sum_keepdim(D::Minus1)?
-        .log()?
-        + &max)?
-        .squeeze(1)?;
+    let lse = logsumexp_rows(&adj)?;
     let pos = (&eye * scores)?.sum(D::Minus1)?;
     Ok((lse - pos)?.mean_all()?)
 }
@@ -333,13 +326,20 @@ pub(crate) fn cosent(sims: &Tensor, labels: &[f32], scale: f64) -> Result<Tensor
         ],
         0,
     )?;
-    logsumexp(&terms)
+    Ok(logsumexp_rows(&terms.unsqueeze(0)?)?.squeeze(0)?)
 }
 
-/// `log Σ exp(x)` over a vector, stably.
-fn logsumexp(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(0)?.detach();
-    Ok((x.broadcast_sub(&max)?.exp()?.sum_all()?.log()? + max.squeeze(0)?)?)
+/// `log Σ_j exp(m_ij)` of each row of `m (b, n)`, `(b,)`, stably (the row maximum taken out
+/// first, without a gradient through it: the result does not depend on it).
+fn logsumexp_rows(m: &Tensor) -> Result<Tensor> {
+    let max = m.max_keepdim(D::Minus1)?.detach();
+    Ok((m
+        .broadcast_sub(&max)?
+        .exp()?
+        .sum_keepdim(D::Minus1)?
+        .log()?
+        + max)?
+        .squeeze(D::Minus1)?)
 }
 
 /// sentence-transformers' `pairwise_angle_sim`: `|cos(u, v) + sin(u, v)|` after L2
@@ -429,13 +429,9 @@ pub(crate) fn symmetric_in_batch_negatives(
     let b = queries.dim(0)?;
     let forward = (sbert::cos_sim(queries, docs)? * scale)?; // (b, n)
     let backward = (sbert::cos_sim(&docs.narrow(0, 0, b)?, queries)? * scale)?; // (b, b)
-    let lse = |m: &Tensor| -> Result<Tensor> {
-        let max = m.max_keepdim(1)?.detach();
-        Ok((m.broadcast_sub(&max)?.exp()?.sum_keepdim(1)?.log()? + max)?.squeeze(1)?)
-    };
     let eye = positives(b, forward.dim(1)?, &forward)?;
     let pos = (&eye * &forward)?.sum(1)?;
-    let log_z = ((lse(&forward)? + lse(&backward)?)? * 0.5)?;
+    let log_z = ((logsumexp_rows(&forward)? + logsumexp_rows(&backward)?)? * 0.5)?;
     Ok((log_z - pos)?.mean_all()?)
 }
 

@@ -460,17 +460,9 @@ pub(crate) fn infer(
     let batch = PackedBatch::new(input_ids, token_type_ids, lengths, cfg, type_rows)?;
     let tokens = batch.tokens();
     let dims = Dims::new(cfg, false)?;
-    let position_bias = match relative_bias {
-        Some(table) => {
-            let table = table.flatten_all()?.to_vec1::<f32>()?;
-            Some(DistanceBias::new(
-                &table,
-                cfg.num_attention_heads,
-                batch.longest(),
-            ))
-        }
-        None => None,
-    };
+    let position_bias = relative_bias
+        .map(|t| DistanceBias::from_table(t, cfg.num_attention_heads, batch.longest()))
+        .transpose()?;
     let guards = WeightGuards::new(weights);
     let host = guards.host()?;
     // The whole pass on one of rayon's threads: its parallel loops then start from inside the

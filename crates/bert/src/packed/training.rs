@@ -154,14 +154,9 @@ pub(crate) fn train(
 ) -> Result<Tensor> {
     let batch = PackedBatch::new(input_ids, None, lengths, cfg, 1)?;
     let dims = Dims::new(cfg, true)?;
-    let position_bias = match relative_bias {
-        Some(table) => Some(DistanceBias::new(
-            &table.flatten_all()?.to_vec1::<f32>()?,
-            cfg.num_attention_heads,
-            batch.longest(),
-        )),
-        None => None,
-    };
+    let position_bias = relative_bias
+        .map(|t| DistanceBias::from_table(t, cfg.num_attention_heads, batch.longest()))
+        .transpose()?;
     let (output, tape) = {
         let guards = WeightGuards::new(weights);
         forward(
