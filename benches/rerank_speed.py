@@ -10,25 +10,22 @@ interleaved: each library's `rank(query, documents)` (median of 5 calls) and one
 Usage: python benches/rerank_speed.py [ROUNDS]   (default 3; a Python with torch,
 sentence-transformers and the sbert wheel; models/fetch.sh installs all-MiniLM-L6-v2)
 """
-import csv
 import math
 import os
 import shutil
 import statistics
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-import numpy as np
 import torch
 from sentence_transformers import CrossEncoder as StCrossEncoder
 from transformers import AutoTokenizer, BertForSequenceClassification
 
 import sbert
+from bench_common import median_seconds, stsb_test_sentences
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.environ.get("SBERT_SHARED_DIR", os.path.join(ROOT, "..", "shared"))
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 MINILM = os.path.join(ROOT, "models", "all-MiniLM-L6-v2")
 torch.set_num_threads(2)
@@ -46,25 +43,13 @@ def folder(out):
 
 
 def texts():
-    with open(os.path.join(SHARED, "data", "stsb", "test.tsv"), newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     seen = []
-    for r in rows:
-        for s in (r["sentence1"], r["sentence2"]):
-            if s not in seen:
-                seen.append(s)
-        if len(seen) >= 101:
+    for s in stsb_test_sentences():
+        if s not in seen:
+            seen.append(s)
+        if len(seen) == 101:
             break
     return seen[0], seen[1:101]
-
-
-def median_seconds(call, n):
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main():

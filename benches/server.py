@@ -11,7 +11,6 @@ server to in-process throughput, and the server's peak RSS. Standard library onl
 """
 import base64
 import concurrent.futures as futures
-import csv
 import http.client
 import json
 import os
@@ -21,18 +20,13 @@ import subprocess
 import sys
 import time
 
+from bench_common import stsb_test_sentences
+
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.environ.get("SBERT_SHARED_DIR", os.path.join(HERE, "..", "shared"))
 BINARY = os.path.join(HERE, "target", "release", "sbert")
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 2
 THREADS = sys.argv[2] if len(sys.argv) > 2 else "2"
 SENTENCE = "A man is playing a guitar."
-
-
-def corpus():
-    with open(os.path.join(SHARED, "data", "stsb", "test.tsv"), newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return [s for row in rows[1:] for s in row[1:3]]
 
 
 class Client:
@@ -105,7 +99,7 @@ def peak_rss_mib(pid):
 
 def main():
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "sbert-cli"], cwd=HERE, check=True)
-    texts = corpus()
+    texts = stsb_test_sentences()
     results = {"in_process": [], "server": [], "rss": []}
     lat = {c: [] for c in (1, 8, 64)}
     for r in range(ROUNDS):

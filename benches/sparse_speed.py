@@ -8,11 +8,9 @@ sentence (median of 50 calls). Prints one Markdown table of medians over rounds.
 Usage: python benches/sparse_speed.py [ROUNDS]   (default 3; a Python with torch,
 sentence-transformers and the sbert wheel; models/fetch.sh splade-tiny installs the model)
 """
-import csv
 import os
 import statistics
 import sys
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
@@ -21,31 +19,16 @@ import torch
 from sentence_transformers import SparseEncoder as StSparseEncoder
 
 import sbert
+from bench_common import median_seconds, stsb_test_sentences
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.environ.get("SBERT_SHARED_DIR", os.path.join(ROOT, "..", "shared"))
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 MODEL = os.path.join(ROOT, "models", "splade-tiny")
 torch.set_num_threads(2)
 
 
-def corpus():
-    with open(os.path.join(SHARED, "data", "stsb", "test.tsv"), newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return [s for r in rows for s in (r["sentence1"], r["sentence2"])]
-
-
-def median_seconds(call, n):
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def main():
-    texts = corpus()
+    texts = stsb_test_sentences()
     st = StSparseEncoder(MODEL, device="cpu")
     ours = sbert.SparseEncoder(MODEL)
     sample = texts[:256]

@@ -9,7 +9,6 @@ Usage: python3 benches/static_speed.py [ROUNDS] [SBERT_BINARY]   (defaults: 2, t
 The model2vec column needs `pip install model2vec`; `models/fetch.sh potion-base-8M` installs
 the model.
 """
-import csv
 import json
 import os
 import statistics
@@ -17,18 +16,13 @@ import subprocess
 import sys
 import time
 
+from bench_common import stsb_test_sentences
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.environ.get("SBERT_SHARED_DIR", os.path.join(ROOT, "..", "shared"))
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 2
 BINARY = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "target", "release", "sbert")
 POTION = os.path.join(ROOT, "models", "potion-base-8M")
 MINILM = os.path.join(ROOT, "models", "all-MiniLM-L6-v2")
-
-
-def corpus():
-    with open(os.path.join(SHARED, "data", "stsb", "test.tsv"), newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return [t for r in rows for t in (r["sentence1"], r["sentence2"])]
 
 
 def sbert_bench(model):
@@ -58,7 +52,7 @@ def model2vec_speed(texts):
 def main():
     os.environ.setdefault("RAYON_NUM_THREADS", "2")
     os.environ.setdefault("OMP_NUM_THREADS", "2")
-    texts = corpus()
+    texts = stsb_test_sentences()
     results = {"potion": [], "minilm": [], "model2vec": [], "potion_p50": [], "minilm_p50": []}
     for r in range(ROUNDS):
         p = sbert_bench(POTION)
