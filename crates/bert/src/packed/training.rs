@@ -131,10 +131,10 @@ impl SinkState {
 
 /// `n` zeros, written rather than allocated zeroed. A zeroed allocation of this size is fresh
 /// pages that the kernel maps to its shared zero page; the backward pass's products first read
-/// a gradient buffer (they accumulate) and then write it, so every page faulted twice, the
+/// a gradient buffer (they accumulate) and then write it, so every page would fault twice, the
 /// second time replacing a read-only mapping with a TLB flush on every core: on
-/// all-mpnet-base-v2 (110 M gradients a step) about a quarter of a training step went to those
-/// faults. Writing the zeros first faults each page once, as a plain write.
+/// all-mpnet-base-v2 (110 M gradients a step) that is about a quarter of a training step.
+/// Writing the zeros first faults each page once, as a plain write.
 fn written_zeros(n: usize) -> Vec<f32> {
     let mut v = Vec::with_capacity(n);
     v.resize(n, 0f32);
